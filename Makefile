@@ -1,0 +1,48 @@
+# Sluice developer entry points. `make demo` and `make test` work on a fresh clone
+# of a machine with Python 3.11+ and Node 20: they create .venv and node_modules first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Offline, quiet CDK: no telemetry, no notices, no jsii banner about Node 20.
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+CDK := npx --no-install cdk --no-notices
+
+.PHONY: install demo test lint synth synth-prod bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml package.json package-lock.json
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## The main job: synthesize the app and run the Sluice lifecycle on the embedded local AWS.
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(CDK) synth --quiet --output cdk.out
+	$(BIN)/sluice demo --assembly cdk.out $(DEMO_ARGS)
+
+## The whole test suite (unit, handlers, infra, local end to end) plus ruff.
+test: $(STAMP) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+synth: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(CDK) synth --quiet --output cdk.out
+
+synth-prod: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(CDK) synth --quiet --output cdk.out -c stage=prod
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf cdk.out .pytest_cache .ruff_cache demo-output

@@ -1,0 +1,1 @@
+"""CDK side of Sluice: stage settings, stacks and constructs. No business logic lives here."""

@@ -1,0 +1,133 @@
+"""Stage settings, read once from CDK context and validated with one-line errors.
+
+Context keys (``cdk.json``, each overridable with ``-c key=value``):
+
+``stage``
+    ``dev``, ``prod`` or ``all`` (default): which stages to synthesize.
+``<stage>:account`` / ``<stage>:region``
+    The 12-digit AWS account id and the region of each stage.
+``<stage>:retainData``
+    Keep buckets and tables when the stack is deleted, and turn on termination
+    protection. Defaults to true for ``prod`` and false otherwise.
+``sluice:alarmEmail``
+    Optional address subscribed to the alarm and notification topics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STAGE_NAMES = ("dev", "prod")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Settings of one account's stage."""
+
+    name: str
+    account: str
+    region: str
+    retain_data: bool
+    alarm_email: str | None = None
+    trusted_role_arn: str | None = None
+    """For prod: the dev deployer role, the only principal that may assume the promotion role."""
+
+    @property
+    def construct_id(self) -> str:
+        return self.name.capitalize()
+
+    @property
+    def deployer_role_name(self) -> str:
+        """Fixed name of the stage's deployer role, so another account can trust it."""
+        return deployer_role_name(self.name)
+
+    @property
+    def promotion_role_name(self) -> str | None:
+        return f"sluice-{self.name}-promotion" if self.trusted_role_arn else None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    stages: tuple[StageConfig, ...]
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> AppConfig:
+        """Build the settings from a context getter such as ``app.node.try_get_context``."""
+        selected = _text(get, "stage", default="all")
+        if selected not in (*STAGE_NAMES, "all"):
+            raise ConfigError(f"context key 'stage' must be one of dev, prod, all; got {selected!r}")
+        email = _text(get, "sluice:alarmEmail", default="") or None
+        if email is not None and not _EMAIL.match(email):
+            raise ConfigError(f"context key 'sluice:alarmEmail' must be an e-mail address; got {email!r}")
+        dev_account = _matching(get, "dev:account", _ACCOUNT, "a 12-digit AWS account id")
+        stages = []
+        for name in STAGE_NAMES:
+            account = _matching(get, f"{name}:account", _ACCOUNT, "a 12-digit AWS account id")
+            region = _matching(get, f"{name}:region", _REGION, "an AWS region such as eu-west-1")
+            retain = _flag(get, f"{name}:retainData", default=(name == "prod"))
+            stages.append(
+                StageConfig(
+                    name=name,
+                    account=account,
+                    region=region,
+                    retain_data=retain,
+                    alarm_email=email,
+                    trusted_role_arn=(
+                        f"arn:aws:iam::{dev_account}:role/{deployer_role_name('dev')}" if name == "prod" else None
+                    ),
+                )
+            )
+        chosen = tuple(s for s in stages if selected in ("all", s.name))
+        return cls(stages=chosen)
+
+    def stage(self, name: str) -> StageConfig:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ConfigError(f"stage {name!r} is not selected (context key 'stage')")
+
+
+def deployer_role_name(stage: str) -> str:
+    return f"sluice-{stage}-deployer"
+
+
+def _text(get: Callable[[str], Any], key: str, *, default: str | None = None) -> str:
+    value = get(key)
+    if value is None:
+        if default is None:
+            raise ConfigError(f"context key {key!r} is missing (set it in cdk.json or with -c {key}=...)")
+        return default
+    if not isinstance(value, str | int):
+        raise ConfigError(f"context key {key!r} must be a string; got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _matching(get: Callable[[str], Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = _text(get, key)
+    if not pattern.match(value):
+        raise ConfigError(f"context key {key!r} must be {what}; got {value!r}")
+    return value
+
+
+def _flag(get: Callable[[str], Any], key: str, *, default: bool) -> bool:
+    value = get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"context key {key!r} must be true or false; got {value!r}")

@@ -1,0 +1,1 @@
+"""One construct per file: storage, registry, roles, runtime (functions), registry_api, ..."""

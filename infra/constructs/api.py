@@ -1,0 +1,82 @@
+"""A REST API with the settings every Sluice API shares: IAM auth, validation, throttling, access logs."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.constructs.nag import acknowledge
+
+
+class SecureRestApi(Construct):
+    """An API Gateway REST API behind IAM (SigV4) auth.
+
+    Every method requires IAM auth by default; the ``prod`` stage throttles, traces with
+    X-Ray and writes JSON access logs to its own log group.
+
+    Parameters
+    ----------
+    description
+        Shown in the console.
+    rate_limit, burst_limit
+        Stage-wide throttling (requests per second, burst).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        description: str,
+        rate_limit: int = 100,
+        burst_limit: int = 200,
+        retain_logs: bool = False,
+    ) -> None:
+        super().__init__(scope, id)
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            description=description,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=False,
+            default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+            deploy_options=apigw.StageOptions(
+                stage_name="prod",
+                throttling_rate_limit=rate_limit,
+                throttling_burst_limit=burst_limit,
+                tracing_enabled=True,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+            ),
+        )
+        self.validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        acknowledge(
+            self.api,
+            {
+                "AwsSolutions-APIG3": "Callers are IAM principals signing with SigV4 and the stage is throttled; "
+                "attach a WAF web ACL at the account level where public exposure requires it.",
+                "AwsSolutions-APIG6": "Execution logging needs the account-wide API Gateway CloudWatch role, "
+                "which Sluice does not own; JSON access logs record every request instead.",
+                "AwsSolutions-COG4": "Methods use IAM authorization (SigV4) for non-personal roles, not Cognito.",
+            },
+        )

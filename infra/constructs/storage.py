@@ -1,0 +1,84 @@
+"""Buckets with the settings every Sluice bucket shares."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+
+def secure_bucket(
+    scope: Construct,
+    id: str,
+    *,
+    bucket_name: str,
+    retain: bool,
+    access_logs: s3.IBucket | None,
+    encryption_key: kms.IKey | None = None,
+    versioned: bool = True,
+    access_logs_prefix: str | None = None,
+) -> s3.Bucket:
+    """A versioned, encrypted, TLS-only bucket with public access blocked.
+
+    Parameters
+    ----------
+    bucket_name
+        Physical name. Names are fixed per stage (see :func:`stage_bucket_name`) so that IAM
+        policies in other stacks name the bucket literally instead of through exports.
+    retain
+        Keep the bucket when the stack is deleted (prod). Otherwise it is emptied and destroyed.
+    access_logs
+        Bucket receiving S3 server access logs; ``None`` only for the access-log bucket itself.
+    encryption_key
+        Customer-managed KMS key. Defaults to S3-managed keys (SSE-S3).
+    """
+    return s3.Bucket(
+        scope,
+        id,
+        bucket_name=bucket_name,
+        versioned=versioned,
+        enforce_ssl=True,
+        minimum_tls_version=1.2,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        encryption=s3.BucketEncryption.KMS if encryption_key else s3.BucketEncryption.S3_MANAGED,
+        encryption_key=encryption_key,
+        bucket_key_enabled=bool(encryption_key),
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=access_logs_prefix or (f"{id.lower()}/" if access_logs else None),
+        removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
+        auto_delete_objects=False,
+        lifecycle_rules=[
+            s3.LifecycleRule(
+                id="expire-old-versions",
+                noncurrent_version_expiration=cdk.Duration.days(90),
+                abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
+            )
+        ],
+    )
+
+
+def stage_bucket_name(purpose: str, *, stage: str, account: str, region: str) -> str:
+    """``sluice-<stage>-<purpose>-<account>-<region>``: unique per account and region."""
+    return f"sluice-{stage}-{purpose}-{account}-{region}"
+
+
+def bucket_in(scope: Construct, bucket: s3.IBucket) -> s3.IBucket:
+    """``bucket`` as seen from ``scope``'s stack.
+
+    In another stack this is an import by literal name, so the grants made on it name the
+    bucket ARN literally (stable, reviewable policies) rather than through a CloudFormation
+    export; the KMS key, if any, is carried along so grants still include decrypt rights.
+    """
+    here = cdk.Stack.of(scope)
+    if cdk.Stack.of(bucket) is here:
+        return bucket
+    name = bucket.node.default_child.bucket_name
+    view_id = f"Ref{cdk.Names.unique_id(bucket)}"
+    existing = here.node.try_find_child(view_id)
+    if existing is not None:
+        return existing
+    return s3.Bucket.from_bucket_attributes(
+        here, view_id, bucket_name=name, encryption_key=bucket.encryption_key
+    )

@@ -1,0 +1,71 @@
+"""One Stage per account: a stateful stack (data) and a service stack (compute and APIs)."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.nag import acknowledge
+from infra.constructs.registry import Registry
+from infra.constructs.registry_api import RegistryApi
+from infra.constructs.roles import ServiceRoles
+from infra.constructs.storage import secure_bucket, stage_bucket_name
+
+
+class StatefulStack(cdk.Stack):
+    """Buckets and tables: what must survive a redeploy of the service stack."""
+
+    def __init__(self, scope: Construct, id: str, *, config: StageConfig, **kwargs) -> None:
+        super().__init__(scope, id, termination_protection=config.retain_data, **kwargs)
+        retain = config.retain_data
+
+        def name(purpose: str) -> str:
+            return stage_bucket_name(purpose, stage=config.name, account=config.account, region=config.region)
+
+        self.access_logs = secure_bucket(
+            self, "AccessLogs", bucket_name=name("access-logs"), retain=retain, access_logs=None
+        )
+        self.registry = Registry(
+            self, "Registry", bucket_name=name("artifacts"), retain=retain, access_logs=self.access_logs
+        )
+        self.capture_bucket = secure_bucket(
+            self, "Capture", bucket_name=name("capture"), retain=retain, access_logs=self.access_logs
+        )
+        acknowledge(
+            self.access_logs,
+            {"AwsSolutions-S1": "This is the access-log bucket; logging it to itself would loop."},
+        )
+
+
+class ServiceStack(cdk.Stack):
+    """Roles, functions, APIs and pipelines that use the stateful stack."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: StageConfig, stateful: StatefulStack, **kwargs
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.roles = ServiceRoles(
+            self,
+            "Roles",
+            registry=stateful.registry,
+            capture_bucket=stateful.capture_bucket,
+            deployer_role_name=config.deployer_role_name,
+            trusted_role_arn=config.trusted_role_arn,
+            promotion_role_name=config.promotion_role_name,
+        )
+        self.registry_api = RegistryApi(
+            self, "RegistryApi", registry=stateful.registry, retain_logs=config.retain_data
+        )
+
+
+class SluiceStage(cdk.Stage):
+    """Everything Sluice deploys into one account and region."""
+
+    def __init__(self, scope: Construct, id: str, *, config: StageConfig) -> None:
+        super().__init__(scope, id, env=cdk.Environment(account=config.account, region=config.region))
+        self.config = config
+        self.stateful = StatefulStack(self, "Stateful", config=config)
+        self.service = ServiceStack(self, "Service", config=config, stateful=self.stateful)
+        for stack in (self.stateful, self.service):
+            cdk.Tags.of(stack).add("sluice:stage", config.name)

@@ -1,0 +1,42 @@
+"""boto3 clients created lazily and reused, so moto can start first and warm Lambdas reuse them.
+
+Endpoints follow boto3's own ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` variables,
+so the same code talks to AWS or to the embedded local AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_lock = threading.Lock()
+_clients: dict[tuple, Any] = {}
+
+DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+
+
+def client(service: str, *, region: str | None = None, config: Config | None = None) -> Any:
+    """A cached boto3 client for ``service``.
+
+    The cache key includes the region and endpoint variables, so changing them (as local
+    mode and tests do) yields a fresh client instead of a stale one.
+    """
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
+    key = (service, region, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"), id(config))
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = boto3.client(service, region_name=region, config=config or DEFAULT_CONFIG)
+            _clients[key] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests, or after credentials change)."""
+    with _lock:
+        _clients.clear()

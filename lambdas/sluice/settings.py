@@ -1,0 +1,35 @@
+"""Runtime settings read from the environment (Lambda configuration, local mode or the CLI)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from sluice.errors import SluiceError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Names of the resources the runtime talks to.
+
+    Each field maps to the environment variable ``SLUICE_<FIELD>`` (upper case).
+    """
+
+    registry_table: str = ""
+    registry_bucket: str = ""
+    capture_bucket: str = ""
+    region: str = ""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {f.name: env.get(f"SLUICE_{f.name.upper()}", "") for f in fields(cls)}
+        values["region"] = values["region"] or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", "")
+        return cls(**values)
+
+    def require(self, *names: str) -> Settings:
+        """Raise a clear error if any of the named settings is empty."""
+        missing = [f"SLUICE_{n.upper()}" for n in names if not getattr(self, n)]
+        if missing:
+            raise SluiceError(f"missing setting(s): {', '.join(missing)} (set the environment variable)")
+        return self
