@@ -83,7 +83,9 @@ class AppConfig:
                     retain_data=retain,
                     alarm_email=email,
                     trusted_role_arn=(
-                        f"arn:aws:iam::{dev_account}:role/{deployer_role_name('dev')}" if name == "prod" else None
+                        f"arn:aws:iam::{dev_account}:role/{deployer_role_name('dev')}"
+                        if name == "prod"
+                        else None
                     ),
                 )
             )

@@ -50,9 +50,7 @@ class RegistryApi(Construct):
             },
             retain_logs=retain_logs,
         )
-        self.rest = SecureRestApi(
-            self, "Rest", description="Sluice model registry", retain_logs=retain_logs
-        )
+        self.rest = SecureRestApi(self, "Rest", description="Sluice model registry", retain_logs=retain_logs)
         integration = apigw.LambdaIntegration(self.handler.function)
         decision_body = self.rest.api.add_model(
             "DecisionBody",

@@ -86,7 +86,6 @@ class ServiceRoles(Construct):
         for role in self.all_roles:
             acknowledge_grant_wildcards(role, buckets=[registry.bucket, capture_bucket])
 
-
     @property
     def all_roles(self) -> list[iam.Role]:
         roles = [self.training, self.pipeline, self.endpoint, self.monitor, self.deployer]

@@ -51,7 +51,7 @@ class SluiceFunction(Construct):
         service: str,
         environment: dict[str, str] | None = None,
         memory_mb: int = 512,
-        timeout: cdk.Duration = cdk.Duration.seconds(30),
+        timeout_s: int = 30,
         retain_logs: bool = False,
     ) -> None:
         super().__init__(scope, id)
@@ -74,7 +74,7 @@ class SluiceFunction(Construct):
             handler=f"sluice.handlers.{handler}.lambda_handler",
             role=role,
             memory_size=memory_mb,
-            timeout=timeout,
+            timeout=cdk.Duration.seconds(timeout_s),
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_arn)],

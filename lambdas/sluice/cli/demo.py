@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             stack.account,
             stack.region,
             str(sum(main.values())),
-            ", ".join(f"{t}×{n}" for t, n in main.most_common(6)),
+            ", ".join(f"{t} x{n}" for t, n in main.most_common(6)),
         )
     console.print(table)
     return 0

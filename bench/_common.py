@@ -1,0 +1,64 @@
+"""Shared helpers for benchmarks: timing, percentiles and the JSON line format."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+
+def emit(
+    bench: str,
+    metric: str,
+    value: float,
+    *,
+    unit: str,
+    baseline: float | None = None,
+    baseline_name: str | None = None,
+    target: str | None = None,
+    **extra: object,
+) -> dict:
+    """Print one result line: ``{"bench", "metric", "value", "unit", "baseline", "ratio", ...}``.
+
+    ``ratio`` is ``value / baseline`` when a baseline measured in the same run is given.
+    """
+    line: dict = {"bench": bench, "metric": metric, "value": round(value, 6), "unit": unit}
+    if baseline is not None:
+        line["baseline"] = round(baseline, 6)
+        line["baseline_name"] = baseline_name
+        line["ratio"] = round(value / baseline, 4) if baseline else None
+    if target is not None:
+        line["target"] = target
+    line.update(extra)
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def timings(fn: Callable[[], object], *, repeat: int, warmup: int = 5) -> list[float]:
+    """Wall-clock seconds of ``repeat`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def log(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
