@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
@@ -12,9 +15,22 @@ from infra.config import AppConfig, ConfigError
 from infra.stage import SluiceStage
 
 
+ROOT = Path(__file__).resolve().parent
+
+
 def build_app(context: dict | None = None, outdir: str | None = None) -> cdk.App:
-    """Build the app; ``context`` overrides ``cdk.json`` (used by tests)."""
+    """Build the app.
+
+    Context comes from the CDK CLI (``cdk.json`` plus ``-c``) or, when run as ``python app.py``
+    or from tests, from ``cdk.json`` here; ``context`` overrides both (tests).
+    """
+    if outdir is None and "CDK_OUTDIR" not in os.environ:
+        outdir = str(ROOT / "cdk.out")
     app = cdk.App(context=context, outdir=outdir)
+    defaults = json.loads((ROOT / "cdk.json").read_text()).get("context", {})
+    for key, value in defaults.items():
+        if app.node.try_get_context(key) is None:
+            app.node.set_context(key, value)
     config = AppConfig.from_context(app.node.try_get_context)
     for stage in config.stages:
         SluiceStage(app, stage.construct_id, config=stage)
