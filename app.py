@@ -14,7 +14,6 @@ from cdk_nag import AwsSolutionsChecks
 from infra.config import AppConfig, ConfigError
 from infra.stage import SluiceStage
 
-
 ROOT = Path(__file__).resolve().parent
 
 
