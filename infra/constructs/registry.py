@@ -49,12 +49,15 @@ class Registry(Construct):
             access_logs=access_logs,
             encryption_key=self.key,
         )
-        self.table = dynamodb.TableV2(
+        # A plain single-region table (AWS::DynamoDB::Table): each account has its own registry,
+        # and promotion copies records between accounts instead of replicating tables.
+        self.table = dynamodb.Table(
             self,
             "Table",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing=dynamodb.Billing.on_demand(),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),

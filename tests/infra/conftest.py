@@ -1,0 +1,43 @@
+"""The synthesized templates, read once per session from the ``assembly_dir`` fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Template
+
+from sluice.assembly import StackArtifact, read_assembly
+
+
+@pytest.fixture(scope="session")
+def stacks(assembly_dir: Path) -> dict[str, StackArtifact]:
+    return {s.stack_name: s for s in read_assembly(assembly_dir)}
+
+
+@pytest.fixture(scope="session")
+def templates(stacks) -> dict[str, dict]:
+    return {name: s.template for name, s in stacks.items()}
+
+
+@pytest.fixture(scope="session")
+def template(templates):
+    """``template("Dev-Service")`` → an ``aws_cdk.assertions.Template``."""
+    cache: dict[str, Template] = {}
+
+    def get(name: str) -> Template:
+        if name not in cache:
+            cache[name] = Template.from_json(templates[name])
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def validation_report(assembly_dir: Path) -> dict:
+    return json.loads((assembly_dir / "validation-report.json").read_text())
+
+
+def resources_of(template: dict, type_: str) -> dict[str, dict]:
+    return {k: r for k, r in template.get("Resources", {}).items() if r["Type"] == type_}
