@@ -15,11 +15,17 @@ CDK := npx --no-install cdk --no-notices
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml package.json package-lock.json
+# The zip scoring flavour's layer: linux arm64 wheels for the Lambda runtime (see infra/constructs/runtime.py).
+SCORING_LAYER := build/layers/scoring
+
+$(STAMP): requirements.txt pyproject.toml package.json package-lock.json containers/scoring/requirements-zip.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	rm -rf $(SCORING_LAYER) && $(BIN)/python -m pip install --quiet --only-binary=:all: \
+		--platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --implementation cp \
+		--python-version 3.14 --target $(SCORING_LAYER)/python -r containers/scoring/requirements-zip.txt
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
