@@ -131,8 +131,15 @@ def split(frame: pd.DataFrame, spec: TrainingSpec) -> tuple[pd.DataFrame, pd.Dat
 
 
 def train(frame: pd.DataFrame, spec: TrainingSpec) -> TrainingResult:
-    """Fit preprocessing and estimator on the train partition; score the holdout partition."""
-    train_part, holdout = split(frame, spec)
+    """Split ``frame``, fit preprocessing and estimator on the train partition, score the holdout."""
+    return fit(*split(frame, spec), spec)
+
+
+def fit(train_part: pd.DataFrame, holdout: pd.DataFrame, spec: TrainingSpec) -> TrainingResult:
+    """Fit preprocessing and estimator on ``train_part``; score ``holdout`` (an already made split)."""
+    missing = [c for c in [*spec.features, spec.target] if c not in train_part.columns]
+    if missing:
+        raise SluiceError(f"training data lacks column(s) {', '.join(map(repr, missing))}")
     preprocessor = Preprocessor(spec.numeric, spec.categorical).fit(train_part)
     estimator = spec.build_estimator()
     estimator.fit(preprocessor.transform(train_part), train_part[spec.target].to_numpy())
