@@ -18,6 +18,11 @@ class Settings:
     registry_table: str = ""
     registry_bucket: str = ""
     capture_bucket: str = ""
+    work_bucket: str = ""
+    notify_topic_arn: str = ""
+    retrain_state_machine_arn: str = ""
+    capture_stream: str = ""
+    reports_bucket: str = ""
     region: str = ""
 
     @classmethod

@@ -1,0 +1,351 @@
+"""Data capture: one JSON line per scored row, partitioned by model, version, day and hour.
+
+Layout in the capture bucket (the same in AWS, where Firehose dynamic partitioning writes it,
+and locally, where the direct-S3 writer or the patched local Firehose writes it)::
+
+    capture/model=<name>/version=<v>/dt=YYYY-MM-DD/hour=HH/<file>
+
+Each line::
+
+    {"request_id": str, "row": int, "ts": "2026-11-25T10:00:00.123Z", "model": str,
+     "version": int, "source": "endpoint" | "batch", "features": {name: value},
+     "prediction": value, "probability": float | null}
+
+This module imports with only the standard library, numpy and boto3 available (the zip scoring
+flavour has no pandas), and the writer never lets a capture failure reach the scoring request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sluice import aws
+from sluice.errors import SluiceError
+from sluice.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_PREFIX = "capture"
+SOURCES = ("endpoint", "batch")
+# Firehose PutRecordBatch limits: 500 records and 4 MiB per call, 1,000 KiB per record.
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_RECORD_BYTES = 1000 * 1024
+METRIC_NAMESPACE = "Sluice/Capture"
+
+
+# ---------------------------------------------------------------------------------------------
+# Records and keys
+# ---------------------------------------------------------------------------------------------
+
+
+def format_ts(moment: datetime) -> str:
+    """``2026-11-25T10:00:00.123Z``: UTC, millisecond precision, sortable as a string."""
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: str) -> datetime:
+    """Inverse of :func:`format_ts` (also accepts any ISO-8601 timestamp)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise SluiceError(f"timestamp {value!r} is not ISO-8601") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def partition_prefix(model: str, version: int, moment: datetime | None = None) -> str:
+    """``capture/model=<m>/version=<v>/`` or, with ``moment``, down to its ``dt=.../hour=HH/``."""
+    base = f"{CAPTURE_PREFIX}/model={model}/version={int(version)}/"
+    if moment is None:
+        return base
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{base}dt={moment:%Y-%m-%d}/hour={moment:%H}/"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays to Python, NaN and infinities to ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if tolist is not None:
+        return _plain(tolist())
+    return str(value)
+
+
+def capture_records(
+    *,
+    request_id: str,
+    model: str,
+    version: int,
+    rows: Sequence[Mapping[str, Any]],
+    predictions: Sequence[Any],
+    probabilities: Sequence[float] | None = None,
+    source: str = "endpoint",
+    ts: datetime | None = None,
+) -> list[dict]:
+    """The capture lines of one scored request, one per row, in row order.
+
+    Parameters
+    ----------
+    rows
+        The feature dicts as received (after parsing, before preprocessing).
+    predictions, probabilities
+        One value per row; ``probabilities`` (of the positive class) may be ``None``.
+    ts
+        Scoring time, default now. All rows of a request share it.
+    """
+    if source not in SOURCES:
+        raise SluiceError(f"capture source must be one of {SOURCES}, got {source!r}")
+    predictions = _plain(list(predictions) if not hasattr(predictions, "tolist") else predictions)
+    if len(predictions) != len(rows):
+        raise SluiceError(f"capture got {len(rows)} rows but {len(predictions)} predictions")
+    if probabilities is not None:
+        probabilities = _plain(list(probabilities) if not hasattr(probabilities, "tolist") else probabilities)
+        if len(probabilities) != len(rows):
+            raise SluiceError(f"capture got {len(rows)} rows but {len(probabilities)} probabilities")
+    stamp = format_ts(ts or datetime.now(UTC))
+    version = int(version)
+    return [
+        {
+            "request_id": str(request_id),
+            "row": i,
+            "ts": stamp,
+            "model": model,
+            "version": version,
+            "source": source,
+            "features": _plain(row),
+            "prediction": predictions[i],
+            "probability": None if probabilities is None else probabilities[i],
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """One record as a newline-terminated JSON line (NaN becomes null)."""
+    try:
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        text = json.dumps(_plain(record), separators=(",", ":"), allow_nan=False)
+    return (text + "\n").encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+# ---------------------------------------------------------------------------------------------
+
+
+class CaptureWriter:
+    """Sends capture records to Firehose (``stream_name``) or straight to S3 (``bucket_name``).
+
+    With neither it is disabled and ``put`` does nothing. ``put`` never raises: a failure is
+    logged, counted in ``failed`` and published as the ``CaptureFailures`` metric through an
+    Embedded Metric Format log line (no extra AWS call on the request path).
+
+    Parameters
+    ----------
+    stream_name
+        Firehose delivery stream; preferred when both are given.
+    bucket_name
+        Capture bucket for the direct writer: one JSON-lines object per request and partition.
+    """
+
+    def __init__(self, *, stream_name: str = "", bucket_name: str = "") -> None:
+        self.stream_name = stream_name
+        self.bucket_name = bucket_name
+        self.sent = 0
+        self.failed = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CaptureWriter:
+        """``SLUICE_CAPTURE_STREAM`` (Firehose) or ``SLUICE_CAPTURE_BUCKET`` (direct S3)."""
+        return cls(
+            stream_name=getattr(settings, "capture_stream", "") or "",
+            bucket_name=settings.capture_bucket or "",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.stream_name or self.bucket_name)
+
+    @property
+    def mode(self) -> str:
+        return "firehose" if self.stream_name else "s3" if self.bucket_name else "disabled"
+
+    def put(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Send ``records``; return how many were accepted. Never raises."""
+        if not records or not self.enabled:
+            return 0
+        try:
+            accepted = self._put_firehose(records) if self.stream_name else self._put_s3(records)
+        except Exception:  # capture must never fail a scoring request
+            logger.exception("capture of %d record(s) to %s failed", len(records), self.mode)
+            accepted = 0
+        self.sent += accepted
+        lost = len(records) - accepted
+        if lost:
+            self.failed += lost
+            self._emit_failures(records[0].get("model", ""), lost)
+        return accepted
+
+    def _put_firehose(self, records: Sequence[Mapping[str, Any]]) -> int:
+        client = aws.client("firehose")
+        accepted = 0
+        for batch in _batches(encode_line(r) for r in records):
+            response = client.put_record_batch(
+                DeliveryStreamName=self.stream_name, Records=[{"Data": data} for data in batch]
+            )
+            failed = int(response.get("FailedPutCount", 0))
+            if failed:
+                codes = {
+                    r.get("ErrorCode") for r in response.get("RequestResponses", []) if r.get("ErrorCode")
+                }
+                logger.warning("firehose rejected %d capture record(s): %s", failed, sorted(codes))
+            accepted += len(batch) - failed
+        return accepted
+
+    def _put_s3(self, records: Sequence[Mapping[str, Any]]) -> int:
+        client = aws.client("s3")
+        groups: dict[str, list[bytes]] = {}
+        for record in records:
+            moment = parse_ts(record["ts"])
+            prefix = partition_prefix(record["model"], record["version"], moment)
+            groups.setdefault(prefix, []).append(encode_line(record))
+        accepted = 0
+        for prefix, lines in groups.items():
+            request = str(records[0].get("request_id", ""))[:64].replace("/", "_")
+            key = f"{prefix}{time.time_ns()}-{request}-{uuid.uuid4().hex[:8]}.jsonl"
+            client.put_object(Bucket=self.bucket_name, Key=key, Body=b"".join(lines))
+            accepted += len(lines)
+        return accepted
+
+    @staticmethod
+    def _emit_failures(model: str, count: int) -> None:
+        document = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": METRIC_NAMESPACE,
+                        "Dimensions": [["Model"]],
+                        "Metrics": [{"Name": "CaptureFailures", "Unit": "Count"}],
+                    }
+                ],
+            },
+            "Model": str(model),
+            "CaptureFailures": count,
+        }
+        print(json.dumps(document), flush=True)
+
+
+def _batches(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Group lines into PutRecordBatch calls within the record-count and byte limits."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        if len(line) > MAX_RECORD_BYTES:
+            logger.warning("capture record of %d bytes exceeds the Firehose limit; dropped", len(line))
+            continue
+        if batch and (len(batch) == MAX_BATCH_RECORDS or size + len(line) > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line)
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader
+# ---------------------------------------------------------------------------------------------
+
+
+def _hours(start: datetime, end: datetime) -> Iterator[datetime]:
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        yield hour
+        hour += timedelta(hours=1)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def capture_keys(bucket: str, *, model: str, version: int, start: datetime, end: datetime) -> Iterator[str]:
+    """Keys of the capture objects whose hour partition overlaps ``[start, end)``.
+
+    The hour after ``end`` is listed too: Firehose partitions by arrival time, which can fall
+    just after the scoring timestamp the rows carry.
+    """
+    client = aws.client("s3")
+    paginator = client.get_paginator("list_objects_v2")
+    for hour in _hours(_utc(start), _utc(end) + timedelta(hours=1)):
+        prefix = partition_prefix(model, version, hour)
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+
+def _lines(body: Any, key: str) -> Iterator[bytes]:
+    if key.endswith(".gz"):
+        with gzip.GzipFile(fileobj=body) as unzipped:
+            yield from unzipped
+    else:
+        yield from body.iter_lines()
+
+
+def iter_capture(
+    bucket: str,
+    *,
+    model: str,
+    version: int,
+    start: datetime,
+    end: datetime,
+    chunk_rows: int = 50_000,
+) -> Iterator[list[dict]]:
+    """Captured rows of one model version scored in ``[start, end)``, in chunks of ≤ ``chunk_rows``.
+
+    Objects are streamed line by line, so memory depends on ``chunk_rows``, not on the window.
+    Lines that are not valid JSON are skipped with a warning.
+    """
+    if chunk_rows < 1:
+        raise SluiceError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise SluiceError(f"capture window end {end.isoformat()} is not after its start {start.isoformat()}")
+    low, high = format_ts(start), format_ts(end)
+    client = aws.client("s3")
+    chunk: list[dict] = []
+    for key in capture_keys(bucket, model=model, version=version, start=start, end=end):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for line in _lines(body, key):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                logger.warning("skipping a malformed capture line in s3://%s/%s", bucket, key)
+                continue
+            if not low <= str(record.get("ts", "")) < high:
+                continue
+            chunk.append(record)
+            if len(chunk) >= chunk_rows:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
