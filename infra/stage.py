@@ -6,9 +6,11 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.constructs.capture import CaptureStream
 from infra.constructs.nag import acknowledge
 from infra.constructs.registry import Registry
 from infra.constructs.registry_api import RegistryApi
+from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 
@@ -31,6 +33,13 @@ class StatefulStack(cdk.Stack):
         )
         self.capture_bucket = secure_bucket(
             self, "Capture", bucket_name=name("capture"), retain=retain, access_logs=self.access_logs
+        )
+        # Scratch space of pipeline runs (staged splits, candidates, reports); runs are short-lived.
+        self.work_bucket = secure_bucket(
+            self, "Work", bucket_name=name("work"), retain=retain, access_logs=self.access_logs
+        )
+        self.work_bucket.add_lifecycle_rule(
+            id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30)
         )
         acknowledge(
             self.access_logs,
@@ -56,6 +65,19 @@ class ServiceStack(cdk.Stack):
         )
         self.registry_api = RegistryApi(
             self, "RegistryApi", registry=stateful.registry, retain_logs=config.retain_data
+        )
+        self.capture = CaptureStream(
+            self, "Capture", bucket=stateful.capture_bucket, stream_name=f"sluice-{config.name}-capture"
+        )
+        self.retraining = RetrainingPipeline(
+            self,
+            "Retraining",
+            registry=stateful.registry,
+            work_bucket=stateful.work_bucket,
+            role=self.roles.training,
+            model_name=config.model_name,
+            data_uri=f"s3://{stateful.work_bucket.bucket_name}/datasets/{config.model_name}/latest.parquet",
+            retain_logs=config.retain_data,
         )
 
 

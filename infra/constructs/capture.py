@@ -1,0 +1,95 @@
+"""Data capture: a Firehose delivery stream that writes scored rows to the capture bucket.
+
+Dynamic partitioning (inline JQ parsing of each JSON line) lays the objects out as
+``capture/model=<m>/version=<v>/dt=YYYY-MM-DD/hour=HH/``, the layout ``sluice.capture`` reads.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.constructs.nag import acknowledge_grant_wildcards
+from infra.constructs.storage import bucket_in
+
+# Kept in step with sluice.capture.partition_prefix (tests/infra checks both).
+DATA_PREFIX = (
+    "capture/model=!{partitionKeyFromQuery:model}/version=!{partitionKeyFromQuery:version}/"
+    "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+)
+ERROR_PREFIX = "capture-errors/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/"
+PARTITION_QUERIES = {"model": ".model", "version": ".version|tostring"}
+
+
+class CaptureStream(Construct):
+    """Kinesis Data Firehose stream from the endpoints to the capture bucket.
+
+    Parameters
+    ----------
+    bucket
+        The capture bucket (may live in another stack; it is referenced by name).
+    stream_name
+        Physical name of the delivery stream (the endpoints get it as ``SLUICE_CAPTURE_STREAM``).
+    buffering_interval_s
+        Seconds Firehose buffers before writing: the capture's freshness for the drift job.
+        Default 60 (AWS allows 0-900).
+    buffering_size_mib
+        Buffer size; dynamic partitioning requires at least 64 MiB. Default 64.
+
+    Attributes
+    ----------
+    delivery_stream, bucket, stream_name, role
+        The stream, the capture bucket as seen from this stack, its name and its delivery role.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        bucket: s3.IBucket,
+        stream_name: str,
+        buffering_interval_s: int = 60,
+        buffering_size_mib: int = 64,
+    ) -> None:
+        super().__init__(scope, id)
+        self.bucket = bucket_in(self, bucket)
+        self.stream_name = stream_name
+        self.role = iam.Role(
+            self,
+            "DeliveryRole",
+            assumed_by=iam.ServicePrincipal("firehose.amazonaws.com"),
+            description="Firehose delivery of captured scoring data to the capture bucket",
+        )
+        destination = firehose.S3Bucket(
+            self.bucket,
+            role=self.role,
+            data_output_prefix=DATA_PREFIX,
+            error_output_prefix=ERROR_PREFIX,
+            dynamic_partitioning=firehose.DynamicPartitioningProps(enabled=True),
+            processors=[firehose.MetadataExtractionProcessor.jq16(PARTITION_QUERIES)],
+            compression=firehose.Compression.GZIP,
+            file_extension=".jsonl.gz",
+            buffering_interval=cdk.Duration.seconds(buffering_interval_s),
+            buffering_size=cdk.Size.mebibytes(buffering_size_mib),
+        )
+        self.delivery_stream = firehose.DeliveryStream(
+            self,
+            "Stream",
+            delivery_stream_name=stream_name,
+            destination=destination,
+            encryption=firehose.StreamEncryption.aws_owned_key(),
+        )
+        acknowledge_grant_wildcards(self.role, buckets=[bucket])
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """Environment for writers: ``SLUICE_CAPTURE_STREAM`` and ``SLUICE_CAPTURE_BUCKET``."""
+        return {"SLUICE_CAPTURE_STREAM": self.stream_name, "SLUICE_CAPTURE_BUCKET": self.bucket.bucket_name}
+
+    def grant_put(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to put records (``firehose:PutRecord``/``PutRecordBatch``) on the stream."""
+        return self.delivery_stream.grant_put_records(grantee)
