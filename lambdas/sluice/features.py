@@ -8,12 +8,14 @@ apply them with numpy alone (no scikit-learn transformer on the request path).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from sluice.errors import SluiceError
+
+if TYPE_CHECKING:  # pandas is not installed in the zip scoring flavour
+    import pandas as pd
 
 ARTIFACT_NAMES = ("imputation", "normalisation", "encoders")
 
@@ -72,6 +74,20 @@ class Preprocessor:
         )
         codes = {c: [r.get(c) for r in records] for c in self.categorical}
         return self._assemble(numbers, codes)
+
+    def transform_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Matrix from validated columns, one array per feature (the scoring hot path).
+
+        ``columns`` is what :meth:`sluice.schema.FeatureSchema.validate` returns with
+        ``as_frame=False``: float arrays for numerics (NaN where missing), object arrays for
+        categoricals (``None`` where missing). No per-cell Python work for numerics.
+        """
+        if self.numeric:
+            numbers = np.column_stack([np.asarray(columns[c], dtype=float) for c in self.numeric])
+        else:
+            first = next(iter(columns.values()), ())
+            numbers = np.empty((len(first), 0))
+        return self._assemble(numbers, {c: columns[c] for c in self.categorical})
 
     def _assemble(self, numbers: np.ndarray, codes: Mapping[str, Sequence[Any]]) -> np.ndarray:
         rows = numbers.shape[0]

@@ -9,24 +9,30 @@ Request shape::
 
     {"instances": [{"age": 42, "plan": "gold", ...}, ...]}
 
-Validation is vectorised: records become one DataFrame; type, null, category and range
-checks run on whole columns (numeric features as one float matrix). Python only loops over
+Validation is vectorised: records become one array per feature; type, null, category and
+range checks run on whole columns (numeric features as one float matrix). Python only loops over
 records to find missing keys and over offending cells to name them in the error messages.
+
+pandas is imported lazily: :meth:`FeatureSchema.validate` with ``as_frame=False`` (the scoring
+path) and everything else but :meth:`FeatureSchema.infer` work with numpy alone, because the
+zip endpoint flavour ships numpy and ONNX Runtime only.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
-import pandas as pd
-from pandas.api import types as ptypes
 
 from sluice.errors import SluiceError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = "sluice.feature-schema/1"
 Kind = Literal["numeric", "categorical"]
@@ -36,13 +42,12 @@ UNKNOWN_POLICIES: tuple[str, ...] = ("reject", "ignore")
 JSON_SCHEMA_DRAFT4 = "http://json-schema.org/draft-04/schema#"
 # Cells quoted in an error message, so one bad batch cannot produce a megabyte of text.
 _EXAMPLES = 3
-# pandas' C-level type inference results that need no per-cell check.
-_NUMERIC_INFERRED = frozenset({"integer", "floating", "mixed-integer-float", "empty"})
-_CATEGORY_INFERRED = {
-    "string": frozenset({"string", "empty"}),
-    "integer": frozenset({"integer", "empty"}),
-    "boolean": frozenset({"boolean", "empty"}),
-}
+_NONE_TYPE = type(None)
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+_BOOL_TYPES = (bool, np.bool_)
+_INTEGER_TYPES = (int, np.integer)
+# Python ints beyond this do not fit a float64 (JSON allows arbitrarily long integers).
+_MAX_FLOAT_INT = int(np.finfo(np.float64).max)
 _ARTICLE = {"string": "a", "integer": "an", "boolean": "a"}
 
 
@@ -76,7 +81,7 @@ class Validation(NamedTuple):
     (these are not errors unless ``out_of_range="reject"``).
     """
 
-    frame: pd.DataFrame
+    frame: pd.DataFrame | dict[str, np.ndarray]
     errors: list[FeatureError]
 
 
@@ -207,6 +212,8 @@ class FeatureSchema:
             If a named column is absent, a column has an unsupported dtype (datetime,
             complex, mixed types) or too many categories.
         """
+        import pandas as pd
+
         if not isinstance(df, pd.DataFrame):
             raise SluiceError(f"FeatureSchema.infer needs a pandas DataFrame, got {type(df).__name__}")
         forced = list(categorical or ())
@@ -361,6 +368,7 @@ class FeatureSchema:
         records: Sequence[Mapping[str, Any]] | pd.DataFrame,
         *,
         out_of_range: Literal["flag", "reject"] = "flag",
+        as_frame: bool = True,
     ) -> Validation:
         """Check scoring instances against the schema and shape them for the model.
 
@@ -371,6 +379,11 @@ class FeatureSchema:
         out_of_range
             ``"flag"``: numeric values outside the training range are reported in
             ``frame.attrs["out_of_range"]`` only. ``"reject"``: they are errors too.
+        as_frame
+            ``True``: ``frame`` is a DataFrame with the training dtypes (needs pandas).
+            ``False``: ``frame`` is a dict of one numpy array per feature (float for
+            numeric features, object for categorical ones), with no pandas involved; the
+            scoring runtime uses this to skip building a DataFrame per request.
 
         Returns
         -------
@@ -398,9 +411,17 @@ class FeatureSchema:
         for f in self.features:
             if f.kind == "categorical":
                 out[f.name] = self._validate_categorical(columns[f.name], f, absent.get(f.name), errors)
+        errors.sort(key=lambda e: (e.rows[0] if e.rows else -1, self._position.get(e.feature, -1)))
+        if not as_frame:
+            return Validation(out, errors)
+        import pandas as pd
+
+        for f in self.features:
+            if f.kind == "categorical":
+                values = out[f.name]
+                out[f.name] = _cast_categorical(values, f, has_missing=bool(_is_missing(values).any()))
         frame = pd.DataFrame(out, index=pd.RangeIndex(n), columns=list(self.names), copy=False)
         frame.attrs["out_of_range"] = out_of_range_rows
-        errors.sort(key=lambda e: (e.rows[0] if e.rows else -1, self._position.get(e.feature, -1)))
         return Validation(frame, errors)
 
     # --- internals ----------------------------------------------------------------------
@@ -438,7 +459,10 @@ class FeatureSchema:
         """One array per feature, the rows already reported as missing each feature (so they
         are not reported as null again), and the number of instances."""
         absent: dict[str, np.ndarray] = {}
-        if isinstance(records, pd.DataFrame):
+        pd = sys.modules.get("pandas")  # a DataFrame can only arrive if pandas is loaded
+        if pd is not None and isinstance(records, pd.DataFrame):
+            from pandas.api import types as ptypes
+
             n = len(records)
             columns: dict[str, np.ndarray] = {}
             for f in self.features:
@@ -533,9 +557,8 @@ class FeatureSchema:
             for j, a in enumerate(arrays):
                 block[:, j] = a
             # One C-level type inference for the whole block; None and NaN are skipped.
-            if ptypes.infer_dtype(block.ravel(), skipna=True) in _NUMERIC_INFERRED:
-                matrix = block.astype(float)
-            else:
+            matrix = _as_float_matrix(block)
+            if matrix is None:
                 matrix = np.empty((n, len(numeric)), dtype=float)
                 for j, f in enumerate(numeric):
                     matrix[:, j] = _coerce_numeric(arrays[j], f, errors)
@@ -603,7 +626,7 @@ class FeatureSchema:
         kind = f.category_type or "string"
         n = len(values)
         missing = _is_missing(values)
-        if ptypes.infer_dtype(values, skipna=True) not in _CATEGORY_INFERRED[kind]:
+        if not _only_category_type(values, kind):
             check = _CATEGORY_CHECKS[kind]
             ok = np.fromiter(map(check, values), dtype=bool, count=n) | missing
             bad = np.flatnonzero(~ok)
@@ -648,8 +671,7 @@ class FeatureSchema:
             )
             values = values.copy()
             values[unknown] = None
-            missing = missing | unknown
-        return _cast_categorical(values, f, has_missing=bool(missing.any()))
+        return values
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -658,6 +680,9 @@ class FeatureSchema:
 def _infer_feature(
     name: str, column: pd.Series, *, force_categorical: bool, unknown: str, max_categories: int
 ) -> Feature:
+    import pandas as pd
+    from pandas.api import types as ptypes
+
     dtype = column.dtype
     nullable = bool(column.isna().any())
     if ptypes.is_datetime64_any_dtype(dtype) or ptypes.is_timedelta64_dtype(dtype):
@@ -720,6 +745,8 @@ def _category_type(name: str, categories: Sequence[Any]) -> str:
 
 
 def _cast_categorical(values: np.ndarray, f: Feature, *, has_missing: bool) -> Any:
+    import pandas as pd
+
     if f.dtype == "category":
         return pd.Categorical(values, categories=list(f.categories or ()))
     if f.category_type == "string":
@@ -753,11 +780,46 @@ def _coerce_numeric(values: np.ndarray, f: Feature, errors: list[FeatureError]) 
 def _is_number_or_null(v: Any) -> bool:
     if v is None:
         return True
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return -_MAX_FLOAT_INT <= v <= _MAX_FLOAT_INT
+    return isinstance(v, _NUMBER_TYPES) and not isinstance(v, _BOOL_TYPES)
+
+
+def _types(values: np.ndarray) -> set[type]:
+    # One C-level pass over the cells; the loops below run over the few distinct types only.
+    found = set(map(type, values.ravel()))
+    found.discard(_NONE_TYPE)
+    return found
+
+
+def _as_float_matrix(block: np.ndarray) -> np.ndarray | None:
+    """``block`` (object cells) as floats when every cell is a number or null, else ``None``."""
+    if not all(issubclass(t, _NUMBER_TYPES) and not issubclass(t, _BOOL_TYPES) for t in _types(block)):
+        return None
+    try:
+        return block.astype(float)
+    except OverflowError:  # an integer too large for a float: the slow path names it
+        return None
+
+
+def _only_category_type(values: np.ndarray, kind: str) -> bool:
+    types = _types(values)
+    if kind == "string":
+        return all(issubclass(t, str) for t in types)
+    if kind == "boolean":
+        return all(issubclass(t, _BOOL_TYPES) for t in types)
+    return all(issubclass(t, _INTEGER_TYPES) and not issubclass(t, _BOOL_TYPES) for t in types)
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:
-    return np.isnan(values) if values.dtype == np.float64 else pd.isna(values)
+    if values.dtype == np.float64:
+        return np.isnan(values)
+    pd = sys.modules.get("pandas")
+    if pd is not None:  # also knows pd.NA and NaT, which only arrive from DataFrames
+        return pd.isna(values)
+    with np.errstate(invalid="ignore"):
+        # Element-wise on object cells: None, or a float NaN (the only value unequal to itself).
+        return np.asarray((values == None) | (values != values), dtype=bool)  # noqa: E711
 
 
 def _bound(value: float | None, unbounded: str) -> str:
