@@ -23,6 +23,10 @@ class Settings:
     retrain_state_machine_arn: str = ""
     capture_stream: str = ""
     reports_bucket: str = ""
+    # The model version an endpoint's Lambda version serves (set by `sluice endpoint deploy`).
+    model_name: str = ""
+    model_version: str = ""
+    model_flavour: str = ""
     region: str = ""
 
     @classmethod
