@@ -24,6 +24,7 @@ STAGE_NAMES = ("dev", "prod")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,8 @@ class StageConfig:
     region: str
     retain_data: bool
     alarm_email: str | None = None
+    model_name: str = "credit-risk"
+    """The model this stage serves, monitors and retrains (context key ``sluice:model``)."""
     trusted_role_arn: str | None = None
     """For prod: the dev deployer role, the only principal that may assume the promotion role."""
 
@@ -69,6 +72,11 @@ class AppConfig:
         email = _text(get, "sluice:alarmEmail", default="") or None
         if email is not None and not _EMAIL.match(email):
             raise ConfigError(f"context key 'sluice:alarmEmail' must be an e-mail address; got {email!r}")
+        model_name = _text(get, "sluice:model", default="credit-risk")
+        if not _MODEL.match(model_name):
+            raise ConfigError(
+                f"context key 'sluice:model' must be 1-48 lower-case letters, digits or '-'; got {model_name!r}"
+            )
         dev_account = _matching(get, "dev:account", _ACCOUNT, "a 12-digit AWS account id")
         stages = []
         for name in STAGE_NAMES:
@@ -82,6 +90,7 @@ class AppConfig:
                     region=region,
                     retain_data=retain,
                     alarm_email=email,
+                    model_name=model_name,
                     trusted_role_arn=(
                         f"arn:aws:iam::{dev_account}:role/{deployer_role_name('dev')}"
                         if name == "prod"

@@ -30,12 +30,17 @@ GRANT_ACTION_WILDCARDS = (
 
 
 def acknowledge_grant_wildcards(
-    role: IConstruct, *, buckets: list[s3.IBucket], xray: bool = False, metrics: bool = False
+    role: IConstruct,
+    *,
+    buckets: list[s3.IBucket],
+    object_prefixes: tuple[str, ...] = ("artifacts/",),
+    xray: bool = False,
+    metrics: bool = False,
 ) -> None:
     """Acknowledge, finding by finding, the IAM5 wildcards that ``grant_*`` calls produce.
 
     That is the action groups above, object keys of the given buckets (``<bucket-arn>/*`` and
-    ``<bucket-arn>/artifacts/*``), and ``Resource::*`` where X-Ray tracing or CloudWatch
+    ``<bucket-arn>/<prefix>*`` for each of ``object_prefixes``), and ``Resource::*`` where X-Ray tracing or CloudWatch
     ``PutMetricData`` need it (AWS supports no narrower resource for those actions). Any other
     wildcard stays a finding and fails ``tests/infra``.
     """
@@ -52,7 +57,7 @@ def acknowledge_grant_wildcards(
         partition = "<AWS::Partition>"
     for bucket in buckets:
         name = bucket.node.default_child.bucket_name
-        for suffix in ("/*", "/artifacts/*"):
+        for suffix in ("/*", *(f"/{prefix}*" for prefix in object_prefixes)):
             rules[f"AwsSolutions-IAM5[Resource::arn:{partition}:s3:::{name}{suffix}]"] = reason.format(
                 what=f"objects under s3://{name}{suffix[:-1]}"
             )

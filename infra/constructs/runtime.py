@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
 POWERTOOLS_VERSION = "3.37.0"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -24,12 +26,31 @@ def lambda_code() -> lambda_.Code:
     )
 
 
-class SluiceFunction(Construct):
-    """A zip Lambda running ``sluice.handlers.<module>.lambda_handler``.
+def image_code(container: str, *, cmd: list[str] | None = None) -> lambda_.DockerImageCode:
+    """The image built from ``containers/<container>/Dockerfile`` with the repo root as context.
 
-    It runs on a current Python runtime on arm64 with X-Ray tracing, its own log group
-    (one month retention) and the Powertools layer, resolved at deploy time from the
-    public SSM parameter for the pinned Powertools version (no network at synth).
+    Only ``lambdas/`` and ``containers/`` enter the build context (and the staged asset), so the
+    image hash changes with the runtime code and the Dockerfile, not with anything else in the repo.
+    The image is built and pushed by ``cdk deploy``; synthesis needs no Docker engine. ``cmd``
+    overrides the image's CMD (the handler), so one image serves several functions.
+    """
+    return lambda_.DockerImageCode.from_image_asset(
+        str(REPO_ROOT),
+        file=f"containers/{container}/Dockerfile",
+        platform=ecr_assets.Platform.LINUX_ARM64,
+        exclude=["*", "!lambdas", "!containers", "**/__pycache__", "**/*.pyc", "lambdas/sluice/local"],
+        cmd=cmd,
+    )
+
+
+class SluiceFunction(Construct):
+    """A Lambda running ``sluice.handlers.<module>.lambda_handler``, as a zip or a container image.
+
+    It runs on arm64 with X-Ray tracing and its own log group (one month retention). The zip
+    flavour runs on a current Python runtime with the Powertools layer, resolved at deploy time
+    from the public SSM parameter for the pinned Powertools version (no network at synth). The
+    image flavour (``container``) runs ``containers/<container>/Dockerfile``, which pins its own
+    dependencies, Powertools included, for work that needs more than the zip limit allows.
 
     Parameters
     ----------
@@ -39,6 +60,8 @@ class SluiceFunction(Construct):
         Execution role. The function gets write access to its own log group only.
     environment
         Extra environment variables; ``POWERTOOLS_SERVICE_NAME`` is set from ``service``.
+    container
+        Name of a folder under ``containers/``: run as that image instead of a zip.
     """
 
     def __init__(
@@ -53,6 +76,7 @@ class SluiceFunction(Construct):
         memory_mb: int = 512,
         timeout_s: int = 30,
         retain_logs: bool = False,
+        container: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.log_group = logs.LogGroup(
@@ -61,27 +85,36 @@ class SluiceFunction(Construct):
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
-        powertools_arn = (
-            "{{resolve:ssm:/aws/service/powertools/python/"
-            f"{ARCHITECTURE.name}/{RUNTIME.name}/{POWERTOOLS_VERSION}}}}}"
-        )
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=RUNTIME,
+        common = dict(
             architecture=ARCHITECTURE,
-            code=lambda_code(),
-            handler=f"sluice.handlers.{handler}.lambda_handler",
             role=role,
             memory_size=memory_mb,
             timeout=cdk.Duration.seconds(timeout_s),
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
-            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_arn)],
             environment={
                 "POWERTOOLS_SERVICE_NAME": service,
                 "POWERTOOLS_METRICS_NAMESPACE": "Sluice",
                 **(environment or {}),
             },
         )
+        entry = f"sluice.handlers.{handler}.lambda_handler"
+        if container:
+            self.function: lambda_.Function = lambda_.DockerImageFunction(
+                self, "Function", code=image_code(container, cmd=[entry]), **common
+            )
+        else:
+            powertools_arn = (
+                "{{resolve:ssm:/aws/service/powertools/python/"
+                f"{ARCHITECTURE.name}/{RUNTIME.name}/{POWERTOOLS_VERSION}}}}}"
+            )
+            self.function = lambda_.Function(
+                self,
+                "Function",
+                runtime=RUNTIME,
+                code=lambda_code(),
+                handler=entry,
+                layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_arn)],
+                **common,
+            )
         self.log_group.grant_write(role)

@@ -1,0 +1,37 @@
+"""Retraining steps. Trigger: the retraining state machine, payload ``{"step": ..., "state": ...}``.
+
+Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_WORK_BUCKET, SLUICE_NOTIFY_TOPIC_ARN.
+Runs in the training image (scikit-learn, pandas); every step is a function of ``sluice.retraining``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sluice import retraining
+from sluice.settings import Settings
+
+logger = Logger()
+
+STEPS = {
+    "train": retraining.train_candidate,
+    "evaluate": retraining.evaluate,
+    "register": retraining.register,
+}
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = Settings.from_env()
+    step, state = event.get("step"), event.get("state") or {}
+    logger.append_keys(step=step, model=state.get("model"), run_id=state.get("run_id"))
+    if step == "preprocess":
+        return retraining.preprocess(settings, retraining.RetrainRequest.from_event(state))
+    if step == "notify_failure":
+        return retraining.notify_failure(settings, state)
+    if step not in STEPS:
+        raise ValueError(f"unknown retraining step {step!r}")  # a wiring bug in the state machine, not user input
+    return STEPS[step](settings, state)
