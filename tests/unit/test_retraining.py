@@ -38,7 +38,9 @@ def env():
             hyperparameters={"C": 0.25, "max_iter": 300},
         )
         result = train(credit(1_500, seed=1), spec)
-        v1 = registry.register("credit-risk", ModelBundle.from_training(result, onnx=False), lineage=Lineage())
+        v1 = registry.register(
+            "credit-risk", ModelBundle.from_training(result, onnx=False), lineage=Lineage()
+        )
         registry.approve("credit-risk", v1.version, actor="test")
         registry.set_alias("credit-risk", "champion", v1.version, actor="test")
         write_table(credit(2_000, seed=2, shift={"income": 0.8}), DATA)
@@ -93,7 +95,9 @@ def test_failing_train_step_leaves_registry_unchanged(env, monkeypatch):
     monkeypatch.setattr("sluice.training.fit", broken)
     before = registry.history("credit-risk")
     with pytest.raises(RuntimeError):
-        retraining.run_all(settings, retraining.RetrainRequest("credit-risk", DATA, "run-3"), registry=registry)
+        retraining.run_all(
+            settings, retraining.RetrainRequest("credit-risk", DATA, "run-3"), registry=registry
+        )
     assert [r.version for r in registry.list_versions("credit-risk")] == [1]
     assert registry.history("credit-risk") == before
 
@@ -104,8 +108,12 @@ def test_failure_notification_says_registry_unchanged(env):
     sqs = boto3.client("sqs", region_name=REGION)
     topic = sns.create_topic(Name="retrain")["TopicArn"]
     queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
     settings = Settings(**{**settings.__dict__, "notify_topic_arn": topic})
     retraining.notify_failure(
         settings, {"model": "credit-risk", "run_id": "r", "error": {"Error": "RuntimeError", "Cause": "boom"}}
@@ -125,10 +133,14 @@ def test_model_without_approved_version_cannot_be_retrained(env):
 
 @pytest.mark.parametrize(
     "event",
-    [{}, {"model": "m", "data_uri": "s3://b/k.csv"}, {"model": "m", "data_uri": "s3://b/k.csv", "run_id": "a b"}],
+    [
+        {},
+        {"model": "m", "data_uri": "s3://b/k.csv"},
+        {"model": "m", "data_uri": "s3://b/k.csv", "run_id": "a b"},
+    ],
 )
 def test_bad_retrain_input_names_the_field(event):
-    with pytest.raises(SluiceError, match="run_id|model"):
+    with pytest.raises(SluiceError, match=r"run_id|model"):
         retraining.RetrainRequest.from_event(event)
 
 
