@@ -33,5 +33,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if step == "notify_failure":
         return retraining.notify_failure(settings, state)
     if step not in STEPS:
-        raise ValueError(f"unknown retraining step {step!r}")  # a wiring bug in the state machine, not user input
+        raise ValueError(
+            f"unknown retraining step {step!r}"
+        )  # a wiring bug in the state machine, not user input
     return STEPS[step](settings, state)
