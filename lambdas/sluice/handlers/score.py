@@ -1,0 +1,146 @@
+"""Model endpoint. Trigger: API Gateway REST proxy (``POST /predict``), through the ``live`` alias.
+
+Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``), bound
+per Lambda version by ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET;
+SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
+
+Responses are JSON. A request the client got wrong is a 4xx naming the field; a model that
+cannot be loaded is a 503 (counted in ``Errors``, which the canary alarm watches). Metrics go
+out as Embedded Metric Format (namespace ``Sluice/Endpoint``, dimensions Model and Version).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from sluice.capture import CaptureWriter, capture_records
+from sluice.errors import SluiceError
+from sluice.scoring import RequestError, Scored, get_scorer
+from sluice.settings import Settings
+
+NAMESPACE = "Sluice/Endpoint"
+
+logger = Logger()
+metrics = Metrics(namespace=NAMESPACE)
+
+_state: dict[str, Any] = {}
+
+
+def _settings() -> Settings:
+    # The environment of a Lambda version never changes: read it once per process.
+    found = _state.get("settings")
+    if found is None:
+        found = _state["settings"] = Settings.from_env()
+    return found
+
+
+def _capture(settings: Settings) -> CaptureWriter:
+    found = _state.get("capture")
+    if found is None:
+        found = _state["capture"] = CaptureWriter.from_settings(settings)
+    return found
+
+
+def _response(status: int, body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {
+            "Content-Type": "application/json",
+            "X-Sluice-Model": settings.model_name,
+            "X-Sluice-Model-Version": settings.model_version,
+        },
+        "body": json.dumps(body, separators=(",", ":")),
+    }
+
+
+def _body(event: dict[str, Any]) -> str | bytes | None:
+    body = event.get("body")
+    if body is not None and event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(
+                "body: not valid base64 although isBase64Encoded is true",
+                errors=[{"field": "body", "code": "encoding", "message": "body is not valid base64"}],
+            ) from None
+    return body
+
+
+def _request_id(event: dict[str, Any], context: Any) -> str:
+    found = (event.get("requestContext") or {}).get("requestId")
+    return str(found or getattr(context, "aws_request_id", "") or "")
+
+
+def _record_prediction_metrics(scored: Scored) -> None:
+    rows = len(scored.predictions)
+    metrics.add_metric(name="Rows", unit=MetricUnit.Count, value=rows)
+    positive = scored.positive_probabilities
+    if positive is not None:
+        # The prediction distribution, per version: what A/B comparisons and the quality alarm watch.
+        metrics.add_metric(name="PositiveProbability", unit=MetricUnit.NoUnit, value=float(positive.mean()))
+        metrics.add_metric(
+            name="PredictedPositive", unit=MetricUnit.Count, value=int((positive >= 0.5).sum())
+        )
+    elif scored.predictions.dtype.kind in "fiu":
+        metrics.add_metric(
+            name="PredictionMean", unit=MetricUnit.NoUnit, value=float(scored.predictions.mean())
+        )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    settings = _settings()
+    request_id = _request_id(event, context)
+    metrics.add_dimension(name="Model", value=settings.model_name or "unbound")
+    metrics.add_dimension(name="Version", value=settings.model_version or "0")
+    metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
+    try:
+        scorer = get_scorer(settings.model_name, settings.model_version, settings.model_flavour or "sklearn")
+    except Exception as err:  # the client cannot fix this: 503, never a stack trace
+        logger.exception("model %s version %s cannot be loaded", settings.model_name, settings.model_version)
+        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        message = (
+            str(err) if isinstance(err, SluiceError) else f"{type(err).__name__} while loading the model"
+        )
+        body = {"error": f"model unavailable: {message}", "status": 503, "request_id": request_id}
+        return _response(503, body, settings)
+    try:
+        scored = scorer.score(_body(event), request_id=request_id)
+    except RequestError as err:
+        metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
+        return _response(err.status, {**err.to_dict(), "request_id": request_id}, settings)
+    except SluiceError as err:
+        metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
+        return _response(
+            err.status, {"error": str(err), "status": err.status, "request_id": request_id}, settings
+        )
+    except Exception:
+        logger.exception("scoring failed")
+        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        body = {"error": "internal error while scoring", "status": 500, "request_id": request_id}
+        return _response(500, body, settings)
+    _capture(settings).put(
+        capture_records(
+            request_id=request_id,
+            model=scored.model,
+            version=scored.version,
+            rows=scored.instances,
+            predictions=scored.predictions,
+            probabilities=scored.positive_probabilities,
+            source="endpoint",
+        )
+    )
+    _record_prediction_metrics(scored)
+    metrics.add_metric(
+        name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+    )
+    return _response(200, scored.to_dict(), settings)

@@ -1,0 +1,193 @@
+"""The endpoint handler under moto: a registered model scored through API Gateway proxy events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from sluice import datasets, scoring
+from sluice.handlers import score
+from sluice.registry import Lineage, ModelBundle, ModelRegistry
+from sluice.training import TrainingSpec, train
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+REGION = "eu-west-1"
+TABLE, BUCKET, CAPTURE = "endpoint-registry", "endpoint-artifacts", "endpoint-capture"
+
+
+@dataclass
+class Context:
+    function_name: str = "score"
+    memory_limit_in_mb: int = 2048
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:score:live"
+    aws_request_id: str = "lambda-request"
+
+
+def event(name: str) -> dict:
+    return json.loads((EVENTS / f"score_{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    spec = TrainingSpec(
+        target=datasets.TARGET,
+        numeric=datasets.NUMERIC,
+        categorical=datasets.CATEGORICAL,
+        hyperparameters={"max_iter": 300},
+    )
+    return train(datasets.credit(2000, seed=5, missing_rate=0.0), spec)
+
+
+@pytest.fixture
+def endpoint(trained, monkeypatch):
+    """A registered, approved v1 in a moto registry, and the handler's environment bound to it."""
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        ddb.create_table(
+            TableName=TABLE,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in (BUCKET, CAPTURE):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        registry = ModelRegistry(table_name=TABLE, bucket_name=BUCKET)
+        record = registry.register("credit", ModelBundle.from_training(trained), lineage=Lineage())
+        registry.approve("credit", record.version, actor="tester")
+
+        def bind(version: int = 1, flavour: str = "sklearn") -> None:
+            for key, value in {
+                "SLUICE_REGISTRY_TABLE": TABLE,
+                "SLUICE_REGISTRY_BUCKET": BUCKET,
+                "SLUICE_CAPTURE_BUCKET": CAPTURE,
+                "SLUICE_MODEL_NAME": "credit",
+                "SLUICE_MODEL_VERSION": str(version),
+                "SLUICE_MODEL_FLAVOUR": flavour,
+            }.items():
+                monkeypatch.setenv(key, value)
+            score._state.clear()
+            scoring.clear_cache()
+
+        bind()
+        yield registry, bind
+        score._state.clear()
+        scoring.clear_cache()
+
+
+def captured(s3_bucket: str = CAPTURE) -> list[dict]:
+    s3 = boto3.client("s3", region_name=REGION)
+    records = []
+    for item in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", []):
+        body = s3.get_object(Bucket=s3_bucket, Key=item["Key"])["Body"].read().decode()
+        records += [json.loads(line) for line in body.splitlines() if line]
+        assert item["Key"].startswith("capture/model=credit/version=1/dt=")
+    return records
+
+
+def emf_documents(text: str) -> list[dict]:
+    return [d for d in map(_json_or_none, text.splitlines()) if isinstance(d, dict) and "_aws" in d]
+
+
+def total(value) -> float:
+    # EMF values are a number or a list of numbers.
+    return sum(value) if isinstance(value, list) else value
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("flavour", ["sklearn", "onnx"])
+def test_single_row_is_scored_with_model_version_and_request_id(endpoint, trained, flavour, capsys):
+    # Given v1 deployed with either flavour
+    _, bind = endpoint
+    bind(flavour=flavour)
+    # When one row is posted
+    response = score.lambda_handler(event("single"), Context())
+    # Then the response names what served it and carries a label and class probabilities
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert (body["model"], body["version"], body["request_id"]) == ("credit", 1, "req-single")
+    assert body["predictions"][0] in (0, 1)
+    assert len(body["probabilities"][0]) == 2 and abs(sum(body["probabilities"][0]) - 1) < 1e-5
+    # And per-version EMF metrics were emitted in the Sluice/Endpoint namespace
+    docs = emf_documents(capsys.readouterr().out)
+    metric_doc = next(d for d in docs if d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Sluice/Endpoint")
+    assert metric_doc["Model"] == "credit" and metric_doc["Version"] == "1"
+    assert total(metric_doc["Invocations"]) == 1 and total(metric_doc["Rows"]) == 1
+    assert "Latency" in metric_doc and "PositiveProbability" in metric_doc
+
+
+def test_batch_is_scored_and_every_row_captured(endpoint, trained):
+    # When a batch of 10 rows is scored
+    response = score.lambda_handler(event("batch"), Context())
+    # Then 10 predictions come back and 10 capture records carry the request id, in row order
+    assert response["statusCode"] == 200
+    assert len(json.loads(response["body"])["predictions"]) == 10
+    records = captured()
+    assert [r["row"] for r in records] == list(range(10))
+    assert {r["request_id"] for r in records} == {"req-batch"}
+    assert all(r["version"] == 1 and r["source"] == "endpoint" for r in records)
+    sent = json.loads(event("batch")["body"])["instances"]
+    assert records[3]["features"] == sent[3]
+
+
+def test_base64_body_is_decoded(endpoint):
+    response = score.lambda_handler(event("base64"), Context())
+    assert response["statusCode"] == 200
+    assert len(json.loads(response["body"])["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_fields"),
+    [("bad_features", {"instances[1].income", "instances[1].age"}), ("malformed", {"body"})],
+)
+def test_bad_input_is_a_400_naming_the_field(endpoint, name, expected_fields):
+    response = score.lambda_handler(event(name), Context())
+    assert response["statusCode"] == 400
+    body = json.loads(response["body"])
+    assert {e["field"] for e in body["errors"]} == expected_fields
+    assert body["request_id"] == f"req-{name.replace('_', '-')}"
+    assert "Traceback" not in response["body"]
+    assert captured() == []
+
+
+def test_unknown_version_is_a_503_not_a_stack_trace(endpoint, capsys):
+    _, bind = endpoint
+    bind(version=7)
+    response = score.lambda_handler(event("single"), Context())
+    assert response["statusCode"] == 503
+    assert "credit" in json.loads(response["body"])["error"] and "7" in json.loads(response["body"])["error"]
+    metric_doc = next(iter(emf_documents(capsys.readouterr().out)))
+    assert total(metric_doc["Errors"]) == 1
+
+
+def test_onnx_flavour_of_a_version_without_onnx_is_a_503(endpoint, trained):
+    registry, bind = endpoint
+    v2 = registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+    bind(version=v2.version, flavour="onnx")
+    response = score.lambda_handler(event("single"), Context())
+    assert response["statusCode"] == 503
+    assert "onnx" in json.loads(response["body"])["error"]
+
+
+def test_warm_invocations_reuse_the_loaded_model(endpoint):
+    score.lambda_handler(event("single"), Context())
+    first = scoring.get_scorer("credit", 1, "sklearn")
+    score.lambda_handler(event("single"), Context())
+    assert scoring.get_scorer("credit", 1, "sklearn") is first
