@@ -21,6 +21,7 @@ from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
+from sluice.retraining import STEP_NAMES
 
 # Errors worth retrying: Lambda's own transient failures and throttling, not the step's errors.
 TRANSIENT_ERRORS = [
@@ -30,7 +31,6 @@ TRANSIENT_ERRORS = [
     "Lambda.TooManyRequestsException",
     "States.Timeout",
 ]
-STEPS = ("preprocess", "train", "evaluate", "register")
 DEFAULT_DEBOUNCE = cdk.Duration.minutes(15)
 
 
@@ -120,7 +120,7 @@ class RetrainingPipeline(Construct):
         notify_failure = self._step("NotifyFailure", "notify_failure").next(failed)
         chain: sfn.INextable | None = None
         first: sfn.IChainable | None = None
-        for step in STEPS:
+        for step in STEP_NAMES:
             task = self._step(step.capitalize(), step)
             task.add_retry(
                 errors=TRANSIENT_ERRORS,

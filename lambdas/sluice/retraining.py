@@ -25,6 +25,7 @@ from sluice.errors import Conflict, SluiceError
 from sluice.settings import Settings
 
 CHAMPION_ALIAS = "champion"
+STEP_NAMES = ("preprocess", "train", "evaluate", "register")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 # How much worse (absolute) the candidate's primary metric may be before the notification says so.
 PRIMARY_METRIC = {"classification": "f1", "regression": "rmse"}
@@ -279,19 +280,14 @@ def render_comparison_html(comparison: dict[str, Any]) -> str:
 
 def run_all(settings: Settings, request: RetrainRequest, *, registry=None, progress=None) -> dict[str, Any]:
     """Run the four steps in-process (CLI and tests); ``progress(step, seconds)`` after each."""
+    steps = {"train": train_candidate, "evaluate": evaluate, "register": register}
     state: dict[str, Any] = {}
-    for name, step in (
-        ("preprocess", None),
-        ("train", train_candidate),
-        ("evaluate", evaluate),
-        ("register", register),
-    ):
+    for name in STEP_NAMES:
         started = time.perf_counter()
-        state = (
-            preprocess(settings, request, registry=registry)
-            if step is None
-            else step(settings, state, registry=registry)
-        )
+        if name == "preprocess":
+            state = preprocess(settings, request, registry=registry)
+        else:
+            state = steps[name](settings, state, registry=registry)
         if progress:
             progress(name, time.perf_counter() - started)
     return state

@@ -175,3 +175,27 @@ def test_duplicate_alarms_start_exactly_one_execution(env):
 
 def _spec() -> TrainingSpec:
     return TrainingSpec(target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL)
+
+
+def test_cli_retrain_here_registers_pending_and_prints_deploy_command(env, monkeypatch, capsys):
+    settings, registry = env
+    for field, value in settings.__dict__.items():
+        if value:
+            monkeypatch.setenv(f"SLUICE_{field.upper()}", value)
+    from sluice.cli import main
+
+    assert main(["retrain", "--model", "credit-risk", "--data", DATA, "--here", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["status"] == "PendingManualApproval" and state["parent_version"] == 1
+    assert "sluice endpoint deploy --model credit-risk --version 2" in state["deploy_command"]
+
+
+def test_cli_retrain_unknown_model_exits_2(env, monkeypatch, capsys):
+    settings, _ = env
+    for field, value in settings.__dict__.items():
+        if value:
+            monkeypatch.setenv(f"SLUICE_{field.upper()}", value)
+    from sluice.cli import main
+
+    assert main(["retrain", "--model", "nope", "--data", DATA, "--here"]) == 2
+    assert "nope" in capsys.readouterr().err

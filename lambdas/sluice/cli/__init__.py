@@ -14,7 +14,13 @@ from sluice import __version__
 from sluice.errors import SluiceError
 
 # Command-group modules; each exposes ``add_parser(subparsers)``.
-COMMAND_MODULES = ("sluice.cli.models", "sluice.cli.endpoint", "sluice.cli.local", "sluice.cli.demo")
+COMMAND_MODULES = (
+    "sluice.cli.models",
+    "sluice.cli.endpoint",
+    "sluice.cli.local",
+    "sluice.cli.retrain",
+    "sluice.cli.demo",
+)
 
 EXIT_USER_ERROR = 2
 

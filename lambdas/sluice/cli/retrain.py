@@ -1,0 +1,109 @@
+"""``sluice retrain``: retrain a model on fresh data, register it pending approval, never deploy.
+
+By default it starts the stage's retraining state machine (``SLUICE_RETRAIN_STATE_MACHINE_ARN``)
+and follows the execution step by step; ``--here`` runs the same four steps in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from sluice import aws
+from sluice.retraining import STEP_NAMES, RetrainRequest, run_all, run_id_for
+from sluice.settings import Settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("retrain", help="retrain a model; the new version waits for approval")
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument(
+        "--data", required=True, help="CSV or Parquet with features and label (s3:// or path)"
+    )
+    parser.add_argument(
+        "--here", action="store_true", help="run the steps in this process, not Step Functions"
+    )
+    parser.add_argument("--json", action="store_true", help="print the final state as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except RetrainFailed as err:
+        Console(stderr=True).print(f"sluice: {err}")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    console = Console(stderr=True)
+    run_id = run_id_for(args.model, now=datetime.now(UTC), window_s=1)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
+        tasks = {name: bar.add_task(f"{name}", total=1, start=False) for name in STEP_NAMES}
+        if args.here:
+            request = RetrainRequest(args.model, args.data, run_id)
+            current = iter(STEP_NAMES)
+            bar.start_task(tasks[next(current)])
+
+            def advance(step: str, seconds: float) -> None:
+                bar.update(tasks[step], completed=1, description=f"{step} ({seconds:.1f} s)")
+                following = next(current, None)
+                if following:
+                    bar.start_task(tasks[following])
+
+            state = run_all(settings, request, progress=advance)
+        else:
+            state = _follow_execution(settings, args, run_id, bar, tasks)
+    if args.json:
+        print(json.dumps(state, indent=2, default=str))
+    else:
+        console.print(
+            f"[bold]{args.model} v{state['version']}[/] registered as {state['status']} "
+            f"(parent v{state['parent_version']}). Nothing was deployed. To deploy it:\n  {state['deploy_command']}"
+        )
+    return 0
+
+
+def _follow_execution(
+    settings: Settings, args: argparse.Namespace, run_id: str, bar: Progress, tasks: dict
+) -> dict:
+    settings.require("retrain_state_machine_arn")
+    sfn = aws.client("stepfunctions")
+    request = {"model": args.model, "data_uri": args.data, "run_id": run_id, "trigger": "manual"}
+    arn = sfn.start_execution(
+        stateMachineArn=settings.retrain_state_machine_arn, name=run_id, input=json.dumps(request)
+    )["executionArn"]
+    done: set[str] = set()
+    while True:
+        status = sfn.describe_execution(executionArn=arn)
+        for event in sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]:
+            name = (event.get("stateEnteredEventDetails") or event.get("stateExitedEventDetails") or {}).get(
+                "name"
+            )
+            step = name.lower() if name else None
+            if step in tasks:
+                if event["type"].endswith("StateEntered"):
+                    bar.start_task(tasks[step])
+                elif event["type"].endswith("StateExited") and step not in done:
+                    done.add(step)
+                    bar.update(tasks[step], completed=1)
+        if status["status"] != "RUNNING":
+            break
+        time.sleep(1.0)
+    if status["status"] != "SUCCEEDED":
+        raise RetrainFailed(
+            f"retraining execution {run_id} ended {status['status']}; see its failure notification"
+        )
+    return json.loads(status["output"])
+
+
+class RetrainFailed(RuntimeError):
+    """The run failed (not the user's input): exit 1 with the message."""
