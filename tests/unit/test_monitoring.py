@@ -1,0 +1,291 @@
+"""The monitoring job: drift over captured windows, metrics, reports, labels and concept drift."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from sluice import monitoring
+from sluice.capture import CaptureWriter, capture_records
+from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+from sluice.drift import DriftProfile
+from sluice.errors import NotFound, SluiceError
+from sluice.settings import Settings
+
+BUCKET = "capture-bucket"
+MODEL = "credit-risk"
+FEATURES = [*NUMERIC, *CATEGORICAL]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(capture_bucket=BUCKET)
+
+
+@dataclass
+class Record:
+    version: int
+    artifacts: dict
+    metrics: dict = field(default_factory=dict)
+
+
+class FakeRegistry:
+    """The part of sluice.registry.ModelRegistry the monitoring job uses."""
+
+    def __init__(self, profile: dict, *, metrics: dict | None = None, task: str = "classification"):
+        self.blobs = {
+            "profile.json": json.dumps(profile).encode(),
+            "spec.json": json.dumps({"task": task}).encode(),
+        }
+        self.metrics = metrics or {}
+        self.events: list[dict] = []
+        self.alias_map: dict[str, int] = {}
+
+    def get(self, name, *, version=None, alias=None):
+        return Record(version, {"profile.json": {"sha256": "p"}, "spec.json": {}}, self.metrics)
+
+    def fetch(self, name, version, artifact):
+        return self.blobs[artifact]
+
+    def history(self, name):
+        return self.events
+
+    def aliases(self, name):
+        return self.alias_map
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return credit(5000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def profile(baseline):
+    return DriftProfile(categorical=list(CATEGORICAL)).fit(baseline[FEATURES]).to_dict()
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield s3
+
+
+def capture(
+    frame, *, version: int, start: datetime, per_request: int = 50, predictions=None, probabilities=None
+):
+    """Capture ``frame`` as requests of ``per_request`` rows spread over the minutes after ``start``."""
+    writer = CaptureWriter(bucket_name=BUCKET)
+    records = frame[FEATURES].to_dict("records")
+    ids = []
+    for n, i in enumerate(range(0, len(records), per_request)):
+        part = records[i : i + per_request]
+        request_id = f"v{version}-req-{n}"
+        ids.append(request_id)
+        preds = [0] * len(part) if predictions is None else list(predictions[i : i + per_request])
+        probs = None if probabilities is None else list(probabilities[i : i + per_request])
+        writer.put(
+            capture_records(
+                request_id=request_id,
+                model=MODEL,
+                version=version,
+                rows=part,
+                predictions=preds,
+                probabilities=probs,
+                ts=start + timedelta(seconds=30 * n),
+            )
+        )
+    return ids
+
+
+def metric_values(namespace: str, name: str, dims: dict) -> list[float]:
+    stats = boto3.client("cloudwatch").get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=[{"Name": k, "Value": str(v)} for k, v in dims.items()],
+        StartTime=NOW - timedelta(days=1),
+        EndTime=NOW + timedelta(days=1),
+        Period=60,
+        Statistics=["Maximum"],
+    )
+    return [p["Maximum"] for p in stats["Datapoints"]]
+
+
+def test_served_versions_come_from_deploy_and_traffic_events_and_aliases(profile):
+    registry = FakeRegistry(profile)
+    registry.events = [
+        {"kind": "registered", "version": 7, "detail": {}},
+        {"kind": "deployed", "version": 1, "detail": {}},
+        {"kind": "traffic", "version": None, "detail": {"weights": {"1": 0.9, "2": 0.1}}},
+    ]
+    registry.alias_map = {"champion": 3}
+    assert monitoring.served_versions(registry, MODEL) == [1, 2, 3]
+
+
+def test_drift_check_flags_the_shifted_version_publishes_metrics_and_writes_reports(aws, profile):
+    # Given v1 serving data like its training data and v2 serving data with income shifted by 2 sigma
+    start = NOW - timedelta(minutes=50)
+    capture(credit(2000, seed=1), version=1, start=start)
+    capture(credit(2000, seed=2, shift={"income": 2.0}), version=2, start=start)
+    registry = FakeRegistry(profile)
+    registry.events = [{"kind": "deployed", "version": v, "detail": {}} for v in (1, 2)]
+    # When the drift job runs on the last hour
+    runs = monitoring.drift_runs(SETTINGS, model=MODEL, now=NOW, registry=registry)
+    # Then v2's income drifts and v1 shows no drift, over all 2,000 captured rows each
+    by_version = {r.version: r.report for r in runs}
+    assert by_version[1].target.n_rows == by_version[2].target.n_rows == 2000
+    assert "income" in by_version[2].drifted_features
+    assert by_version[1].drifted_features == []
+    # And CloudWatch has the per-version, per-feature and roll-up values
+    dims = {"Model": MODEL, "Version": 2}
+    assert metric_values("Sluice/Drift", "DatasetDriftShare", dims) == [by_version[2].dataset_drift_share]
+    assert metric_values("Sluice/Drift", "Drifted", {**dims, "Feature": "income"}) == [1.0]
+    assert metric_values("Sluice/Drift", "PSI", {"Model": MODEL, "Feature": "income"}) == [
+        pytest.approx(max(by_version[v]["income"].psi for v in (1, 2)))
+    ]
+    assert metric_values("Sluice/Drift", "Rows", {"Model": MODEL}) == [4000.0]
+    # And each version has a JSON report (with its window) and an HTML report with plots
+    document = json.loads(aws.get_object(Bucket=BUCKET, Key=runs[1].json_key)["Body"].read())
+    assert document["version"] == 2 and document["window"]["end"] == "2026-11-25T12:00:00.000Z"
+    assert document["report"]["drifted_features"] == by_version[2].drifted_features
+    page = aws.get_object(Bucket=BUCKET, Key=runs[1].html_key)["Body"].read().decode()
+    assert runs[1].html_key == "reports/drift/credit-risk/2/20261125T120000Z.html"
+    assert "data:image/png;base64," in page and "income" in page
+
+
+def test_chunked_window_gives_the_same_report_as_one_chunk(aws, profile):
+    capture(credit(600, seed=3, shift={"age": 1.0}), version=1, start=NOW - timedelta(minutes=30))
+    registry = FakeRegistry(profile)
+    options = dict(versions=[1], now=NOW, registry=registry, publish_metrics=False, write_reports=False)
+    small = monitoring.run_drift_check(SETTINGS, model=MODEL, chunk_rows=7, **options)
+    whole = monitoring.run_drift_check(SETTINGS, model=MODEL, chunk_rows=100_000, **options)
+    assert_same(small[0].to_dict(), whole[0].to_dict())
+    assert small[0].target.n_rows == 600
+
+
+def test_a_version_without_traffic_in_the_window_publishes_only_zero_rows(aws, profile):
+    registry = FakeRegistry(profile)
+    (run,) = monitoring.drift_runs(
+        SETTINGS, model=MODEL, versions=[4], now=NOW, registry=registry, html=False
+    )
+    assert run.report.target.n_rows == 0 and run.report.dataset_drift_share == 0.0
+    assert metric_values("Sluice/Drift", "Rows", {"Model": MODEL, "Version": 4}) == [0.0]
+    assert metric_values("Sluice/Drift", "DatasetDriftShare", {"Model": MODEL, "Version": 4}) == []
+
+
+def test_drift_check_without_served_versions_names_the_model(aws, profile):
+    with pytest.raises(NotFound, match="credit-risk"):
+        monitoring.run_drift_check(SETTINGS, model=MODEL, now=NOW, registry=FakeRegistry(profile))
+
+
+def test_drift_check_needs_the_capture_bucket(profile):
+    with pytest.raises(SluiceError, match="SLUICE_CAPTURE_BUCKET"):
+        monitoring.run_drift_check(Settings(), model=MODEL, registry=FakeRegistry(profile))
+
+
+def test_latest_reports_returns_the_newest_report_per_version(aws, profile):
+    capture(credit(200, seed=4), version=1, start=NOW - timedelta(minutes=90))
+    registry = FakeRegistry(profile)
+    for end in (NOW - timedelta(minutes=30), NOW):
+        monitoring.drift_runs(SETTINGS, model=MODEL, versions=[1], now=end, registry=registry, html=False)
+    (latest,) = monitoring.latest_reports(SETTINGS, model=MODEL)
+    assert latest["window"]["end"] == "2026-11-25T12:00:00.000Z"
+    with pytest.raises(NotFound, match="no drift report stored for model 'other'"):
+        monitoring.latest_reports(SETTINGS, model="other")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([], "non-empty list"),
+        ([{"label": 1}], r"labels\[0\]: 'request_id'"),
+        ([{"request_id": "a"}], r"labels\[0\]: 'label' is missing"),
+        ([{"request_id": "a", "label": None}], "'label' must be"),
+        ([{"request_id": "a", "label": 1, "row": -1}], "'row' must be"),
+    ],
+)
+def test_bad_labels_are_rejected_naming_the_field(labels, message):
+    with pytest.raises(SluiceError, match=message):
+        monitoring.validate_labels(labels)
+
+
+def test_label_files_parse_as_csv_or_json_lines():
+    model, labels = monitoring.parse_label_file(b"request_id,label,row\nr1,1,0\nr2,no,2\n", key="x.csv")
+    assert model is None and labels == [
+        {"request_id": "r1", "label": 1, "row": 0},
+        {"request_id": "r2", "label": "no", "row": 2},
+    ]
+    model, labels = monitoring.parse_label_file(
+        b'{"model": "m", "request_id": "r", "label": 0}\n', key="x.jsonl"
+    )
+    assert model == "m" and labels == [{"request_id": "r", "label": 0}]
+    with pytest.raises(SluiceError, match="CSV header lacks"):
+        monitoring.parse_label_file(b"id,label\n", key="x.csv")
+
+
+def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
+    # Given v1 predictions captured over 200 rows, half of them later labelled
+    frame = credit(200, seed=5)
+    truth = frame[TARGET].to_numpy()
+    predictions = truth.copy()
+    predictions[:20] = 1 - predictions[:20]  # 20 wrong predictions among the labelled rows
+    ids = capture(
+        frame, version=1, start=NOW - timedelta(minutes=40), per_request=10, predictions=predictions
+    )
+    labels = [{"request_id": ids[i // 10], "row": i % 10, "label": int(truth[i])} for i in range(100)]
+    # When the labels arrive through the API payload and a dropped CSV file
+    assert monitoring.ingest_labels(SETTINGS, model=MODEL, labels=labels[:50], now=NOW) == 50
+    csv_body = "request_id,row,label\n" + "".join(
+        f"{x['request_id']},{x['row']},{x['label']}\n" for x in labels[50:]
+    )
+    aws.put_object(Bucket=BUCKET, Key=f"labels/incoming/{MODEL}/batch.csv", Body=csv_body.encode())
+    assert (
+        monitoring.ingest_label_object(SETTINGS, bucket=BUCKET, key=f"labels/incoming/{MODEL}/batch.csv")
+        == 50
+    )
+    # Normalised label objects are not re-ingested (no S3 event loop)
+    stored = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix="labels/model=")["Contents"]]
+    assert monitoring.ingest_label_object(SETTINGS, bucket=BUCKET, key=stored[0]) == 0
+    # And the concept check runs against v1 registered with accuracy 0.95
+    registry = FakeRegistry(profile, metrics={"accuracy": 0.95, "f1": 0.9})
+    (result,) = monitoring.run_concept_check(
+        SETTINGS, model=MODEL, versions=[1], now=NOW, registry=registry, min_labels=10
+    )
+    # Then the 100 labelled rows are scored: 80 right out of 100
+    assert result.labelled_rows == 100
+    assert result.metrics["accuracy"] == pytest.approx(0.8)
+    assert result.deltas["accuracy"] == pytest.approx(0.8 - 0.95)
+    assert metric_values("Sluice/Quality", "AccuracyDelta", {"Model": MODEL}) == [pytest.approx(-0.15)]
+    assert metric_values("Sluice/Quality", "F1", {"Model": MODEL, "Version": 1}) == [
+        pytest.approx(result.metrics["f1"])
+    ]
+
+
+def test_concept_check_below_min_labels_publishes_only_the_count(aws, profile):
+    ids = capture(credit(20, seed=6), version=1, start=NOW - timedelta(minutes=5), per_request=10)
+    monitoring.ingest_labels(SETTINGS, model=MODEL, labels=[{"request_id": ids[0], "label": 0}], now=NOW)
+    (result,) = monitoring.run_concept_check(
+        SETTINGS, model=MODEL, versions=[1], now=NOW, registry=FakeRegistry(profile), min_labels=30
+    )
+    assert result.labelled_rows == 1 and result.metrics == {}
+    assert metric_values("Sluice/Quality", "LabelledRows", {"Model": MODEL, "Version": 1}) == [1.0]
+    assert metric_values("Sluice/Quality", "F1", {"Model": MODEL, "Version": 1}) == []
+
+
+def assert_same(left, right, path="report"):
+    """Equal structures, floats up to summation order (chunks add their sums in another order)."""
+    if isinstance(left, float) and isinstance(right, float):
+        assert left == pytest.approx(right, rel=1e-9, abs=1e-12), path
+    elif isinstance(left, dict):
+        assert left.keys() == right.keys(), path
+        for key in left:
+            assert_same(left[key], right[key], f"{path}.{key}")
+    elif isinstance(left, list):
+        assert len(left) == len(right), path
+        for i, (a, b) in enumerate(zip(left, right, strict=True)):
+            assert_same(a, b, f"{path}[{i}]")
+    else:
+        assert left == right, path
