@@ -1,0 +1,316 @@
+"""``LocalAws``: the synthesized dev stage running on an in-process moto server.
+
+::
+
+    with LocalAws.start(assembly_dir="cdk.out") as aws:
+        aws.client("lambda").invoke(FunctionName=aws.physical_id("RegistryApiHandler"), ...)
+        requests.get(aws.gateway_url("RegistryApi") + "/models")
+
+``start`` starts moto's ``ThreadedMotoServer`` on 127.0.0.1 (ephemeral port), points
+``AWS_ENDPOINT_URL`` at it for the block (restored on exit), emulates ``cdk bootstrap``,
+publishes the assets, creates the stage's stacks from their synthesized templates with
+moto's CloudFormation (fillers create what it skips, see :mod:`sluice.local.cloudformation`),
+runs Lambda code in warm worker processes (:mod:`sluice.local.lambdas`) and serves each
+REST API on a local HTTP gateway (:mod:`sluice.local.gateway`). Optional components
+(``sluice.local.alarms``, ``events``, ``stepfunctions``) are installed when present.
+
+The account and region are the stage's own (``MOTO_ACCOUNT_ID`` is set for the block), so
+ARNs and names in the templates resolve as in AWS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.config import Config
+
+from sluice import aws as sluice_aws
+from sluice.assembly import StackArtifact, read_assembly
+from sluice.errors import NotFound, SluiceError
+
+DEFAULT_STATE_DIR = ".sluice/local"
+STATE_FILE = "state.json"
+# Local Lambda invokes can run for minutes (training); never re-run one on a read timeout.
+INVOKE_CONFIG = Config(read_timeout=900, connect_timeout=10, retries={"max_attempts": 0})
+# Components built alongside this module; each exposes ``install(local_aws)`` (and may return
+# an object with ``stop()``).
+OPTIONAL_COMPONENTS = ("sluice.local.alarms", "sluice.local.events", "sluice.local.stepfunctions")
+
+_ENV_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "MOTO_ACCOUNT_ID",
+    "MOTO_PORT",
+)
+
+log = logging.getLogger("sluice.local")
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each phase of ``start`` (printed by ``sluice local up``, read by bench)."""
+
+    server: float = 0.0
+    bootstrap: float = 0.0
+    assets: float = 0.0
+    stacks: float = 0.0
+    runtime: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.server + self.bootstrap + self.assets + self.stacks + self.runtime
+
+
+@dataclass
+class LocalAws:
+    """A running local stage. Create it with :meth:`start`; use it as a context manager."""
+
+    assembly_dir: Path
+    state_dir: Path
+    stage: str
+    account: str
+    region: str
+    stacks: list[StackArtifact]
+    endpoint_url: str = ""
+    deployed: list[Any] = field(default_factory=list)  # cloudformation.DeployedStack
+    timings: Timings = field(default_factory=Timings)
+    _server: Any = None
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
+    _components: list[Any] = field(default_factory=list)
+    runtime: Any = None  # lambdas.LambdaRuntime
+    gateways: Any = None  # gateway.Gateways
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(
+        cls,
+        assembly_dir: str | Path = "cdk.out",
+        state_dir: str | Path = DEFAULT_STATE_DIR,
+        stage: str = "Dev",
+        *,
+        port: int = 0,
+        gateway_port: int = 0,
+    ) -> LocalAws:
+        """Bring the stage up and return it (already started; ``with`` stops it).
+
+        Parameters
+        ----------
+        assembly_dir
+            A synthesized cloud assembly (``cdk synth -o``).
+        state_dir
+            Where the state file, extracted code and worker logs go.
+        stage
+            Stage display name in the assembly (``Dev``), case-insensitive.
+        port, gateway_port
+            0 picks free ports. ``gateway_port`` is used by the first REST API; others get
+            the following ports (or free ones when 0).
+
+        Raises
+        ------
+        SluiceError
+            If the assembly has no such stage or a template cannot be deployed locally.
+        """
+        stacks = [s for s in read_assembly(assembly_dir) if s.stage.lower() == stage.lower()]
+        if not stacks:
+            raise SluiceError(f"no stage {stage!r} in the cloud assembly at {assembly_dir}")
+        accounts = {(s.account, s.region) for s in stacks}
+        if len(accounts) != 1:
+            raise SluiceError(
+                f"stage {stage} spans several environments {sorted(accounts)}; local AWS runs one"
+            )
+        account, region = accounts.pop()
+        local = cls(
+            assembly_dir=Path(assembly_dir).resolve(),
+            state_dir=Path(state_dir).resolve(),
+            stage=stage,
+            account=account,
+            region=region,
+            stacks=stacks,
+        )
+        try:
+            local._start(port=port, gateway_port=gateway_port)
+        except BaseException:
+            local.stop()
+            raise
+        return local
+
+    def _start(self, *, port: int, gateway_port: int) -> None:
+        from moto.server import ThreadedMotoServer
+
+        from sluice.local import cloudformation, gateway, lambdas, moto_patches
+        from sluice.local.bootstrap import bootstrap, publish_assets
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self._saved_env = {k: os.environ.get(k) for k in _ENV_KEYS}
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = self.region
+        os.environ["MOTO_ACCOUNT_ID"] = self.account
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        logging.getLogger("moto").setLevel(logging.ERROR)
+        moto_patches.apply()
+        cloudformation.install()
+        self.runtime = lambdas.install(self)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        host, bound = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{bound}"
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
+        os.environ["MOTO_PORT"] = str(bound)  # moto's Step Functions executor calls back here
+        sluice_aws.reset_clients()
+        t1 = time.perf_counter()
+        bootstrap(self.account, self.region)
+        t2 = time.perf_counter()
+        for stack in self.stacks:
+            if stack.assets_path is not None:
+                publish_assets(stack.assets_path, account=self.account, region=self.region)
+        t3 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.deployed = [cloudformation.deploy_stack(stack) for stack in self.stacks]
+        t4 = time.perf_counter()
+        self.gateways = gateway.Gateways.serve(self, first_port=gateway_port)
+        for name in OPTIONAL_COMPONENTS:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            installer = getattr(module, "install", None)
+            if callable(installer):
+                self._components.append(installer(self))
+        t5 = time.perf_counter()
+        self.timings = Timings(
+            server=t1 - t0, bootstrap=t2 - t1, assets=t3 - t2, stacks=t4 - t3, runtime=t5 - t4
+        )
+        self.write_state()
+
+    def stop(self) -> None:
+        """Stop components, workers, gateways and the server; restore the environment."""
+        for component in reversed(self._components):
+            stopper = getattr(component, "stop", None)
+            if callable(stopper):
+                try:
+                    stopper()
+                except Exception:  # keep stopping the rest
+                    log.exception("stopping %r failed", component)
+        self._components = []
+        if self.gateways is not None:
+            self.gateways.stop()
+            self.gateways = None
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        sluice_aws.reset_clients()
+
+    def __enter__(self) -> LocalAws:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ lookups
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the local server (Lambda: long read timeout, no retries)."""
+        import boto3
+
+        config = INVOKE_CONFIG if service == "lambda" else sluice_aws.DEFAULT_CONFIG
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url, config=config)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Stack outputs of every stack of the stage, by output name."""
+        return {k: v for stack in self.deployed for k, v in stack.outputs.items()}
+
+    @property
+    def resources(self) -> list[Any]:
+        """Every template resource of the stage with its type, physical id and support."""
+        return [r for stack in self.deployed for r in stack.resources]
+
+    def physical_id(self, logical_id_prefix: str, *, resource_type: str | None = None) -> str:
+        """The physical id of the one resource whose logical id starts with the prefix.
+
+        Raises
+        ------
+        NotFound
+            If no resource, or more than one, matches.
+        """
+        found = [
+            r
+            for r in self.resources
+            if r.logical_id.startswith(logical_id_prefix)
+            and (resource_type is None or r.resource_type == resource_type)
+        ]
+        if len(found) != 1:
+            kind = f" of type {resource_type}" if resource_type else ""
+            names = ", ".join(r.logical_id for r in found[:5])
+            raise NotFound(
+                f"{len(found)} local resources{kind} match logical id prefix {logical_id_prefix!r}"
+                + (f" ({names})" if names else "")
+            )
+        return found[0].physical_id
+
+    def gateway_url(self, api: str) -> str:
+        """``http://127.0.0.1:<port>/<stage>`` of a REST API, by logical id prefix, name or id."""
+        return self.gateways.url(api)
+
+    def invoke(self, function: str, payload: Any = None, *, qualifier: str | None = None) -> Any:
+        """Invoke a function in-process (no HTTP hop); returns a :class:`lambdas.InvokeResult`."""
+        return self.runtime.invoke(function, qualifier, json.dumps(payload if payload is not None else {}))
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "assembly_dir": str(self.assembly_dir),
+            "stage": self.stage,
+            "account": self.account,
+            "region": self.region,
+            "stacks": [s.to_dict() for s in self.deployed],
+            "apis": self.gateways.describe() if self.gateways else [],
+            "timings": self.timings.__dict__ | {"total": self.timings.total},
+            "pid": os.getpid(),
+            "endpoint_url": self.endpoint_url,
+        }
+
+    def write_state(self) -> Path:
+        """Write ``state.json``: what was deployed and where (read by ``sluice local status``)."""
+        path = self.state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+
+def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    """The last state written by a local stage in ``state_dir`` (None if there is none)."""
+    path = Path(state_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
