@@ -1,0 +1,322 @@
+"""Step Functions that execute on the embedded local AWS, including machines created by CloudFormation.
+
+moto 5.2.5 has two Step Functions backends: ``moto.stepfunctions.models.stepfunctions_backends``
+stores machines and fakes executions, and ``moto.stepfunctions.parser.models
+.stepfunctions_parser_backends`` interprets ASL for real. Its HTTP layer
+(``moto.stepfunctions.responses.get_backend``) picks the parser backend only when
+``moto.core.config.default_user_config["stepfunctions"]["execute_state_machine"]`` is true, and
+the interpreter calls other services (Lambda tasks, S3 item readers and result writers, SDK
+integrations) through boto3 at ``http://localhost:$MOTO_PORT`` (``moto.settings.moto_server_port``)
+when moto is a server. CloudFormation always creates machines in the non-executing backend.
+
+:func:`enable` switches all of that on for one server and fills the gaps listed in
+:data:`GAPS`; :meth:`StepFunctionsPatch.disable` undoes it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+#: What moto 5.2.5's ASL interpreter lacks or gets wrong, and what this module does about it.
+#: Checked by ``tests/local/test_stepfunctions_local.py``; "filled" rows are patched here.
+GAPS: dict[str, str] = {
+    "execute_state_machine": "filled: off by default; enable() turns it on for the server",
+    "MOTO_PORT": "filled: the interpreter's boto3 clients need it in server mode; enable() sets it",
+    "cloudformation backend": (
+        "filled: AWS::StepFunctions::StateMachine from CloudFormation lands in the non-executing "
+        "backend; enable() creates, updates and deletes them in the parser backend and moves "
+        "machines created earlier"
+    ),
+    "cloudformation Definition/DefinitionSubstitutions": (
+        "filled: moto reads only DefinitionString; the object form and ${substitutions} are applied"
+    ),
+    "ResultWriter result files": (
+        "filled: moto writes only manifest.json with empty ResultFiles; SUCCEEDED_0.json with "
+        "one {Status, Output} record per item is written and listed in the manifest"
+    ),
+    "ItemReader InputType MANIFEST/JSONL/PARQUET": "open: moto reads only JSON and CSV objects "
+    "and s3:listObjectsV2; use JSON or CSV locally",
+    "Lambda Task": "works: invokes go through the moto server's Lambda invoke path",
+    "Map (inline and DISTRIBUTED), Parallel, Retry, Catch, Wait, Choice, Pass, Fail": "works",
+    "Express workflows StartSyncExecution": "not checked",
+}
+
+_LOCK = threading.Lock()
+
+
+@dataclass
+class StepFunctionsPatch:
+    """The switches :func:`enable` flipped, so :meth:`disable` can restore them."""
+
+    endpoint_url: str
+    previous_execute: bool
+    previous_port: str | None
+    originals: dict[str, Any] = field(default_factory=dict)
+    moved: list[str] = field(default_factory=list)
+    active: bool = True
+
+    def disable(self) -> None:
+        """Restore moto's configuration, MOTO_PORT and the patched methods (idempotent)."""
+        with _LOCK:
+            if not self.active:
+                return
+            _config()["stepfunctions"]["execute_state_machine"] = self.previous_execute
+            if self.previous_port is None:
+                os.environ.pop("MOTO_PORT", None)
+            else:
+                os.environ["MOTO_PORT"] = self.previous_port
+            state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
+            for name in (
+                "create_from_cloudformation_json",
+                "update_from_cloudformation_json",
+                "delete_from_cloudformation_json",
+            ):
+                if name in self.originals:
+                    setattr(state_machine, name, self.originals[name])
+            if "put_object" in self.originals:
+                _result_writer_class()._handle_put_object = self.originals["put_object"]
+            self.active = False
+
+
+def enable(*, endpoint_url: str) -> StepFunctionsPatch:
+    """Make state machines on the moto server at ``endpoint_url`` (same process) execute.
+
+    Raises
+    ------
+    RuntimeError
+        If a moto symbol this relies on moved (naming it), so an upgrade fails loudly.
+    """
+    port = urlparse(endpoint_url).port
+    if port is None:
+        raise ValueError(f"endpoint_url {endpoint_url!r} has no port")
+    with _LOCK:
+        config = _config()
+        patch = StepFunctionsPatch(
+            endpoint_url=endpoint_url,
+            previous_execute=bool(config.get("stepfunctions", {}).get("execute_state_machine", False)),
+            previous_port=os.environ.get("MOTO_PORT"),
+        )
+        check_moto()
+        config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+        # The interpreter's boto3 clients read this on every call (moto.settings.moto_server_port).
+        os.environ["MOTO_PORT"] = str(port)
+
+        state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
+        for name, replacement in (
+            ("create_from_cloudformation_json", _cfn_create),
+            ("update_from_cloudformation_json", _cfn_update),
+            ("delete_from_cloudformation_json", _cfn_delete),
+        ):
+            patch.originals[name] = state_machine.__dict__[name]
+            setattr(state_machine, name, classmethod(replacement))
+        writer = _result_writer_class()
+        patch.originals["put_object"] = writer.__dict__["_handle_put_object"]
+        writer._handle_put_object = staticmethod(_result_writer_put_object)
+        patch.moved = move_to_executing_backend()
+    return patch
+
+
+def check_moto() -> None:
+    """Raise RuntimeError naming the first moto symbol :func:`enable` needs that has moved."""
+    _symbol("moto.core.config", "default_user_config")
+    _symbol("moto.stepfunctions.models", "stepfunctions_backends")
+    _symbol("moto.stepfunctions.parser.models", "stepfunctions_parser_backends")
+    responses = importlib.import_module("moto.stepfunctions.responses")
+    source = getattr(responses.get_backend, "__code__", None)
+    if source is None or "execute_state_machine" not in source.co_consts:
+        raise RuntimeError(
+            "moto.stepfunctions.responses.get_backend no longer reads 'execute_state_machine' "
+            "(moto upgraded?); sluice.local.stepfunctions must be updated"
+        )
+    boto_client = importlib.import_module("moto.stepfunctions.parser.asl.utils.boto_client")
+    if "moto_server_port" not in boto_client.boto_client_for.__code__.co_names:
+        raise RuntimeError(
+            "moto.stepfunctions.parser.asl.utils.boto_client.boto_client_for no longer uses "
+            "moto_server_port (moto upgraded?); sluice.local.stepfunctions must be updated"
+        )
+    state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
+    for name in (
+        "create_from_cloudformation_json",
+        "update_from_cloudformation_json",
+        "delete_from_cloudformation_json",
+    ):
+        if name not in state_machine.__dict__:
+            raise RuntimeError(
+                f"moto.stepfunctions.models.StateMachine.{name} is gone (moto upgraded?); "
+                "sluice.local.stepfunctions must be updated"
+            )
+    if "_handle_put_object" not in _result_writer_class().__dict__:
+        raise RuntimeError(
+            "moto ResultWriter ResourceEvalS3._handle_put_object is gone (moto upgraded?); "
+            "sluice.local.stepfunctions must be updated"
+        )
+
+
+def move_to_executing_backend() -> list[str]:
+    """Move machines from moto's non-executing backend into the parser backend; return their ARNs."""
+    plain = _symbol("moto.stepfunctions.models", "stepfunctions_backends")
+    parser = _symbol("moto.stepfunctions.parser.models", "stepfunctions_parser_backends")
+    moved = []
+    for account, regions in list(plain.items()):
+        for region, backend in list(regions.items()):
+            if not backend.state_machines:
+                continue
+            target = parser[account][region]
+            known = {sm.arn for sm in target.state_machines}
+            for machine in list(backend.state_machines):
+                if machine.arn not in known:
+                    machine.backend = target
+                    target.state_machines.append(machine)
+                    moved.append(machine.arn)
+                backend.state_machines.remove(machine)
+    return moved
+
+
+# -- CloudFormation, creating in the executing backend -----------------------------------------
+
+
+def _parser_backend(account_id: str, region_name: str) -> Any:
+    return _symbol("moto.stepfunctions.parser.models", "stepfunctions_parser_backends")[account_id][
+        region_name
+    ]
+
+
+def _definition(properties: dict[str, Any]) -> str:
+    definition = properties.get("DefinitionString")
+    if definition is None and properties.get("Definition") is not None:
+        definition = json.dumps(properties["Definition"])
+    definition = definition or ""
+    for key, value in (properties.get("DefinitionSubstitutions") or {}).items():
+        definition = definition.replace("${" + key + "}", str(value))
+    return definition
+
+
+def _cfn_create(
+    cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+) -> Any:
+    from moto.stepfunctions.utils import cfn_to_api_tags
+
+    properties = cloudformation_json["Properties"]
+    backend = _parser_backend(account_id, region_name)
+    return backend.create_state_machine(
+        properties.get("StateMachineName", resource_name),
+        _definition(properties),
+        properties.get("RoleArn", ""),
+        tags=cfn_to_api_tags(properties.get("Tags", [])),
+        sm_type=properties.get("StateMachineType"),
+    )
+
+
+def _cfn_delete(
+    cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+) -> None:
+    backend = _parser_backend(account_id, region_name)
+    arn = resource_name
+    if not arn.startswith("arn:"):
+        found = next((sm for sm in backend.state_machines if sm.name == resource_name), None)
+        if found is None:
+            return
+        arn = found.arn
+    backend.delete_state_machine(arn)
+
+
+def _cfn_update(
+    cls: Any,
+    original_resource: Any,
+    new_resource_name: str,
+    cloudformation_json: Any,
+    account_id: str,
+    region_name: str,
+) -> Any:
+    from moto.stepfunctions.utils import cfn_to_api_tags
+
+    properties = cloudformation_json.get("Properties", {})
+    name = properties.get("StateMachineName", original_resource.name)
+    if name != original_resource.name:
+        new = _cfn_create(cls, name, cloudformation_json, account_id, region_name)
+        _cfn_delete(cls, original_resource.arn, cloudformation_json, account_id, region_name)
+        return new
+    backend = _parser_backend(account_id, region_name)
+    machine = backend.update_state_machine(
+        original_resource.arn,
+        definition=_definition(properties) or None,
+        role_arn=properties.get("RoleArn"),
+    )
+    backend.tagger.tag_resource(machine.arn, cfn_to_api_tags(properties.get("Tags", [])))
+    return machine
+
+
+# -- Distributed Map ResultWriter -----------------------------------------------------------------
+
+
+def _result_writer_class() -> Any:
+    return _symbol(
+        "moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval."
+        "resource_eval_s3",
+        "ResourceEvalS3",
+    )
+
+
+def _result_writer_put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
+    """moto's handler, plus the result file it leaves as a TODO (SUCCEEDED_0.json)."""
+    from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+
+    parameters = env.stack.pop()
+    results = env.stack.pop()
+    s3 = boto_client_for(
+        service="s3", region=resource_runtime_part.region, state_credentials=state_credentials
+    )
+    map_run_record = env.map_run_record_pool_manager.get_all().pop()
+    map_run_uuid = map_run_record.map_run_arn.split(":")[-1]
+    prefix = parameters.get("Prefix", "") or ""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    bucket = parameters["Bucket"]
+    items = results if isinstance(results, list) else [results]
+    records = [
+        {
+            "ExecutionArn": f"{map_run_record.map_run_arn}:{index}",
+            "Status": "SUCCEEDED",
+            "Output": json.dumps(item),
+        }
+        for index, item in enumerate(items)
+    ]
+    succeeded_key = f"{prefix}{map_run_uuid}/SUCCEEDED_0.json"
+    body = json.dumps(records).encode("utf8")
+    s3.put_object(Bucket=bucket, Key=succeeded_key, Body=body)
+    manifest = {
+        "DestinationBucket": bucket,
+        "MapRunArn": map_run_record.map_run_arn,
+        "ResultFiles": {
+            "FAILED": [],
+            "PENDING": [],
+            "SUCCEEDED": [{"Key": succeeded_key, "Size": len(body)}],
+        },
+    }
+    key = f"{prefix}{map_run_uuid}/manifest.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest, indent=2).encode("utf8"))
+    env.stack.append(
+        {"MapRunArn": map_run_record.map_run_arn, "ResultWriterDetails": {"Bucket": bucket, "Key": key}}
+    )
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _config() -> Any:
+    return _symbol("moto.core.config", "default_user_config")
+
+
+def _symbol(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise RuntimeError(
+            f"{module}.{name} cannot be found ({err}); moto upgraded? sluice.local.stepfunctions must be updated"
+        ) from err
