@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from sluice.drift import (
+    MIN_CATEGORY_COUNT,
     OTHER_LABEL,
     PSI_EMPTY_BIN,
     DriftPolicy,
@@ -502,3 +503,17 @@ def test_user_errors_name_the_column_or_parameter():
         DriftProfile(features=["nope"]).fit(pd.DataFrame({"x": [1.0]}))
     with pytest.raises(SluiceError, match="pandas DataFrame"):
         profile.partial([1, 2, 3])
+
+
+def test_categories_rare_in_the_baseline_share_the_other_cell_in_the_chi2_test():
+    # "rare" was kept as a category on 9 baseline rows: the chi-squared test pools it with
+    # "other/unseen" (MIN_CATEGORY_COUNT), while PSI and the plot still show it on its own.
+    assert MIN_CATEGORY_COUNT == 10
+    baseline = pd.DataFrame({"c": ["a"] * 600 + ["b"] * 391 + ["rare"] * 9})
+    target = pd.DataFrame({"c": ["a"] * 560 + ["b"] * 380 + ["rare"] * 40 + ["new"] * 20})
+    feature = DriftProfile().fit(baseline).compare(target)["c"]
+    assert feature.bin_labels == ("a", "b", "rare", OTHER_LABEL)
+    ref = stats.chi2_contingency([[600, 391, 9], [560, 380, 60]], correction=False)
+    assert feature.statistic == pytest.approx(ref.statistic)
+    assert feature.dof == ref.dof == 2
+    assert feature.psi == pytest.approx(psi([600, 391, 9, 0], [560, 380, 40, 20]))
