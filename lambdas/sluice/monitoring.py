@@ -446,7 +446,7 @@ def _check_model(model: Any) -> str:
 
 
 def ingest_labels(
-    settings: Settings, *, model: str, labels: Sequence[Mapping[str, Any]], now: datetime | None = None
+    settings: Settings, *, model: str, labels: list[Mapping[str, Any]], now: datetime | None = None
 ) -> int:
     """Store ground-truth labels for captured requests; returns how many were stored.
 
@@ -454,7 +454,7 @@ def ingest_labels(
     bucket, one JSON line each: ``{"request_id", "row", "label", "received_at"}``.
     """
     model = _check_model(model)
-    clean = validate_labels(list(labels) if not isinstance(labels, list) else labels)
+    clean = validate_labels(labels)
     settings.require("capture_bucket")
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     received = format_ts(moment)

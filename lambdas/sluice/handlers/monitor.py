@@ -1,0 +1,96 @@
+"""Drift monitor. Trigger: EventBridge Scheduler, input ``{"model": ..., "window_minutes": ...}``.
+
+Optional input keys: ``versions`` (default: the served ones), ``concept`` (default true: also
+run the concept-drift check), ``quality_window_minutes`` (default 1440: labels arrive late).
+
+Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET, SLUICE_REPORTS_BUCKET.
+Publishes ``Sluice/Drift`` and ``Sluice/Quality`` metrics and writes the drift reports (see
+``sluice.monitoring``). An input error or a model without served versions is logged and returned
+as ``{"error": ...}``, not raised: the scheduler would retry it in vain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sluice.errors import SluiceError
+from sluice.monitoring import drift_runs, run_concept_check
+from sluice.settings import Settings
+
+logger = Logger()
+metrics = Metrics(namespace="Sluice/Monitoring")
+
+
+@dataclass(frozen=True)
+class MonitorEvent:
+    """The schedule's input, checked."""
+
+    model: str
+    window_minutes: float = 60.0
+    versions: tuple[int, ...] = ()
+    concept: bool = True
+    quality_window_minutes: float = 1440.0
+
+    @classmethod
+    def parse(cls, event: Any) -> MonitorEvent:
+        if not isinstance(event, dict):
+            raise SluiceError("monitor event must be an object with 'model'")
+        model = event.get("model")
+        if not isinstance(model, str) or not model:
+            raise SluiceError("monitor event: 'model' must be a non-empty string")
+        minutes = {}
+        for key, default in (("window_minutes", 60.0), ("quality_window_minutes", 1440.0)):
+            value = event.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 44640:
+                raise SluiceError(f"monitor event: '{key}' must be a number of minutes in (0, 44640]")
+            minutes[key] = float(value)
+        versions = event.get("versions") or []
+        if not isinstance(versions, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in versions
+        ):
+            raise SluiceError("monitor event: 'versions' must be a list of version numbers")
+        concept = event.get("concept", True)
+        if not isinstance(concept, bool):
+            raise SluiceError("monitor event: 'concept' must be true or false")
+        return cls(model=model, versions=tuple(versions), concept=concept, **minutes)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(log_event=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request = MonitorEvent.parse(event)
+        settings = Settings.from_env()
+        runs = drift_runs(
+            settings,
+            model=request.model,
+            versions=request.versions or None,
+            window_minutes=request.window_minutes,
+        )
+        quality = (
+            run_concept_check(
+                settings,
+                model=request.model,
+                versions=[run.version for run in runs],
+                window_minutes=request.quality_window_minutes,
+            )
+            if request.concept
+            else []
+        )
+    except SluiceError as error:
+        logger.warning("monitor run refused", extra={"error": str(error)})
+        metrics.add_metric(name="MonitorErrors", unit=MetricUnit.Count, value=1)
+        return {"error": str(error), "status": error.status}
+    metrics.add_metric(name="MonitorRuns", unit=MetricUnit.Count, value=1)
+    result = {
+        "model": request.model,
+        "drift": [run.summary() for run in runs],
+        "quality": [q.to_dict() for q in quality],
+    }
+    logger.info("monitor run", extra={"drift": result["drift"]})
+    return result
