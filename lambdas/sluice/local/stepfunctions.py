@@ -47,7 +47,8 @@ GAPS: dict[str, str] = {
     "Express workflows StartSyncExecution": "not checked",
 }
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+_CURRENT: StepFunctionsPatch | None = None
 
 
 @dataclass
@@ -95,7 +96,10 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
     port = urlparse(endpoint_url).port
     if port is None:
         raise ValueError(f"endpoint_url {endpoint_url!r} has no port")
+    global _CURRENT
     with _LOCK:
+        if _CURRENT is not None and _CURRENT.active:
+            _CURRENT.disable()  # one server per process executes; the newest wins
         config = _config()
         patch = StepFunctionsPatch(
             endpoint_url=endpoint_url,
@@ -119,6 +123,7 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         patch.originals["put_object"] = writer.__dict__["_handle_put_object"]
         writer._handle_put_object = staticmethod(_result_writer_put_object)
         patch.moved = move_to_executing_backend()
+        _CURRENT = patch
     return patch
 
 
