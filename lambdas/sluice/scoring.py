@@ -355,22 +355,25 @@ class Scorer:
 # Warm cache
 # ---------------------------------------------------------------------------------------------
 
-_cache: dict[tuple[str, int, str], Scorer] = {}
+# The registry alias an endpoint version without SLUICE_MODEL_VERSION serves.
+CHAMPION_ALIAS = "champion"
+_cache: dict[tuple[str, str, str], Scorer] = {}
 _cache_lock = threading.Lock()
 
 
-def get_scorer(name: str, version: int | str, flavour: str = "sklearn", *, registry: Any = None) -> Scorer:
+def get_scorer(
+    name: str, version: int | str | None, flavour: str = "sklearn", *, registry: Any = None
+) -> Scorer:
     """The process-wide :class:`Scorer` for a model version: loaded once, reused while warm.
 
-    ``registry`` defaults to :meth:`ModelRegistry.from_settings` on the environment.
+    An empty ``version`` serves the registry's :data:`CHAMPION_ALIAS` version (resolved once
+    per process): the Lambda version that ``cdk deploy`` creates is bound to no model version,
+    so after a redeploy the endpoint serves the promoted model. ``registry`` defaults to
+    :meth:`ModelRegistry.from_settings` on the environment.
     """
     if not name:
         raise SluiceError("SLUICE_MODEL_NAME is not set: deploy a model version to this endpoint first")
-    try:
-        number = int(version)
-    except (TypeError, ValueError):
-        raise SluiceError(f"SLUICE_MODEL_VERSION must be a version number, got {version!r}") from None
-    key = (name, number, flavour)
+    key = (name, str(version or ""), flavour)
     found = _cache.get(key)
     if found is not None:
         return found
@@ -382,6 +385,15 @@ def get_scorer(name: str, version: int | str, flavour: str = "sklearn", *, regis
                 from sluice.settings import Settings
 
                 registry = ModelRegistry.from_settings(Settings.from_env())
+            if version in (None, ""):
+                number = registry.get(name, alias=CHAMPION_ALIAS).version
+            else:
+                try:
+                    number = int(version)
+                except (TypeError, ValueError):
+                    raise SluiceError(
+                        f"SLUICE_MODEL_VERSION must be a version number, got {version!r}"
+                    ) from None
             found = Scorer.from_registry(registry, name, number, flavour=flavour)
             _cache[key] = found
         return found

@@ -100,6 +100,10 @@ def emf_documents(text: str) -> list[dict]:
     return [d for d in map(_json_or_none, text.splitlines()) if isinstance(d, dict) and "_aws" in d]
 
 
+def per_version(docs: list[dict]) -> dict:
+    return next(d for d in docs if "Version" in d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0])
+
+
 def total(value) -> float:
     # EMF values are a number or a list of numbers.
     return sum(value) if isinstance(value, list) else value
@@ -127,7 +131,8 @@ def test_single_row_is_scored_with_model_version_and_request_id(endpoint, traine
     assert len(body["probabilities"][0]) == 2 and abs(sum(body["probabilities"][0]) - 1) < 1e-5
     # And per-version EMF metrics were emitted in the Sluice/Endpoint namespace
     docs = emf_documents(capsys.readouterr().out)
-    metric_doc = next(d for d in docs if d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Sluice/Endpoint")
+    metric_doc = per_version(docs)
+    assert metric_doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Sluice/Endpoint"
     assert metric_doc["Model"] == "credit" and metric_doc["Version"] == "1"
     assert total(metric_doc["Invocations"]) == 1 and total(metric_doc["Rows"]) == 1
     assert "Latency" in metric_doc and "PositiveProbability" in metric_doc
@@ -173,7 +178,7 @@ def test_unknown_version_is_a_503_not_a_stack_trace(endpoint, capsys):
     response = score.lambda_handler(event("single"), Context())
     assert response["statusCode"] == 503
     assert "credit" in json.loads(response["body"])["error"] and "7" in json.loads(response["body"])["error"]
-    metric_doc = next(iter(emf_documents(capsys.readouterr().out)))
+    metric_doc = per_version(emf_documents(capsys.readouterr().out))
     assert total(metric_doc["Errors"]) == 1
 
 
@@ -191,3 +196,27 @@ def test_warm_invocations_reuse_the_loaded_model(endpoint):
     first = scoring.get_scorer("credit", 1, "sklearn")
     score.lambda_handler(event("single"), Context())
     assert scoring.get_scorer("credit", 1, "sklearn") is first
+
+
+def test_model_level_metrics_for_the_alarms(endpoint, capsys):
+    # The alarms follow the model whatever version serves: a second EMF line has dimension Model only
+    score.lambda_handler(event("single"), Context())
+    docs = emf_documents(capsys.readouterr().out)
+    # (Powertools adds its "service" dimension, POWERTOOLS_SERVICE_NAME, to both.)
+    dimension_sets = [set(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) - {"service"} for d in docs]
+    assert {"Model"} in dimension_sets and {"Model", "Version"} in dimension_sets
+    model_doc = docs[dimension_sets.index({"Model"})]
+    assert {"Latency", "Invocations", "PositiveProbability"} <= set(model_doc)
+
+
+def test_unbound_version_serves_the_champion_alias(endpoint, monkeypatch):
+    # Given the Lambda version cdk deploy creates (no SLUICE_MODEL_VERSION) and champion -> v1
+    registry, bind = endpoint
+    registry.set_alias("credit", "champion", 1, actor="tester")
+    bind()
+    monkeypatch.setenv("SLUICE_MODEL_VERSION", "")
+    score._state.clear()
+    # When scored, then v1 answers
+    response = score.lambda_handler(event("single"), Context())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["version"] == 1

@@ -6,7 +6,10 @@ SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data c
 
 Responses are JSON. A request the client got wrong is a 4xx naming the field; a model that
 cannot be loaded is a 503 (counted in ``Errors``, which the canary alarm watches). Metrics go
-out as Embedded Metric Format (namespace ``Sluice/Endpoint``, dimensions Model and Version).
+out as Embedded Metric Format, namespace ``Sluice/Endpoint``: Invocations, Rows, Latency,
+Errors, ClientErrors and the prediction distribution (PositiveProbability, PredictedPositive or
+PredictionMean) with dimensions Model and Version, and Errors, Latency and PositiveProbability
+again with dimension Model alone, for the alarms.
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from sluice.capture import CaptureWriter, capture_records
 from sluice.errors import SluiceError
-from sluice.scoring import RequestError, Scored, get_scorer
+from sluice.scoring import CHAMPION_ALIAS, RequestError, Scored, get_scorer
 from sluice.settings import Settings
 
 NAMESPACE = "Sluice/Endpoint"
 
 logger = Logger()
+# Per model version (A/B evidence, the local canary's health checks): dimensions Model, Version.
 metrics = Metrics(namespace=NAMESPACE)
+# Per model, whatever version served (the alarms of the CodeDeploy deployment group, which
+# cannot follow a changing Version dimension): dimension Model. Its own state, its own EMF line.
+model_metrics = EphemeralMetrics(namespace=NAMESPACE)
 
 _state: dict[str, Any] = {}
 
@@ -78,13 +85,18 @@ def _request_id(event: dict[str, Any], context: Any) -> str:
     return str(found or getattr(context, "aws_request_id", "") or "")
 
 
+def _both(name: str, unit: MetricUnit, value: float) -> None:
+    metrics.add_metric(name=name, unit=unit, value=value)
+    model_metrics.add_metric(name=name, unit=unit, value=value)
+
+
 def _record_prediction_metrics(scored: Scored) -> None:
     rows = len(scored.predictions)
     metrics.add_metric(name="Rows", unit=MetricUnit.Count, value=rows)
     positive = scored.positive_probabilities
     if positive is not None:
         # The prediction distribution, per version: what A/B comparisons and the quality alarm watch.
-        metrics.add_metric(name="PositiveProbability", unit=MetricUnit.NoUnit, value=float(positive.mean()))
+        _both("PositiveProbability", MetricUnit.NoUnit, float(positive.mean()))
         metrics.add_metric(
             name="PredictedPositive", unit=MetricUnit.Count, value=int((positive >= 0.5).sum())
         )
@@ -95,19 +107,21 @@ def _record_prediction_metrics(scored: Scored) -> None:
 
 
 @metrics.log_metrics
+@model_metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     settings = _settings()
     request_id = _request_id(event, context)
     metrics.add_dimension(name="Model", value=settings.model_name or "unbound")
-    metrics.add_dimension(name="Version", value=settings.model_version or "0")
-    metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
+    metrics.add_dimension(name="Version", value=settings.model_version or CHAMPION_ALIAS)
+    model_metrics.add_dimension(name="Model", value=settings.model_name or "unbound")
+    _both("Invocations", MetricUnit.Count, 1)
     try:
         scorer = get_scorer(settings.model_name, settings.model_version, settings.model_flavour or "sklearn")
     except Exception as err:  # the client cannot fix this: 503, never a stack trace
         logger.exception("model %s version %s cannot be loaded", settings.model_name, settings.model_version)
-        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        _both("Errors", MetricUnit.Count, 1)
         message = (
             str(err) if isinstance(err, SluiceError) else f"{type(err).__name__} while loading the model"
         )
@@ -125,7 +139,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     except Exception:
         logger.exception("scoring failed")
-        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        _both("Errors", MetricUnit.Count, 1)
         body = {"error": "internal error while scoring", "status": 500, "request_id": request_id}
         return _response(500, body, settings)
     _capture(settings).put(
@@ -140,7 +154,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     )
     _record_prediction_metrics(scored)
-    metrics.add_metric(
-        name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
-    )
+    _both("Latency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
     return _response(200, scored.to_dict(), settings)
