@@ -365,7 +365,7 @@ class ModelRegistry:
         SluiceError
             If the model name or idempotency key is malformed, or the parent version does not exist.
         """
-        _check_model_name(name)
+        check_model_name(name)
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise SluiceError("idempotency_key must be 1-200 printable ASCII characters without spaces")
         if idempotency_key is not None:
@@ -503,7 +503,7 @@ class ModelRegistry:
         NotFound
             Naming the model, the version or the alias that does not exist.
         """
-        _check_model_name(name)
+        check_model_name(name)
         if version is not None and alias is not None:
             raise SluiceError("give a version or an alias, not both")
         if alias is not None:
@@ -880,7 +880,7 @@ class ModelRegistry:
         return self._caller
 
     def _require_model(self, name: str) -> None:
-        _check_model_name(name)
+        check_model_name(name)
         if self._get_item(name, _HEAD) is None:
             raise NotFound(f"model {name!r} not found")
 
@@ -1017,7 +1017,7 @@ def _safe_artifact_name(name: str) -> bool:
     return all(p and p not in (".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", p) for p in parts)
 
 
-def _check_model_name(name: str) -> None:
+def check_model_name(name: str) -> None:
     if not isinstance(name, str) or not MODEL_NAME.match(name):
         raise SluiceError(
             f"model name {name!r} is invalid: use 1-63 letters, digits, '-' or '_', starting with a letter or digit"
