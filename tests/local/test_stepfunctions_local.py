@@ -255,25 +255,32 @@ def test_enable_sets_the_moto_switches_and_disable_restores_them(local):
     assert default_user_config["stepfunctions"]["execute_state_machine"] is True
     assert os.environ["MOTO_PORT"] == str(local.port)
 
-    # Enabling again (a second server) replaces the first patch; disabling restores moto
+    # Enabling for a second server nests: disabling it points moto back at the first
     second = sfn_module.enable(endpoint_url="http://127.0.0.1:1")
-    assert not local.patch.active and os.environ["MOTO_PORT"] == "1"
+    assert os.environ["MOTO_PORT"] == "1"
     second.disable()
-    assert default_user_config["stepfunctions"]["execute_state_machine"] is second.previous_execute
-    assert os.environ.get("MOTO_PORT") == second.previous_port
-    from moto.stepfunctions.models import StateMachine
-
-    assert (
-        StateMachine.__dict__["create_from_cloudformation_json"]
-        is second.originals["create_from_cloudformation_json"]
-    )
-    local.patch = sfn_module.enable(endpoint_url=local.url)
+    assert os.environ["MOTO_PORT"] == str(local.port)
+    assert default_user_config["stepfunctions"]["execute_state_machine"] is True
     assert (
         _run(local, _create(local, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}))[
             "status"
         ]
         == "SUCCEEDED"
     )
+
+
+def test_disable_restores_moto(local):
+    from moto.core.config import default_user_config
+    from moto.stepfunctions.models import StateMachine
+
+    local.patch.disable()
+    try:
+        assert default_user_config["stepfunctions"]["execute_state_machine"] is local.patch.previous_execute
+        assert os.environ.get("MOTO_PORT") == local.patch.previous_port
+        original = local.patch.originals["create_from_cloudformation_json"]
+        assert StateMachine.__dict__["create_from_cloudformation_json"] is original
+    finally:
+        local.patch = sfn_module.enable(endpoint_url=local.url)
 
 
 def test_enable_fails_loudly_if_moto_stops_reading_the_switch(monkeypatch):

@@ -61,6 +61,7 @@ _CLIENT_CONFIG = Config(
 )
 
 _ACTIVE: EventRouter | None = None
+_INSTALLED: list[EventRouter] = []  # routers installed and not closed, newest last
 _ACTIVE_LOCK = threading.Lock()
 _ORIGINAL_SEND: Callable[..., None] | None = None
 _MARK = "__sluice_event_router__"
@@ -114,10 +115,15 @@ class EventRouter:
     # -- installation -------------------------------------------------------------------------
 
     def install(self) -> EventRouter:
-        """Patch moto so matching rules route their Lambda/SFN/SNS targets here; make this active."""
+        """Patch moto so matching rules route their Lambda/SFN/SNS targets here; make this active.
+
+        Routers nest: closing the newest makes the previous one active again.
+        """
         global _ACTIVE
         patch_moto()
         with _ACTIVE_LOCK:
+            if self not in _INSTALLED:
+                _INSTALLED.append(self)
             _ACTIVE = self
         return self
 
@@ -126,8 +132,9 @@ class EventRouter:
         global _ACTIVE
         self.wait_idle(timeout=timeout)
         with _ACTIVE_LOCK:
-            if _ACTIVE is self:
-                _ACTIVE = None
+            if self in _INSTALLED:
+                _INSTALLED.remove(self)
+            _ACTIVE = _INSTALLED[-1] if _INSTALLED else None
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -48,7 +48,6 @@ GAPS: dict[str, str] = {
 }
 
 _LOCK = threading.RLock()
-_CURRENT: StepFunctionsPatch | None = None
 
 
 @dataclass
@@ -88,6 +87,9 @@ class StepFunctionsPatch:
 def enable(*, endpoint_url: str) -> StepFunctionsPatch:
     """Make state machines on the moto server at ``endpoint_url`` (same process) execute.
 
+    Patches nest like a stack: enabling for a second server points MOTO_PORT at it, and
+    disabling that patch points it back at the first.
+
     Raises
     ------
     RuntimeError
@@ -96,10 +98,7 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
     port = urlparse(endpoint_url).port
     if port is None:
         raise ValueError(f"endpoint_url {endpoint_url!r} has no port")
-    global _CURRENT
     with _LOCK:
-        if _CURRENT is not None and _CURRENT.active:
-            _CURRENT.disable()  # one server per process executes; the newest wins
         config = _config()
         patch = StepFunctionsPatch(
             endpoint_url=endpoint_url,
@@ -123,7 +122,6 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         patch.originals["put_object"] = writer.__dict__["_handle_put_object"]
         writer._handle_put_object = staticmethod(_result_writer_put_object)
         patch.moved = move_to_executing_backend()
-        _CURRENT = patch
     return patch
 
 
