@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.naming import deployer_role_name, promotion_role_name, role_arn
+
 STAGE_NAMES = ("dev", "prod")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
@@ -44,6 +46,8 @@ class StageConfig:
     """The model this stage serves, monitors and retrains (context key ``sluice:model``)."""
     trusted_role_arn: str | None = None
     """For prod: the dev deployer role, the only principal that may assume the promotion role."""
+    promotion_target_role_arn: str | None = None
+    """For dev: the prod promotion role, which the dev deployer may assume to promote."""
 
     @property
     def construct_id(self) -> str:
@@ -56,7 +60,7 @@ class StageConfig:
 
     @property
     def promotion_role_name(self) -> str | None:
-        return f"sluice-{self.name}-promotion" if self.trusted_role_arn else None
+        return promotion_role_name(self.name) if self.trusted_role_arn else None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class AppConfig:
                 f"context key 'sluice:model' must be 1-48 lower-case letters, digits or '-'; got {model_name!r}"
             )
         dev_account = _matching(get, "dev:account", _ACCOUNT, "a 12-digit AWS account id")
+        prod_account = _matching(get, "prod:account", _ACCOUNT, "a 12-digit AWS account id")
         stages = []
         for name in STAGE_NAMES:
             account = _matching(get, f"{name}:account", _ACCOUNT, "a 12-digit AWS account id")
@@ -91,10 +96,11 @@ class AppConfig:
                     retain_data=retain,
                     alarm_email=email,
                     model_name=model_name,
-                    trusted_role_arn=(
-                        f"arn:aws:iam::{dev_account}:role/{deployer_role_name('dev')}"
-                        if name == "prod"
-                        else None
+                    trusted_role_arn=role_arn(dev_account, deployer_role_name("dev"))
+                    if name == "prod"
+                    else None,
+                    promotion_target_role_arn=(
+                        role_arn(prod_account, promotion_role_name("prod")) if name == "dev" else None
                     ),
                 )
             )
@@ -106,10 +112,6 @@ class AppConfig:
             if stage.name == name:
                 return stage
         raise ConfigError(f"stage {name!r} is not selected (context key 'stage')")
-
-
-def deployer_role_name(stage: str) -> str:
-    return f"sluice-{stage}-deployer"
 
 
 def _text(get: Callable[[str], Any], key: str, *, default: str | None = None) -> str:

@@ -62,6 +62,7 @@ class ServiceStack(cdk.Stack):
             deployer_role_name=config.deployer_role_name,
             trusted_role_arn=config.trusted_role_arn,
             promotion_role_name=config.promotion_role_name,
+            promotion_target_role_arn=config.promotion_target_role_arn,
         )
         self.registry_api = RegistryApi(
             self, "RegistryApi", registry=stateful.registry, retain_logs=config.retain_data

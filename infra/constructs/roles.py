@@ -36,6 +36,8 @@ class ServiceRoles(Construct):
         The dev deployer role, the only principal of the prod promotion role.
     promotion_role_name
         Physical name of the promotion role (prod).
+    promotion_target_role_arn
+        The prod promotion role (dev): the deployer may assume it, and nothing else across accounts.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class ServiceRoles(Construct):
         deployer_role_name: str,
         trusted_role_arn: str | None = None,
         promotion_role_name: str | None = None,
+        promotion_target_role_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.training = iam.Role(self, "Training", assumed_by=LAMBDA, description="Sluice training jobs")
@@ -73,6 +76,10 @@ class ServiceRoles(Construct):
         for role in (self.monitor, self.training):
             capture.grant_read(role)
 
+        if promotion_target_role_arn:
+            self.deployer.add_to_policy(
+                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[promotion_target_role_arn])
+            )
         self.promotion: iam.Role | None = None
         if trusted_role_arn:
             self.promotion = iam.Role(

@@ -7,6 +7,10 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from sluice.naming import stage_bucket_name
+
+__all__ = ["bucket_in", "secure_bucket", "stage_bucket_name"]
+
 
 def secure_bucket(
     scope: Construct,
@@ -57,11 +61,6 @@ def secure_bucket(
             )
         ],
     )
-
-
-def stage_bucket_name(purpose: str, *, stage: str, account: str, region: str) -> str:
-    """``sluice-<stage>-<purpose>-<account>-<region>``: unique per account and region."""
-    return f"sluice-{stage}-{purpose}-{account}-{region}"
 
 
 def bucket_in(scope: Construct, bucket: s3.IBucket) -> s3.IBucket:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import boto3
@@ -15,6 +18,8 @@ from botocore.config import Config
 
 _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
+# Credentials of an assumed role for the current context (see :func:`assumed_role`).
+_credentials: ContextVar[dict[str, str] | None] = ContextVar("sluice_credentials", default=None)
 
 DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
 
@@ -27,13 +32,42 @@ def client(service: str, *, region: str | None = None, config: Config | None = N
     """
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
-    key = (service, region, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"), id(config))
+    assumed = _credentials.get() or {}
+    key = (
+        service,
+        region,
+        endpoint,
+        assumed.get("aws_access_key_id") or os.environ.get("AWS_ACCESS_KEY_ID"),
+        id(config),
+    )
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = boto3.client(service, region_name=region, config=config or DEFAULT_CONFIG)
+            found = boto3.client(service, region_name=region, config=config or DEFAULT_CONFIG, **assumed)
             _clients[key] = found
         return found
+
+
+@contextmanager
+def assumed_role(role_arn: str, *, session_name: str = "sluice", region: str | None = None) -> Iterator[str]:
+    """Within the block, :func:`client` returns clients acting as ``role_arn``.
+
+    Used for cross-account work such as promotion into the prod account. Yields the assumed
+    role's account id.
+    """
+    response = client("sts", region=region).assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+    credentials = response["Credentials"]
+    token = _credentials.set(
+        {
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
+        }
+    )
+    try:
+        yield response["AssumedRoleUser"]["Arn"].split(":")[4]
+    finally:
+        _credentials.reset(token)
 
 
 def reset_clients() -> None:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "sluice.cli.endpoint",
     "sluice.cli.local",
     "sluice.cli.retrain",
+    "sluice.cli.promote",
     "sluice.cli.demo",
 )
 

@@ -1,0 +1,123 @@
+"""Promotion between two moto accounts: only Approved, verified copy, lineage, both audit trails."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from moto import mock_aws
+
+from sluice import aws
+from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+from sluice.errors import Conflict
+from sluice.promotion import StageRegistry, promote
+from sluice.registry import Lineage, ModelBundle
+from sluice.training import TrainingSpec, train
+
+# moto's default account plays dev (MOTO_ACCOUNT_ID would pin every request, assumed roles too).
+DEV = StageRegistry("dev", "123456789012", "eu-west-1")
+PROD = StageRegistry("prod", "222222222222", "eu-west-1")
+
+
+def _create_registry(stage: StageRegistry) -> None:
+    aws.client("dynamodb").create_table(
+        TableName=stage.table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    aws.client("s3").create_bucket(
+        Bucket=stage.bucket_name, CreateBucketConfiguration={"LocationConstraint": stage.region}
+    )
+
+
+@pytest.fixture
+def accounts():
+    with mock_aws():
+        _create_registry(DEV)
+        with aws.assumed_role(f"arn:aws:iam::{PROD.account}:role/bootstrap"):
+            _create_registry(PROD)
+        dev = DEV.registry()
+        spec = TrainingSpec(target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL)
+        bundle = ModelBundle.from_training(train(credit(400), spec), onnx=False)
+        dev.register("credit-risk", bundle, lineage=Lineage(data_uri="s3://data/train.csv", data_rows=400))
+        yield dev
+
+
+def test_promotion_copies_verified_artifacts_into_the_prod_account(accounts):
+    dev = accounts
+    dev.approve("credit-risk", 1, actor="alice")
+    copied: list[str] = []
+    result = promote("credit-risk", 1, source=DEV, target=PROD, actor="alice", progress=copied.append)
+    source = dev.get("credit-risk", version=1)
+    assert sorted(copied) == sorted(source.artifacts)
+    # The prod account holds the record; the dev account does not hold the prod table.
+    assert PROD.table_name not in aws.client("dynamodb").list_tables()["TableNames"]
+    with aws.assumed_role(f"arn:aws:iam::{PROD.account}:role/auditor") as account:
+        assert account == PROD.account
+        prod = PROD.registry()
+        record = prod.get("credit-risk", version=result.target_version)
+        assert record.status == "Approved"
+        assert record.notes["promoted_from"]["version"] == 1
+        assert record.notes["promoted_from"]["account"] == DEV.account
+        assert record.lineage["data_uri"] == "s3://data/train.csv"
+        for name, meta in source.artifacts.items():
+            assert (
+                hashlib.sha256(prod.fetch("credit-risk", record.version, name)).hexdigest() == meta["sha256"]
+            )
+        prod_kinds = [e["kind"] for e in prod.history("credit-risk")]
+    assert prod_kinds[-1] == "promoted" and "registered" in prod_kinds
+    dev_events = dev.history("credit-risk")
+    assert dev_events[-1]["kind"] == "promoted"
+
+
+def test_only_approved_versions_are_promoted(accounts):
+    with pytest.raises(Conflict, match="only Approved"):
+        promote("credit-risk", 1, source=DEV, target=PROD, actor="alice")
+    with aws.assumed_role(f"arn:aws:iam::{PROD.account}:role/auditor"):
+        assert PROD.registry().list_models() == []
+
+
+def test_promoting_twice_returns_the_first_prod_version(accounts):
+    accounts.approve("credit-risk", 1, actor="alice")
+    first = promote("credit-risk", 1, source=DEV, target=PROD, actor="alice")
+    second = promote("credit-risk", 1, source=DEV, target=PROD, actor="alice")
+    assert first.target_version == second.target_version == 1
+    with aws.assumed_role(f"arn:aws:iam::{PROD.account}:role/auditor"):
+        assert [r.version for r in PROD.registry().list_versions("credit-risk")] == [1]
+
+
+def test_cli_promote_uses_cdk_json_accounts(accounts, tmp_path, capsys):
+    from sluice.cli import main
+
+    accounts.approve("credit-risk", 1, actor="alice")
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(
+        '{"context": {"dev:account": "123456789012", "dev:region": "eu-west-1",'
+        ' "prod:account": "222222222222", "prod:region": "eu-west-1"}}'
+    )
+    argv = ["promote", "--model", "credit-risk", "--version", "1", "--cdk-json", str(cdk_json), "--json"]
+    assert main(argv) == 0
+    assert '"version": 1' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--version", "1", "--from", "dev", "--to", "dev"], "different stages"),
+        (["--version", "1", "--cdk-json", "/nonexistent/cdk.json"], "not found"),
+        (["--version", "7"], "version 7"),
+    ],
+)
+def test_cli_promote_user_errors_exit_2(accounts, argv, message, capsys):
+    from pathlib import Path
+
+    from sluice.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    extra = [] if "--cdk-json" in argv else ["--cdk-json", str(root / "cdk.json")]
+    assert main(["promote", "--model", "credit-risk", *argv, *extra]) == 2
+    assert message in capsys.readouterr().err
