@@ -16,6 +16,7 @@ so a new construct cannot silently deploy half-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -77,6 +78,7 @@ RESOURCE_SUPPORT: dict[str, str] = {
     "AWS::CloudWatch::CompositeAlarm": FILLED,
     "AWS::KinesisFirehose::DeliveryStream": FILLED,
     "AWS::Lambda::Alias": FILLED,
+    "AWS::Logs::LogStream": FILLED,
     "AWS::Lambda::Version": FILLED,  # moto's model has neither a physical id nor GetAtt Version
     "AWS::Scheduler::Schedule": FILLED,
     "AWS::SNS::Subscription": FILLED,
@@ -352,6 +354,15 @@ def _fill_model(props: dict, ctx: FillContext) -> tuple[str, dict]:
 
 def _api_params(props: dict, drop: tuple[str, ...] = ()) -> dict:
     return {k: v for k, v in props.items() if k not in drop and v is not None}
+
+
+@_filler("AWS::Logs::LogStream")
+def _fill_log_stream(props: dict, ctx: FillContext) -> tuple[str, dict]:
+    name = props.get("LogStreamName") or ctx.generated_name
+    logs = aws.client("logs", region=ctx.region)
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_stream(logGroupName=props["LogGroupName"], logStreamName=name)
+    return name, {}
 
 
 @_filler("AWS::CloudWatch::Alarm")

@@ -12,7 +12,8 @@ publishes the assets, creates the stage's stacks from their synthesized template
 moto's CloudFormation (fillers create what it skips, see :mod:`sluice.local.cloudformation`),
 runs Lambda code in warm worker processes (:mod:`sluice.local.lambdas`) and serves each
 REST API on a local HTTP gateway (:mod:`sluice.local.gateway`). Optional components
-(``sluice.local.alarms``, ``events``, ``stepfunctions``) are installed when present.
+(Firehose dynamic partitioning; alarms, EventBridge delivery and Step Functions execution
+via ``sluice.local.events``) are installed when present.
 
 The account and region are the stage's own (``MOTO_ACCOUNT_ID`` is set for the block), so
 ARNs and names in the templates resolve as in AWS.
@@ -40,9 +41,11 @@ DEFAULT_STATE_DIR = ".sluice/local"
 STATE_FILE = "state.json"
 # Local Lambda invokes can run for minutes (training); never re-run one on a read timeout.
 INVOKE_CONFIG = Config(read_timeout=900, connect_timeout=10, retries={"max_attempts": 0})
-# Components built alongside this module; each exposes ``install(local_aws)`` (and may return
-# an object with ``stop()``).
-OPTIONAL_COMPONENTS = ("sluice.local.alarms", "sluice.local.events", "sluice.local.stepfunctions")
+# moto patches from sibling modules, applied before the server serves: ``install()``.
+PATCH_COMPONENTS = ("sluice.local.firehose",)
+# Components started once the stacks exist: ``install(local_aws)`` returns an object with
+# ``stop()``. ``events.install`` also starts the alarm evaluator and Step Functions execution.
+RUNTIME_COMPONENTS = ("sluice.local.events",)
 
 _ENV_KEYS = (
     "AWS_ENDPOINT_URL",
@@ -167,6 +170,10 @@ class LocalAws:
         logging.getLogger("moto").setLevel(logging.ERROR)
         moto_patches.apply()
         cloudformation.install()
+        for name in PATCH_COMPONENTS:
+            module = _optional(name)
+            if module is not None:
+                module.install()
         self.runtime = lambdas.install(self)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
@@ -187,14 +194,10 @@ class LocalAws:
             self.deployed = [cloudformation.deploy_stack(stack) for stack in self.stacks]
         t4 = time.perf_counter()
         self.gateways = gateway.Gateways.serve(self, first_port=gateway_port)
-        for name in OPTIONAL_COMPONENTS:
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            installer = getattr(module, "install", None)
-            if callable(installer):
-                self._components.append(installer(self))
+        for name in RUNTIME_COMPONENTS:
+            module = _optional(name)
+            if module is not None:
+                self._components.append(module.install(self))
         t5 = time.perf_counter()
         self.timings = Timings(
             server=t1 - t0, bootstrap=t2 - t1, assets=t3 - t2, stacks=t4 - t3, runtime=t5 - t4
@@ -306,6 +309,16 @@ class LocalAws:
         tmp.write_text(json.dumps(self.state(), indent=2, default=str))
         tmp.replace(path)
         return path
+
+
+def _optional(name: str) -> Any:
+    """A sibling component module, or None while it does not exist yet."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name == name:
+            return None
+        raise
 
 
 def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import inspect
+import io
 import itertools
 import json
 import logging
@@ -36,11 +38,13 @@ import os
 import queue
 import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -401,6 +405,9 @@ class LambdaRuntime:
         package_type = getattr(fn, "package_type", "Zip") or "Zip"
         if package_type == "Image":
             handler, code_root = self._image_entry(fn, props)
+        elif not props and getattr(fn, "code_bytes", b""):
+            # Created through the API rather than a template: run the uploaded zip.
+            code_root = str(self._extract(fn.code_bytes))
         log_group = _log_group(props, self.local) or f"/aws/lambda/{fn.function_name}"
         return FunctionSpec(
             name=fn.function_name,
@@ -426,6 +433,18 @@ class LambdaRuntime:
                         found[resource.physical_id] = template[resource.logical_id].get("Properties", {})
             self._template_props = found
         return self._template_props
+
+    def _extract(self, code: bytes) -> Path:
+        target = self.state_dir / "code" / hashlib.sha256(code).hexdigest()[:16]
+        if not target.is_dir():
+            staging = target.with_name(target.name + f".{uuid.uuid4().hex[:6]}")
+            with zipfile.ZipFile(io.BytesIO(code)) as archive:
+                archive.extractall(staging)
+            try:
+                staging.rename(target)
+            except OSError:  # another invocation extracted it first
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def _image_entry(self, fn: Any, props: dict[str, Any]) -> tuple[str, str]:
         command = list(getattr(getattr(fn, "image_config", None), "command", None) or [])
@@ -651,7 +670,9 @@ def _patched_invoke(
     try:
         result = runtime.invoke(function_name, qualifier, body, invocation_type=invocation_type)
     except NotFound:
-        return None  # moto's responder turns None into 404 ResourceNotFound
+        name, in_name = _split_name(function_name)
+        self.get_function(name, qualifier or in_name)  # raises moto's own ResourceNotFoundException
+        return None
     response_headers["x-amz-executed-version"] = result.executed_version
     if result.function_error:
         response_headers["x-amz-function-error"] = result.function_error

@@ -1,0 +1,61 @@
+"""The embedded local AWS, brought up once per test module from the session's synthesized app."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def local_aws(assembly_dir, tmp_path_factory):
+    """The synthesized dev stage running on the embedded local AWS (stopped after the module)."""
+    from sluice.local import LocalAws
+
+    with LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path_factory.mktemp("local-state")) as aws:
+        yield aws
+
+
+def tiny_zip() -> bytes:
+    """``tests/local/fixtures/tiny_handler.py`` as a Lambda zip."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(FIXTURES / "tiny_handler.py", "tiny_handler.py")
+    return buffer.getvalue()
+
+
+def create_tiny_function(aws, *, timeout: int = 30, colour: str = "blue") -> str:
+    """Create the tiny function through the Lambda API; returns its name."""
+    name = f"tiny-{uuid.uuid4().hex[:8]}"
+    iam = aws.client("iam")
+    role = iam.create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+        '"Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
+    )["Role"]["Arn"]
+    aws.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="tiny_handler.lambda_handler",
+        Code={"ZipFile": tiny_zip()},
+        Timeout=timeout,
+        MemorySize=256,
+        Environment={"Variables": {"COLOUR": colour}},
+    )
+    return name
+
+
+def create_two_versions(aws) -> str:
+    """The tiny function with version 1 (COLOUR=blue) and version 2 (COLOUR=green)."""
+    name = create_tiny_function(aws, colour="blue")
+    client = aws.client("lambda")
+    client.publish_version(FunctionName=name)
+    client.update_function_configuration(FunctionName=name, Environment={"Variables": {"COLOUR": "green"}})
+    client.publish_version(FunctionName=name)
+    return name

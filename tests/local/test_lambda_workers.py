@@ -1,0 +1,180 @@
+"""Lambda code runs in warm worker processes on the embedded local AWS."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from sluice.local import lambdas
+from tests.local.conftest import create_tiny_function, create_two_versions
+
+pytestmark = pytest.mark.local
+
+
+def _invoke(aws, name: str, payload: dict | None = None, **kwargs) -> tuple[dict, dict]:
+    response = aws.client("lambda").invoke(FunctionName=name, Payload=json.dumps(payload or {}), **kwargs)
+    return response, json.loads(response["Payload"].read())
+
+
+@pytest.fixture(scope="module")
+def tiny(local_aws):
+    return create_tiny_function(local_aws, timeout=2)
+
+
+def test_second_invoke_reuses_the_warm_worker(local_aws, tiny):
+    # Given a function invoked once (cold start)
+    _, first = _invoke(local_aws, tiny)
+    # When it is invoked again
+    _, second = _invoke(local_aws, tiny)
+    # Then the same process served both and imported the handler once
+    assert first["pid"] == second["pid"]
+    assert first["inits"] == second["inits"] == 1
+    assert first["request_id"] != second["request_id"]
+    assert [w.pid for w in local_aws.runtime.workers(tiny)] == [first["pid"]]
+
+
+def test_template_function_runs_with_its_template_configuration(local_aws):
+    # Given the registry API function created by the synthesized template
+    name = local_aws.physical_id("RegistryApiHandlerFunction", resource_type="AWS::Lambda::Function")
+    # When it is invoked twice through the Lambda API
+    response, _ = _invoke(local_aws, name, {"httpMethod": "GET", "path": "/models", "resource": "/models"})
+    _invoke(local_aws, name, {"httpMethod": "GET", "path": "/models", "resource": "/models"})
+    # Then it ran (no Docker error) in one warm worker with the template's handler and environment
+    assert response["StatusCode"] == 200 and "FunctionError" not in response
+    [worker] = local_aws.runtime.workers(name)
+    assert worker.spec.handler == "sluice.handlers.registry_api.lambda_handler"
+    assert worker.spec.environment["SLUICE_REGISTRY_TABLE"].startswith("Dev-Stateful-RegistryTable")
+    assert worker.spec.memory_mb == 512 and worker.spec.timeout_s == 30
+    assert worker.invocations == 2
+
+
+def test_function_error_comes_back_unhandled_with_the_message(local_aws, tiny):
+    response, payload = _invoke(local_aws, tiny, {"fail": "on purpose"})
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "ValueError"
+    assert payload["errorMessage"] == "asked to fail: on purpose"
+
+
+def test_timeout_kills_the_worker_and_reports_task_timed_out(local_aws):
+    name = create_tiny_function(local_aws, timeout=1)
+    _, warm = _invoke(local_aws, name)  # cold start outside the timeout under test
+    response, payload = _invoke(local_aws, name, {"sleep": 5})
+    assert response["FunctionError"] == "Unhandled"
+    assert "Task timed out after 1.00 seconds" in payload["errorMessage"]
+    # The next invocation gets a fresh execution environment
+    _, after = _invoke(local_aws, name)
+    assert after["pid"] != warm["pid"]
+
+
+def test_qualifiers_pick_the_version(local_aws):
+    # Given version 1 (blue) and version 2 (green) of a function
+    name = create_two_versions(local_aws)
+    client = local_aws.client("lambda")
+    client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    # Then each way of naming a version runs that version, in its own worker
+    assert _invoke(local_aws, f"{name}:1")[1]["colour"] == "blue"
+    assert _invoke(local_aws, name, Qualifier="2")[1]["colour"] == "green"
+    response, live = _invoke(local_aws, f"{name}:live")
+    assert (live["version"], live["colour"]) == ("1", "blue")
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amz-executed-version"] == "1"
+    assert _invoke(local_aws, name)[1]["version"] == "$LATEST"
+
+
+def test_alias_routing_weights_are_honoured_in_process(local_aws):
+    name = create_two_versions(local_aws)
+    client = local_aws.client("lambda")
+    client.create_alias(
+        FunctionName=name,
+        Name="live",
+        FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}},
+    )
+    executed = {local_aws.invoke(name, qualifier="live").executed_version for _ in range(40)}
+    assert executed == {"1", "2"}
+
+
+def test_event_invocation_returns_202_and_runs(local_aws, tiny):
+    response = local_aws.client("lambda").invoke(FunctionName=tiny, InvocationType="Event", Payload=b"{}")
+    assert response["StatusCode"] == 202
+
+
+def test_emf_log_lines_become_cloudwatch_metrics(local_aws, tiny):
+    _invoke(local_aws, tiny, {"emf": 7})
+    cloudwatch = local_aws.client("cloudwatch")
+    deadline = time.monotonic() + 20
+    metrics: list = []
+    while time.monotonic() < deadline and not metrics:
+        metrics = cloudwatch.list_metrics(Namespace="SluiceLocalTest", MetricName="Score")["Metrics"]
+        time.sleep(0.2)
+    assert metrics and metrics[0]["Dimensions"] == [{"Name": "service", "Value": "tiny"}]
+
+
+def test_logs_stream_to_the_function_log_group(local_aws, tiny):
+    _invoke(local_aws, tiny)
+    logs = local_aws.client("logs")
+    deadline = time.monotonic() + 20
+    messages: list[str] = []
+    while time.monotonic() < deadline and not any(m.startswith("REPORT RequestId") for m in messages):
+        streams = logs.describe_log_streams(logGroupName=f"/aws/lambda/{tiny}").get("logStreams", [])
+        messages = [
+            e["message"]
+            for s in streams
+            for e in logs.get_log_events(
+                logGroupName=f"/aws/lambda/{tiny}", logStreamName=s["logStreamName"]
+            )["events"]
+        ]
+        time.sleep(0.2)
+    assert any(m.startswith("START RequestId") for m in messages)
+    assert any(m.startswith("REPORT RequestId") for m in messages)
+
+
+def test_unknown_function_is_404(local_aws):
+    client = local_aws.client("lambda")
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="no-such-function", Payload=b"{}")
+
+
+def test_emf_record_conversion():
+    record = {
+        "_aws": {
+            "Timestamp": 1_700_000_000_000,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "N",
+                    "Dimensions": [["model", "version"]],
+                    "Metrics": [{"Name": "Latency", "Unit": "Milliseconds"}],
+                }
+            ],
+        },
+        "model": "credit",
+        "version": 3,
+        "Latency": [1.5, 2.5],
+    }
+    [(namespace, data)] = lambdas.emf_to_metric_data(record)
+    assert namespace == "N"
+    assert data[0]["Values"] == [1.5, 2.5] and data[0]["Unit"] == "Milliseconds"
+    assert data[0]["Dimensions"] == [{"Name": "model", "Value": "credit"}, {"Name": "version", "Value": "3"}]
+
+
+def test_pick_version_follows_weights():
+    import random
+
+    random.seed(7)
+    picks = [lambdas.pick_version("1", {"AdditionalVersionWeights": {"2": 0.25}}) for _ in range(4000)]
+    assert 0.22 < picks.count("2") / len(picks) < 0.28
+    assert lambdas.pick_version("1", None) == "1"
+
+
+def test_moto_internals_guard_fails_loudly(monkeypatch):
+    # Given moto's Lambda backend without the invoke this module replaces (a moto upgrade)
+    from moto.awslambda.models import LambdaBackend
+
+    monkeypatch.setattr(LambdaBackend, "invoke", lambda self, name, payload: None)
+    # Then installing the runtime names the moved symbol
+    with pytest.raises(RuntimeError, match=r"moto\.awslambda\.models\.LambdaBackend\.invoke"):
+        lambdas.moto_invoke_target()
+    monkeypatch.delattr(LambdaBackend, "invoke")
+    with pytest.raises(RuntimeError, match=r"LambdaBackend\.invoke is gone"):
+        lambdas.moto_invoke_target()
