@@ -13,6 +13,7 @@ from infra.constructs.registry_api import RegistryApi
 from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
+from sluice.naming import registry_table_name
 
 
 class StatefulStack(cdk.Stack):
@@ -29,7 +30,12 @@ class StatefulStack(cdk.Stack):
             self, "AccessLogs", bucket_name=name("access-logs"), retain=retain, access_logs=None
         )
         self.registry = Registry(
-            self, "Registry", bucket_name=name("artifacts"), retain=retain, access_logs=self.access_logs
+            self,
+            "Registry",
+            bucket_name=name("artifacts"),
+            table_name=registry_table_name(config.name),
+            retain=retain,
+            access_logs=self.access_logs,
         )
         self.capture_bucket = secure_bucket(
             self, "Capture", bucket_name=name("capture"), retain=retain, access_logs=self.access_logs
