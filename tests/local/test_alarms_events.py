@@ -94,6 +94,110 @@ def _receive(local, queue_url: str) -> list[dict]:
 # -- end to end ------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def stage(assembly_dir, tmp_path):
+    """The synthesized dev stage on LocalAws, which installs these components itself.
+
+    Function-scoped and first in this module, so it never runs beside the bare server below
+    (LocalAws sets MOTO_ACCOUNT_ID, which moto reads on every request).
+    """
+    from sluice.local import LocalAws
+
+    with LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path / "local") as aws:
+        yield aws
+
+
+def test_on_the_dev_stage_a_metric_breach_runs_a_lambda_task_state_machine(stage):
+    aws = stage
+    function = aws.physical_id("RegistryApiHandlerFunction", resource_type="AWS::Lambda::Function")
+    request = {"httpMethod": "GET", "path": "/models", "resource": "/models"}
+    sfn = aws.client("stepfunctions")
+    # The stage's own state machines (retraining), created by CloudFormation, are in the
+    # executing backend that the Step Functions API serves
+    stage_machines = [
+        r.physical_id for r in aws.resources if r.resource_type == "AWS::StepFunctions::StateMachine"
+    ]
+    assert stage_machines
+    for arn in stage_machines:
+        assert sfn.describe_state_machine(stateMachineArn=arn)["status"] == "ACTIVE"
+
+    # Given a state machine whose Lambda task calls a function of the stage, a rule on an
+    # alarm entering ALARM that starts it and also invokes the function, and the alarm
+    role = f"arn:aws:iam::{aws.account}:role/local"
+    machine = sfn.create_state_machine(
+        name=_name("stage-run"),
+        roleArn=role,
+        definition=json.dumps(
+            {
+                "StartAt": "ListModels",
+                "States": {
+                    "ListModels": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::lambda:invoke",
+                        "Parameters": {"FunctionName": function, "Payload": request},
+                        "ResultSelector": {"status.$": "$.Payload.statusCode"},
+                        "End": True,
+                    }
+                },
+            }
+        ),
+    )["stateMachineArn"]
+    alarm, namespace = _name("stage-drift"), _name("Sluice/StageTest")
+    rule = _name("stage-rule")
+    events = aws.client("events")
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {"source": ["aws.cloudwatch"], "detail": {"alarmName": [alarm], "state": {"value": ["ALARM"]}}}
+        ),
+    )
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {"Id": "run", "Arn": machine, "RoleArn": role},
+            {
+                "Id": "fn",
+                "Arn": f"arn:aws:lambda:{aws.region}:{aws.account}:function:{function}",
+                "Input": json.dumps(request),
+            },
+        ],
+    )
+    cloudwatch = aws.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace=namespace,
+        MetricName="DriftShare",
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0.2,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    invocations_before = sum(w.invocations for w in aws.runtime.workers(function))
+
+    # When a datapoint above the threshold is put
+    cloudwatch.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "DriftShare", "Value": 0.9}])
+
+    # Then the alarm goes to ALARM, the rule starts the state machine, whose Lambda task ran
+    # the function's code in a worker, and the rule's Lambda target ran it too
+    _until(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "ALARM")
+    executions = _until(lambda: sfn.list_executions(stateMachineArn=machine)["executions"])
+    done = _until(
+        lambda: (
+            (d := sfn.describe_execution(executionArn=executions[0]["executionArn"]))["status"] != "RUNNING"
+            and d
+        ),
+        timeout=60,
+    )
+    assert done["status"] == "SUCCEEDED", done
+    assert json.loads(done["output"]) == {"status": 200}
+    _until(
+        lambda: sum(w.invocations for w in aws.runtime.workers(function)) == invocations_before + 2,
+        timeout=60,
+    )
+    assert len(executions) == 1
+
+
 def test_metric_above_threshold_alarms_fires_rule_and_completes_a_state_machine(local):
     # Given an alarm on a metric, an SNS alarm action read through SQS, and a rule on the
     # alarm entering ALARM whose target is a state machine (Pass + Wait)
