@@ -46,12 +46,16 @@ class RetrainRequest:
         Unique per run (the Step Functions execution name); the registry idempotency key.
     trigger
         What started the run: ``manual`` or the alarm name.
+    spec
+        A :class:`sluice.training.TrainingSpec` as a dict, for a model's first version (the
+        initial training runs through the same pipeline). Without it, the parent's form is used.
     """
 
     model: str
     data_uri: str
     run_id: str
     trigger: str = "manual"
+    spec: dict[str, Any] | None = None
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> RetrainRequest:
@@ -60,7 +64,12 @@ class RetrainRequest:
                 raise SluiceError(f"retraining input needs a non-empty string field {key!r}")
         if not _RUN_ID.match(event["run_id"]):
             raise SluiceError("run_id must be 1-80 characters of letters, digits, '-' or '_'")
-        return cls(event["model"], event["data_uri"], event["run_id"], str(event.get("trigger", "manual")))
+        spec = event.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise SluiceError("retraining input field 'spec' must be an object (a training spec)")
+        return cls(
+            event["model"], event["data_uri"], event["run_id"], str(event.get("trigger", "manual")), spec
+        )
 
 
 def parent_version(registry, model: str) -> int:
@@ -89,8 +98,11 @@ def preprocess(settings: Settings, request: RetrainRequest, *, registry=None) ->
 
     settings.require("work_bucket")
     registry = registry or _registry(settings)
-    parent = parent_version(registry, request.model)
-    spec = TrainingSpec.from_dict(json.loads(registry.fetch(request.model, parent, "spec.json")))
+    if request.spec is not None:
+        parent, spec = None, TrainingSpec.from_dict(request.spec)
+    else:
+        parent = parent_version(registry, request.model)
+        spec = TrainingSpec.from_dict(json.loads(registry.fetch(request.model, parent, "spec.json")))
     frame, lineage = load_table(request.data_uri)
     train_part, holdout = split(frame, spec)
     write_table(train_part, _work_uri(settings, request.model, request.run_id, "train.parquet"))
@@ -100,6 +112,7 @@ def preprocess(settings: Settings, request: RetrainRequest, *, registry=None) ->
         "run_id": request.run_id,
         "trigger": request.trigger,
         "parent_version": parent,
+        "spec": request.spec,
         "data": lineage.to_dict(),
         "rows": {"train": len(train_part), "holdout": len(holdout)},
     }
@@ -125,9 +138,11 @@ def evaluate(settings: Settings, state: dict[str, Any], *, registry=None) -> dic
 
     registry = registry or _registry(settings)
     holdout, _ = load_table(_work_uri(settings, state["model"], state["run_id"], "holdout.parquet"))
-    champion = registry.load(state["model"], version=state["parent_version"])
     candidate = _load_candidate(settings, state, registry)
-    parent_metrics = evaluate_model(_as_result(champion, candidate.spec), holdout)
+    parent_metrics: dict[str, float] = {}
+    if state["parent_version"] is not None:
+        champion = registry.load(state["model"], version=state["parent_version"])
+        parent_metrics = evaluate_model(_as_result(champion, candidate.spec), holdout)
     comparison = compare(parent_metrics, candidate.metrics, task=candidate.spec.task)
     comparison.update(
         model=state["model"],
@@ -245,10 +260,11 @@ def render_comparison_html(comparison: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted(set(comparison["champion"]) & set(comparison["challenger"]))
+    names = sorted(comparison["challenger"])
+    champion = [comparison["champion"].get(n, float("nan")) for n in names]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     positions = range(len(names))
-    ax.bar([p - 0.2 for p in positions], [comparison["champion"][n] for n in names], 0.4, label="champion")
+    ax.bar([p - 0.2 for p in positions], champion, 0.4, label="champion")
     ax.bar(
         [p + 0.2 for p in positions], [comparison["challenger"][n] for n in names], 0.4, label="challenger"
     )
@@ -259,12 +275,21 @@ def render_comparison_html(comparison: dict[str, Any]) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+
+    def cell(value: float | None, fmt: str = ".4f") -> str:
+        return "n/a" if value is None else format(value, fmt)
+
     rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{comparison['champion'][n]:.4f}</td>"
-        f"<td>{comparison['challenger'][n]:.4f}</td><td>{comparison['delta'][n]:+.4f}</td></tr>"
+        f"<tr><td>{html.escape(n)}</td><td>{cell(comparison['champion'].get(n))}</td>"
+        f"<td>{cell(comparison['challenger'][n])}</td><td>{cell(comparison['delta'].get(n), '+.4f')}</td></tr>"
         for n in names
     )
-    title = f"{comparison.get('model', '')}: champion v{comparison.get('parent_version', '?')} vs challenger"
+    parent = comparison.get("parent_version")
+    title = (
+        f"{comparison.get('model', '')}: champion v{parent} vs challenger"
+        if parent is not None
+        else f"{comparison.get('model', '')}: first version (no champion yet)"
+    )
     verdict = {True: "better", False: "not better", None: "not comparable"}[comparison["challenger_better"]]
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
@@ -365,6 +390,8 @@ def _registry(settings: Settings):
 def _parent_spec(registry, state: dict[str, Any]):
     from sluice.training import TrainingSpec
 
+    if state.get("spec"):
+        return TrainingSpec.from_dict(state["spec"])
     spec = TrainingSpec.from_dict(
         json.loads(registry.fetch(state["model"], state["parent_version"], "spec.json"))
     )

@@ -178,7 +178,7 @@ def _spec() -> TrainingSpec:
 
 
 def test_cli_retrain_here_registers_pending_and_prints_deploy_command(env, monkeypatch, capsys):
-    settings, registry = env
+    settings, _ = env
     for field, value in settings.__dict__.items():
         if value:
             monkeypatch.setenv(f"SLUICE_{field.upper()}", value)
@@ -199,3 +199,21 @@ def test_cli_retrain_unknown_model_exits_2(env, monkeypatch, capsys):
 
     assert main(["retrain", "--model", "nope", "--data", DATA, "--here"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_first_version_trains_through_the_same_pipeline_from_a_spec(env):
+    settings, registry = env
+    spec = _spec().to_dict() | {"hyperparameters": {"C": 2.0, "max_iter": 250}}
+    request = retraining.RetrainRequest("fresh-model", DATA, "run-first", spec=spec)
+    state = retraining.run_all(settings, request, registry=registry)
+    record = registry.get("fresh-model", version=state["version"])
+    assert (record.version, record.status, record.parent_version) == (1, "PendingManualApproval", None)
+    assert registry.load("fresh-model", version=1).estimator.get_params()["C"] == 2.0
+    assert b"first version" in registry.fetch("fresh-model", 1, "reports/comparison.html")
+
+
+def test_spec_must_be_an_object():
+    with pytest.raises(SluiceError, match="spec"):
+        retraining.RetrainRequest.from_event(
+            {"model": "m", "data_uri": "s3://b/k.csv", "run_id": "r", "spec": "x"}
+        )

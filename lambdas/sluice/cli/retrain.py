@@ -10,11 +10,13 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from sluice import aws
+from sluice.errors import SluiceError
 from sluice.retraining import STEP_NAMES, RetrainRequest, run_all, run_id_for
 from sluice.settings import Settings
 
@@ -27,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--here", action="store_true", help="run the steps in this process, not Step Functions"
+    )
+    parser.add_argument(
+        "--spec", help="training spec JSON file: train a new form (first version) instead of the parent's"
     )
     parser.add_argument("--json", action="store_true", help="print the final state as JSON")
     parser.set_defaults(func=run)
@@ -49,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     ) as bar:
         tasks = {name: bar.add_task(f"{name}", total=1, start=False) for name in STEP_NAMES}
         if args.here:
-            request = RetrainRequest(args.model, args.data, run_id)
+            request = RetrainRequest(args.model, args.data, run_id, spec=_read_spec(args.spec))
             current = iter(STEP_NAMES)
             bar.start_task(tasks[next(current)])
 
@@ -67,7 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         console.print(
             f"[bold]{args.model} v{state['version']}[/] registered as {state['status']} "
-            f"(parent v{state['parent_version']}). Nothing was deployed. To deploy it:\n  {state['deploy_command']}"
+            f"({'parent v' + str(state['parent_version']) if state['parent_version'] else 'first version'}). "
+            f"Nothing was deployed. To deploy it:\n  {state['deploy_command']}"
         )
     return 0
 
@@ -78,6 +84,8 @@ def _follow_execution(
     settings.require("retrain_state_machine_arn")
     sfn = aws.client("stepfunctions")
     request = {"model": args.model, "data_uri": args.data, "run_id": run_id, "trigger": "manual"}
+    if args.spec:
+        request["spec"] = _read_spec(args.spec)
     arn = sfn.start_execution(
         stateMachineArn=settings.retrain_state_machine_arn, name=run_id, input=json.dumps(request)
     )["executionArn"]
@@ -107,3 +115,19 @@ def _follow_execution(
 
 class RetrainFailed(RuntimeError):
     """The run failed (not the user's input): exit 1 with the message."""
+
+
+def _read_spec(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    from sluice.training import TrainingSpec
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SluiceError(f"spec file {path} not found") from None
+    except ValueError as err:
+        raise SluiceError(f"spec file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise SluiceError(f"spec file {path} must hold a JSON object")
+    return TrainingSpec.from_dict(data).to_dict()  # validated before anything starts
