@@ -7,12 +7,14 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.capture import CaptureStream
+from infra.constructs.monitoring import MonitoredModel, Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.registry import Registry
 from infra.constructs.registry_api import RegistryApi
 from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
+from sluice import datasets
 from sluice.naming import registry_table_name
 
 
@@ -39,6 +41,11 @@ class StatefulStack(cdk.Stack):
         )
         self.capture_bucket = secure_bucket(
             self, "Capture", bucket_name=name("capture"), retain=retain, access_logs=self.access_logs
+        )
+        # Label files dropped under labels/incoming/ reach the monitoring's labels function as
+        # EventBridge "Object Created" events (no notification custom resource needed).
+        self.capture_bucket.node.default_child.add_property_override(
+            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
         )
         # Scratch space of pipeline runs (staged splits, candidates, reports); runs are short-lived.
         self.work_bucket = secure_bucket(
@@ -76,6 +83,21 @@ class ServiceStack(cdk.Stack):
         self.capture = CaptureStream(
             self, "Capture", bucket=stateful.capture_bucket, stream_name=f"sluice-{config.name}-capture"
         )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            registry=stateful.registry,
+            capture_bucket=stateful.capture_bucket,
+            role=self.roles.monitor,
+            # Per-feature alarms for the demo model's features (sluice.datasets.credit).
+            models=[
+                MonitoredModel(name=config.model_name, features=(*datasets.NUMERIC, *datasets.CATEGORICAL))
+            ],
+            stage_name=config.name,
+            api=self.registry_api.rest.api,
+            alarm_email=config.alarm_email,
+            retain_logs=config.retain_data,
+        )
         self.retraining = RetrainingPipeline(
             self,
             "Retraining",
@@ -84,6 +106,10 @@ class ServiceStack(cdk.Stack):
             role=self.roles.training,
             model_name=config.model_name,
             data_uri=f"s3://{stateful.work_bucket.bucket_name}/datasets/{config.model_name}/latest.parquet",
+            alarms=[
+                self.monitoring.drift_alarms[config.model_name],
+                self.monitoring.quality_alarms[config.model_name],
+            ],
             retain_logs=config.retain_data,
         )
 

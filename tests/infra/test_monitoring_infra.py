@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from aws_cdk.assertions import Match
@@ -62,3 +63,158 @@ def test_capture_stream_prefix_matches_the_reader_layout():
         .replace("!{timestamp:HH}", "07")
     )
     assert evaluated == partition_prefix("credit", 4, moment)
+
+
+def test_drift_job_runs_on_a_schedule_per_model(template):
+    service = template("Dev-Service")
+    service.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "Name": "sluice-dev-credit-risk-drift",
+            "ScheduleExpression": "rate(1 hour)",
+            "Target": Match.object_like(
+                {
+                    "Input": Match.serialized_json(
+                        Match.object_like({"model": "credit-risk", "window_minutes": 60})
+                    )
+                }
+            ),
+        },
+    )
+    # The job is the training image (pandas, scipy, matplotlib) running the monitor handler
+    service.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "PackageType": "Image",
+            "ImageConfig": {"Command": ["sluice.handlers.monitor.lambda_handler"]},
+            "Environment": {
+                "Variables": Match.object_like(
+                    {"SLUICE_CAPTURE_BUCKET": Match.string_like_regexp("sluice-dev-capture-")}
+                )
+            },
+        },
+    )
+
+
+def test_alarms_watch_the_worst_served_version_and_notify_the_encrypted_topic(template):
+    service = template("Dev-Service")
+    topic = {"Ref": Match.string_like_regexp("^MonitoringAlarms")}
+    service.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "sluice-dev-credit-risk-drift-share",
+            "Namespace": "Sluice/Drift",
+            "MetricName": "DatasetDriftShare",
+            "Dimensions": [{"Name": "Model", "Value": "credit-risk"}],
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [topic],
+        },
+    )
+    service.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "sluice-dev-credit-risk-drift-income",
+            "MetricName": "PSI",
+            "Dimensions": Match.array_with([{"Name": "Feature", "Value": "income"}]),
+            "Threshold": 0.2,
+        },
+    )
+    service.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "sluice-dev-credit-risk-f1-drop",
+            "Namespace": "Sluice/Quality",
+            "MetricName": "F1Delta",
+            "ComparisonOperator": "LessThanThreshold",
+            "Threshold": -0.05,
+        },
+    )
+    service.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_retraining_listens_to_the_drift_and_concept_alarms(template):
+    service = template("Dev-Service")
+    service.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": Match.object_like(
+                {"detail-type": ["CloudWatch Alarm State Change"], "resources": Match.any_value()}
+            )
+        },
+    )
+    rules = service.find_resources("AWS::Events::Rule")
+    alarm_rule = next(r for r in rules.values() if "CloudWatch Alarm State Change" in str(r))
+    assert len(alarm_rule["Properties"]["EventPattern"]["resources"]) == 2
+
+
+def test_labels_arrive_by_post_and_by_files_dropped_in_the_capture_bucket(template):
+    service, stateful = template("Dev-Service"), template("Dev-Stateful")
+    service.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "labels"})
+    service.has_resource_properties(
+        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "AuthorizationType": "AWS_IAM"}
+    )
+    service.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {
+                    "bucket": {"name": [Match.string_like_regexp("sluice-dev-capture-")]},
+                    "object": {"key": [{"prefix": "labels/incoming/"}]},
+                },
+            }
+        },
+    )
+    stateful.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": Match.string_like_regexp("sluice-dev-capture-"),
+            "NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}},
+        },
+    )
+
+
+def test_metric_writes_are_limited_to_the_monitoring_namespaces(template):
+    service = template("Dev-Service")
+    service.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "cloudwatch:PutMetricData",
+                                "Condition": {
+                                    "StringEquals": {
+                                        "cloudwatch:namespace": ["Sluice/Drift", "Sluice/Quality"]
+                                    }
+                                },
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_dashboard_shows_traffic_latency_errors_drift_and_live_f1(template):
+    service = template("Dev-Service")
+    (dashboard,) = service.find_resources(
+        "AWS::CloudWatch::Dashboard", {"Properties": {"DashboardName": "sluice-dev-credit-risk-endpoint"}}
+    ).values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for title in (
+        "Traffic per version",
+        "Latency",
+        "Errors",
+        "Dataset drift share",
+        "Top drifting features",
+        "Live F1",
+    ):
+        assert title in body
+    assert "Sluice/Endpoint" in body and "ORDER BY MAX() DESC" in body
