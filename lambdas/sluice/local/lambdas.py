@@ -402,7 +402,8 @@ class LambdaRuntime:
         props = self.template_properties().get(fn.function_name, {})
         handler = fn.handler or ""
         code_root = str(LAMBDAS_ROOT)
-        package_type = getattr(fn, "package_type", "Zip") or "Zip"
+        # moto's CloudFormation path may drop PackageType: the template says what the function is.
+        package_type = props.get("PackageType") or getattr(fn, "package_type", "Zip") or "Zip"
         if package_type == "Image":
             handler, code_root = self._image_entry(fn, props)
         elif not props and getattr(fn, "code_bytes", b""):
