@@ -289,3 +289,75 @@ def assert_same(left, right, path="report"):
             assert_same(a, b, f"{path}[{i}]")
     else:
         assert left == right, path
+
+
+# -- the `sluice monitor` command ---------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(aws, profile, monkeypatch):
+    monkeypatch.setenv("SLUICE_CAPTURE_BUCKET", BUCKET)
+    registry = FakeRegistry(profile, metrics={"accuracy": 0.9})
+    registry.events = [{"kind": "deployed", "version": 1, "detail": {}}]
+    monkeypatch.setattr(monitoring, "_registry", lambda settings, given: registry)
+    return registry
+
+
+def test_cli_monitor_run_prints_the_drift_table_and_saves_the_html(cli_env, aws, tmp_path, capsys):
+    from sluice.cli import main
+
+    capture(
+        credit(500, seed=7, shift={"income": 2.0}), version=1, start=datetime.now(UTC) - timedelta(minutes=10)
+    )
+    out = tmp_path / "report.html"
+    assert main(["monitor", "run", "--model", MODEL, "--window", "30m", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "credit-risk v1" in printed and "DATASET DRIFT" in printed and "income" in printed
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    # And `report` shows the stored report again, as JSON on request
+    assert main(["monitor", "report", "--model", MODEL, "--json"]) == 0
+    (document,) = json.loads(capsys.readouterr().out)
+    assert document["version"] == 1 and "income" in document["report"]["drifted_features"]
+
+
+def test_cli_monitor_quality_prints_live_and_registered_metrics(cli_env, capsys):
+    from sluice.cli import main
+
+    frame = credit(40, seed=8)
+    ids = capture(
+        frame,
+        version=1,
+        start=datetime.now(UTC) - timedelta(minutes=10),
+        per_request=10,
+        predictions=frame[TARGET].to_numpy(),
+    )
+    monitoring.ingest_labels(
+        SETTINGS,
+        model=MODEL,
+        labels=[
+            {"request_id": ids[i // 10], "row": i % 10, "label": int(frame[TARGET].iloc[i])}
+            for i in range(40)
+        ],
+    )
+    assert main(["monitor", "quality", "--model", MODEL, "--min-labels", "5", "--json", "--no-publish"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["labelled_rows"] == 40 and result["metrics"]["accuracy"] == 1.0
+    assert result["deltas"]["accuracy"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("argv", [["run", "--window", "soon"], ["report"]])
+def test_cli_monitor_user_errors_exit_2_with_one_line(cli_env, capsys, argv):
+    from sluice.cli import main
+
+    assert main(["monitor", argv[0], "--model", MODEL, *argv[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sluice: error:") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"), [("60m", 60), ("2h", 120), ("1d", 1440), ("90", 90), ("30s", 0.5)]
+)
+def test_window_parsing(text, minutes):
+    from sluice.cli.monitor import parse_window
+
+    assert parse_window(text) == minutes

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "sluice.cli.local",
     "sluice.cli.retrain",
     "sluice.cli.promote",
+    "sluice.cli.monitor",
     "sluice.cli.demo",
 )
 

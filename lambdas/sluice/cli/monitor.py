@@ -1,0 +1,211 @@
+"""``sluice monitor``: run the drift check on demand, show the latest reports, check live quality.
+
+Reads ``SLUICE_REGISTRY_TABLE``, ``SLUICE_REGISTRY_BUCKET``, ``SLUICE_CAPTURE_BUCKET`` (and
+``SLUICE_REPORTS_BUCKET`` if reports live elsewhere). User errors exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sluice.errors import SluiceError
+from sluice.settings import Settings
+
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_MINUTES = {"s": 1 / 60, "m": 1.0, "": 1.0, "h": 60.0, "d": 1440.0}
+
+
+def parse_window(text: str) -> float:
+    """``"60m"``, ``"2h"``, ``"1d"``, ``"90"`` (minutes) → minutes."""
+    match = _WINDOW.match(text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise SluiceError(f"--window must look like 60m, 2h or 1d; got {text!r}")
+    return float(match.group(1)) * _UNIT_MINUTES[match.group(2)]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("monitor", help="drift and live-quality monitoring of served models")
+    commands = parser.add_subparsers(dest="monitor_command", required=True, metavar="SUBCOMMAND")
+
+    run = commands.add_parser(
+        "run", help="compare the captured window of each served version with its baseline"
+    )
+    _common(run)
+    run.add_argument(
+        "--window", default="60m", help="captured data to compare, e.g. 60m, 6h, 1d (default 60m)"
+    )
+    run.add_argument("--no-publish", action="store_true", help="do not send CloudWatch metrics")
+    run.add_argument("--no-store", action="store_true", help="do not write the reports to S3")
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="the latest stored drift report of each version")
+    _common(report)
+    report.set_defaults(func=cmd_report)
+
+    quality = commands.add_parser(
+        "quality", help="live metrics on labelled predictions vs the registered ones"
+    )
+    quality.add_argument("--model", required=True)
+    quality.add_argument(
+        "--version", type=int, action="append", help="a version (repeatable); default: served"
+    )
+    quality.add_argument(
+        "--window", default="1d", help="captured predictions to join with labels (default 1d)"
+    )
+    quality.add_argument("--min-labels", type=int, default=30, help="labelled rows needed for metrics")
+    quality.add_argument("--no-publish", action="store_true", help="do not send CloudWatch metrics")
+    quality.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    quality.set_defaults(func=cmd_quality)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument(
+        "--version", type=int, action="append", help="a version (repeatable); default: served"
+    )
+    parser.add_argument("--out", help="save the HTML report here (one file per version: -v<N> suffix)")
+    parser.add_argument("--open", action="store_true", help="open the HTML report in a browser")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _out_paths(out: str | None, versions: list[int], *, open_: bool, model: str) -> dict[int, Path]:
+    if not out and not open_:
+        return {}
+    base = Path(out) if out else Path.cwd() / f"sluice-drift-{model}.html"
+    if len(versions) == 1:
+        return {versions[0]: base}
+    return {v: base.with_name(f"{base.stem}-v{v}{base.suffix or '.html'}") for v in versions}
+
+
+def _save(reports: dict[int, Any], *, model: str, out: str | None, open_: bool, console: Console) -> None:
+    from sluice.drift_report import save_report
+
+    for version, path in _out_paths(out, sorted(reports), open_=open_, model=model).items():
+        saved = save_report(reports[version], path, title=f"Sluice drift report: {model} v{version}")
+        console.print(f"HTML report: {saved}")
+        if open_:
+            webbrowser.open(saved.resolve().as_uri())
+
+
+def _table(model: str, version: int, window: str, report: Any) -> Table:
+    verdict = "[red]DATASET DRIFT[/red]" if report.dataset_drift else "[green]no dataset drift[/green]"
+    table = Table(
+        title=f"{model} v{version}  {window}  rows {report.target.n_rows:,}  {verdict}  "
+        f"share {report.dataset_drift_share:.2f}",
+        title_justify="left",
+    )
+    for column in ("feature", "kind", "test", "p-value", "PSI", "JS", "missing", "drift"):
+        table.add_column(column, justify="left" if column in ("feature", "kind", "test") else "right")
+
+    def num(value: float | None, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}g}"
+
+    for f in sorted(report.features, key=lambda f: (not f.drifted, -(f.psi or 0.0))):
+        table.add_row(
+            f.name,
+            f.kind,
+            f.test,
+            num(f.p_value),
+            num(f.psi),
+            num(f.js_distance),
+            "-" if f.target_missing_rate is None else f"{f.target_missing_rate:.1%}",
+            "[red]yes[/red]" if f.drifted else "no",
+        )
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sluice.monitoring import drift_runs
+
+    minutes = parse_window(args.window)
+    console = Console()
+    runs = drift_runs(
+        Settings.from_env(),
+        model=args.model,
+        versions=args.version,
+        window_minutes=minutes,
+        publish_metrics=not args.no_publish,
+        write_reports=not args.no_store,
+    )
+    if args.json:
+        print(json.dumps([{**run.summary(), "report": run.report.to_dict()} for run in runs]))
+    else:
+        for run in runs:
+            window = f"{run.start:%Y-%m-%d %H:%M} to {run.end:%H:%M} UTC"
+            console.print(_table(run.model, run.version, window, run.report))
+            if run.html_key:
+                console.print(f"stored: {run.json_key}, {run.html_key}")
+    _save(
+        {run.version: run.report for run in runs},
+        model=args.model,
+        out=args.out,
+        open_=args.open,
+        console=console,
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sluice.drift import DriftReport
+    from sluice.monitoring import latest_reports
+
+    settings = Settings.from_env()
+    documents = []
+    for version in args.version or [None]:
+        documents += latest_reports(settings, model=args.model, version=version)
+    console = Console()
+    reports = {d["version"]: DriftReport.from_dict(d["report"]) for d in documents}
+    if args.json:
+        print(json.dumps(documents))
+    else:
+        for document in documents:
+            window = f"{document['window']['start']} to {document['window']['end']}"
+            console.print(_table(args.model, document["version"], window, reports[document["version"]]))
+            console.print(f"stored: {document['key']}")
+    _save(reports, model=args.model, out=args.out, open_=args.open, console=console)
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from sluice.monitoring import run_concept_check
+
+    results = run_concept_check(
+        Settings.from_env(),
+        model=args.model,
+        versions=args.version,
+        window_minutes=parse_window(args.window),
+        min_labels=args.min_labels,
+        publish_metrics=not args.no_publish,
+    )
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+        return 0
+    table = Table(title=f"{args.model}: live quality on labelled predictions", title_justify="left")
+    for column in ("version", "labelled rows", "metric", "live", "registered", "delta"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for result in results:
+        if not result.metrics:
+            table.add_row(
+                str(result.version), f"{result.labelled_rows:,}", f"(needs {args.min_labels})", "-", "-", "-"
+            )
+        for name, value in result.metrics.items():
+            registered = result.registered.get(name)
+            delta = result.deltas.get(name)
+            table.add_row(
+                str(result.version),
+                f"{result.labelled_rows:,}",
+                name,
+                f"{value:.3f}",
+                "-" if registered is None else f"{registered:.3f}",
+                "-" if delta is None else f"{delta:+.3f}",
+            )
+    Console().print(table)
+    return 0
