@@ -39,9 +39,9 @@ categorical Pearson chi-squared test on the 2 x k table of baseline and target c
             seen fewer than ``MIN_CATEGORY_COUNT`` times in the baseline join the
             "other/unseen" cell (the kept categories were chosen on the baseline's counts, and
             testing that selection against fresh data is biased), then the categories
-            least frequent in the baseline are pooled until each pooled cell expects at least
-            ``MIN_EXPECTED`` target rows: the pooling depends on the baseline and the window
-            size only, so the test keeps its level in small windows. PSI and Jensen-Shannon
+            least frequent in both samples together are pooled until each pooled cell expects
+            at least ``MIN_EXPECTED`` rows of the smaller sample: the pooling depends on the
+            column totals only, so the test keeps its level in small windows. PSI and Jensen-Shannon
             distance on the unpooled categories including "other/unseen".
 missing     Missing-value rates; a two-sided test that the target rate equals the baseline
             rate (Fisher's exact test, as a doubled one-sided hypergeometric tail).
@@ -73,7 +73,7 @@ FORMAT_VERSION = 1
 #: Proportion given to an empty bin in PSI, so one empty bin cannot make PSI infinite.
 #: The same constant as Evidently and NannyML use.
 PSI_EMPTY_BIN = 1e-4
-#: Expected target count each pooled chi-squared cell must reach (Cochran's rule).
+#: Expected count of the smaller sample each pooled chi-squared cell must reach (Cochran's rule).
 MIN_EXPECTED = 5.0
 #: Categories with fewer baseline rows than this share the "other/unseen" cell in the
 #: chi-squared test (not in PSI, Jensen-Shannon or the plots); see ``_pool_rare_with_other``.
@@ -86,7 +86,7 @@ Frame = Any  # pandas.DataFrame, pyarrow.Table / RecordBatch, or a mapping of co
 
 # --------------------------------------------------------------------------------------------
 # Statistics on counts. Each takes the baseline's counts first and the target's second; every one
-# of them is symmetric except that the chi-squared pooling follows the first argument.
+# of them is symmetric in its two arguments.
 # --------------------------------------------------------------------------------------------
 
 
@@ -161,9 +161,12 @@ def chi2_from_counts(
 ) -> tuple[float, float, int] | None:
     """Pearson chi-squared test of homogeneity on a 2 x k table: statistic, p-value, dof.
 
-    Cells are first pooled, least frequent in the baseline first, until each pooled cell expects
-    ``min_expected`` target rows under the baseline proportions (``min_expected=0`` pools
-    nothing but cells empty on both sides). Equal to
+    Cells are first pooled, least frequent in both samples together first, until each pooled
+    cell expects ``min_expected`` rows in the smaller sample (Cochran's rule for the 2 x k
+    table; ``min_expected=0`` pools nothing but cells empty on both sides). The pooling depends
+    only on the column totals, which the test conditions on, so it keeps the level, and a
+    category that only the target has (an unseen one) keeps a cell of its own. Symmetric in its
+    arguments. Equal to
     ``scipy.stats.chi2_contingency([b, t], correction=False)`` on the pooled table. A table
     pooled into one cell gives ``(0.0, 1.0, 0)``. ``None`` when either side has no values.
     """
@@ -172,7 +175,7 @@ def chi2_from_counts(
     n_b, n_t = b.sum(), t.sum()
     if n_b <= 0 or n_t <= 0:
         return None
-    groups = _pool_cells(b / n_b * n_t, min_expected)
+    groups = _pool_cells((b + t) * (min(n_b, n_t) / (n_b + n_t)), min_expected)
     pb = np.bincount(groups, weights=b)
     pt = np.bincount(groups, weights=t)
     keep = (pb + pt) > 0

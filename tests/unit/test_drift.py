@@ -113,16 +113,27 @@ def test_chi2_goodness_of_fit_limit_matches_scipy_chisquare():
     assert p_value == pytest.approx(ref.pvalue, rel=1e-5)
 
 
-def test_chi2_pools_rare_baseline_cells_until_each_expects_five_target_rows():
-    baseline = np.array([1000.0, 800.0, 150.0, 30.0, 20.0])  # shares .5 .4 .075 .015 .01
-    target = np.array([50.0, 40.0, 5.0, 3.0, 2.0])  # 100 rows: expected 50 40 7.5 1.5 1.0
-    # 1.0 + 1.5 = 2.5 < 5, + 7.5 = 10 >= 5: the three smallest cells become one
-    pooled_b = [1000.0, 800.0, 200.0]
+def test_chi2_pools_the_rarest_cells_until_each_expects_five_rows_of_the_smaller_sample():
+    baseline = np.array([1000.0, 800.0, 150.0, 30.0, 0.0])
+    target = np.array([50.0, 40.0, 5.0, 3.0, 2.0])  # 100 rows; the last category is unseen
+    # expected rows of the smaller sample per cell: (b + t) * 100 / 2080
+    # = 50.5, 40.4, 7.45, 1.59, 0.10: 0.10 + 1.59 < 5, + 7.45 >= 5, so the three rarest pool
+    pooled_b = [1000.0, 800.0, 180.0]
     pooled_t = [50.0, 40.0, 10.0]
     statistic, p_value, dof = chi2_from_counts(baseline, target)
     ref = stats.chi2_contingency(np.vstack([pooled_b, pooled_t]), correction=False)
     assert (statistic, dof) == (pytest.approx(ref.statistic), ref.dof)
     assert p_value == pytest.approx(ref.pvalue)
+    # the pooling follows the column totals, so swapping the samples changes nothing
+    assert chi2_from_counts(target, baseline) == pytest.approx((statistic, p_value, dof))
+
+
+def test_chi2_keeps_an_unseen_category_with_enough_rows_in_its_own_cell():
+    baseline = np.array([5_000.0, 5_000.0, 0.0])
+    target = np.array([4_900.0, 4_900.0, 200.0])
+    statistic, _, dof = chi2_from_counts(baseline, target)
+    ref = stats.chi2_contingency(np.vstack([baseline, target]), correction=False)
+    assert statistic == pytest.approx(ref.statistic) and dof == 2
 
 
 def test_chi2_of_a_table_pooled_into_one_cell_is_defined():
@@ -254,10 +265,8 @@ def test_categorical_report_matches_chi2_contingency_and_names_other_unseen():
     t = np.array([(target.c == v).sum() for v in "abc"] + [(target.c == "new").sum()])
     np.testing.assert_allclose(feature.target_hist, t / t.sum())
     assert feature.target_hist[-1] == pytest.approx(0.1, abs=0.02)
-    # the empty "other" baseline cell is pooled with the rarest category, "c"
-    pooled = stats.chi2_contingency(
-        np.vstack([[b[0], b[1], b[2] + b[3]], [t[0], t[1], t[2] + t[3]]]), correction=False
-    )
+    # the unseen categories keep their own cell: ~200 target rows are plenty for the test
+    pooled = stats.chi2_contingency(np.vstack([b, t]), correction=False)
     assert feature.statistic == pytest.approx(pooled.statistic)
     assert feature.dof == pooled.dof
     assert feature.psi == pytest.approx(psi(b, t))

@@ -105,6 +105,8 @@ def test_symmetric_statistics_are_symmetric(a, data):
     chi_ab = chi2_from_counts(a, b, min_expected=0)
     chi_ba = chi2_from_counts(b, a, min_expected=0)
     assert chi_ab == pytest.approx(chi_ba, rel=1e-9, abs=1e-12)
+    pooled_ab, pooled_ba = chi2_from_counts(a, b), chi2_from_counts(b, a)  # default pooling
+    assert pooled_ab == pytest.approx(pooled_ba, rel=1e-9, abs=1e-12)
     sums_a = a * np.arange(a.size)  # bin means 0, 1, 2, ...
     sums_b = b * (np.arange(b.size) + 0.25)
     assert wasserstein_from_sketch(a, sums_a, b, sums_b) == pytest.approx(
