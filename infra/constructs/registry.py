@@ -11,6 +11,10 @@ from constructs import Construct
 
 from infra.constructs.storage import bucket_in, secure_bucket
 
+#: DynamoDB actions a registry writer needs (``sluice.registry`` uses TransactWriteItems, which
+#: IAM authorises per item action).
+RECORD_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
+
 
 class Registry(Construct):
     """Model registry storage.
@@ -85,9 +89,14 @@ class Registry(Construct):
         """Register versions: write artifacts and records (training, pipelines, promotion)."""
         self.grant_read(grantee)
         bucket_in(grantee, self.bucket).grant_put(grantee, "artifacts/*")
-        self.table.grant_read_write_data(grantee)
+        self._grant_record_writes(grantee)
 
     def grant_record_events(self, grantee: iam.IGrantable) -> None:
         """Change records and append audit events without touching artifacts (approval, traffic)."""
         self.grant_read(grantee)
-        self.table.grant_read_write_data(grantee)
+        self._grant_record_writes(grantee)
+
+    def _grant_record_writes(self, grantee: iam.IGrantable) -> None:
+        # The runtime only puts, updates and condition-checks items (in transactions). No role
+        # gets DeleteItem or BatchWriteItem, so nobody can erase versions or audit events.
+        self.table.grant(grantee, *RECORD_WRITE_ACTIONS)
