@@ -392,6 +392,43 @@ def test_duplicate_events_with_one_execution_name_start_one_execution(local):
     assert all(d.ok for d in local.hooks.router.deliveries_to(machine))
 
 
+def test_s3_object_created_events_reach_a_step_functions_target(local):
+    # Given a bucket sending its events to EventBridge and a rule on new label files
+    s3 = local.client("s3")
+    bucket = _name("capture")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    machine = _state_machine(
+        local, _name("labels"), {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    )
+    events = local.client("events")
+    rule = _name("labels")
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": "labels/incoming/"}]}},
+            }
+        ),
+    )
+    events.put_targets(
+        Rule=rule, Targets=[{"Id": "sm", "Arn": machine, "RoleArn": ROLE, "InputPath": "$.detail.object"}]
+    )
+
+    # When one matching and one other object are written
+    s3.put_object(Bucket=bucket, Key="labels/incoming/day1.csv", Body=b"id,label\n1,0\n")
+    s3.put_object(Bucket=bucket, Key="other/x.csv", Body=b"x")
+    assert local.hooks.router.wait_idle(timeout=20)
+
+    # Then one execution started with the object as input
+    [delivery] = local.hooks.router.deliveries_to(machine)
+    assert delivery.ok and json.loads(delivery.input)["key"] == "labels/incoming/day1.csv"
+
+
 def test_router_put_event_matches_rules_itself(local):
     machine = _state_machine(
         local, _name("direct"), {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
@@ -687,6 +724,17 @@ def test_input_shaping():
         "features": ["age", "income"],
     }
     assert json.loads(target_input({}, event))["time"] == "1970-01-01T00:00:00Z"
+    # the shape CDK's RuleTargetInput.from_object synthesizes: placeholders outside quotes
+    cdk = {
+        "InputPathsMap": {"detail-alarmName": "$.detail.alarmName"},
+        "InputTemplate": '{"model":"credit-risk","alarm":<detail-alarmName>,"debounce_s":900}',
+    }
+    alarm_event = {**event, "detail": {"alarmName": "sluice-dev-credit-risk-drift-share"}}
+    assert json.loads(target_input({"InputTransformer": cdk}, alarm_event)) == {
+        "model": "credit-risk",
+        "alarm": "sluice-dev-credit-risk-drift-share",
+        "debounce_s": 900,
+    }
     assert fill_template('"hi <who>"', {"who": 'a "q"'}) == '"hi a \\"q\\""'
     assert json_path(event, "$['detail-type']") == "Drift" and json_path(event, "$.detail.nope") is None
 
