@@ -7,6 +7,7 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.capture import CaptureStream
+from infra.constructs.endpoint import Endpoint, load_feature_schema
 from infra.constructs.monitoring import MonitoredModel, Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.registry import Registry
@@ -112,6 +113,17 @@ class ServiceStack(cdk.Stack):
             ],
             retain_logs=config.retain_data,
         )
+        self.endpoint = Endpoint(
+            self,
+            "Endpoint",
+            registry=stateful.registry,
+            capture=self.capture,
+            model_name=config.model_name,
+            feature_schema=load_feature_schema(config.model_name),
+            function_name=f"sluice-{config.name}-{config.model_name}-endpoint",
+            retain_logs=config.retain_data,
+        )
+        self.endpoint.grant_deploy(self.roles.deployer)
 
 
 class SluiceStage(cdk.Stage):

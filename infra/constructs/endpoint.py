@@ -1,0 +1,374 @@
+"""A model endpoint: a Lambda ``live`` alias over weighted versions, behind an IAM-authorized REST API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.constructs.api import SecureRestApi
+from infra.constructs.capture import CaptureStream
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
+from infra.constructs.registry import Registry
+from infra.constructs.runtime import ARCHITECTURE, REPO_ROOT, RUNTIME, SluiceFunction
+
+# numpy + ONNX Runtime for linux arm64, built by `make install` (containers/scoring/requirements-zip.txt).
+SCORING_LAYER_DIR = REPO_ROOT / "build" / "layers" / "scoring"
+NAMESPACE = "Sluice/Endpoint"
+Flavour = Literal["zip", "container"]
+FLAVOURS: dict[str, str] = {"zip": "onnx", "container": "sklearn"}
+
+
+class Endpoint(Construct):
+    """One model's endpoint: function, ``live`` alias, REST API, alarms and a CodeDeploy group.
+
+    The alias starts on the version CDK builds, which carries no model version and so serves
+    the registry's ``champion`` alias. ``sluice endpoint deploy`` publishes a Lambda version per
+    model version (environment ``SLUICE_MODEL_VERSION``) and ``shift``/``promote``/``rollback``/
+    ``canary`` move the alias weights at run time: two ``lambda.Version`` s built by CDK from the
+    same code would resolve to the same version, so CDK keeps the alias on one.
+
+    Routes: ``POST /predict`` with ``{"instances": [{feature: value, ...}, ...]}`` (IAM auth,
+    optional API key), validated by API Gateway against the JSON Schema of ``feature_schema``
+    before the function validates it again against the served version's schema.
+
+    Parameters
+    ----------
+    registry
+        The model registry: the function reads artifacts and records.
+    capture
+        Firehose stream for data capture; the function may put records on it. ``None``: no capture.
+    model_name
+        Registered model served (``SLUICE_MODEL_NAME``).
+    flavour
+        ``"zip"`` (default): zip function with the numpy + ONNX Runtime layer, serving
+        ``model.onnx``; fits the 250 MB limit and starts fast. ``"container"``: image from
+        ``containers/scoring/Dockerfile`` serving the scikit-learn estimator (any estimator,
+        bigger cold start). Synthesis needs no Docker; ``cdk deploy`` builds the image.
+    feature_schema
+        A ``FeatureSchema.to_dict()`` for request validation at the gateway; ``None`` checks
+        only the envelope (a non-empty list of objects).
+    function_name
+        Physical function name, so ``sluice endpoint`` finds it; default generated.
+    memory_mb, timeout_s
+        Function memory (default 1024, which also buys CPU) and timeout (default 10 s).
+    api_key
+        Require an API key (and create a usage plan with ``rate_limit``/``burst_limit`` and
+        ``quota_per_day``) in addition to IAM auth. Default ``False``.
+    rate_limit, burst_limit
+        Stage throttling in requests per second (default 50, burst 100).
+    deployment_config
+        CodeDeploy traffic shifting for deployments through CloudFormation or CodeDeploy
+        (default canary 10 % for 5 minutes).
+    error_threshold, latency_p99_ms, quality_bounds
+        Alarms that stop and roll back a deployment: server errors per minute (default ≥ 1),
+        p99 latency (default 1,000 ms), and the mean positive-class probability leaving
+        ``quality_bounds`` (default 0.01-0.99) -- a prediction distribution no sane model
+        version produces.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: Registry,
+        capture: CaptureStream | None,
+        model_name: str,
+        flavour: Flavour = "zip",
+        feature_schema: Mapping[str, Any] | None = None,
+        function_name: str | None = None,
+        memory_mb: int = 1024,
+        timeout_s: int = 10,
+        api_key: bool = False,
+        rate_limit: int = 50,
+        burst_limit: int = 100,
+        quota_per_day: int | None = None,
+        deployment_config: codedeploy.ILambdaDeploymentConfig | None = None,
+        error_threshold: int = 1,
+        latency_p99_ms: int = 1000,
+        quality_bounds: tuple[float, float] = (0.01, 0.99),
+        retain_logs: bool = False,
+    ) -> None:
+        super().__init__(scope, id)
+        if flavour not in FLAVOURS:
+            raise ValueError(f"Endpoint flavour must be 'zip' or 'container'; got {flavour!r}")
+        self.model_name = model_name
+        self.flavour = flavour
+        self.service = f"endpoint-{model_name}"
+
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Sluice endpoint of model {model_name}",
+        )
+        registry.grant_read(self.role)
+        environment = {
+            "SLUICE_REGISTRY_TABLE": registry.table.table_name,
+            "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
+            "SLUICE_MODEL_NAME": model_name,
+            "SLUICE_MODEL_FLAVOUR": FLAVOURS[flavour],
+        }
+        if capture is not None:
+            capture.grant_put(self.role)
+            environment["SLUICE_CAPTURE_STREAM"] = capture.stream_name
+        acknowledge_grant_wildcards(self.role, buckets=[registry.bucket], xray=True)
+
+        self.handler = SluiceFunction(
+            self,
+            "Handler",
+            handler="score",
+            role=self.role,
+            service=self.service,
+            environment=environment,
+            memory_mb=memory_mb,
+            timeout_s=timeout_s,
+            retain_logs=retain_logs,
+            container="scoring" if flavour == "container" else None,
+        )
+        self.function = self.handler.function
+        if function_name:
+            self.function.node.default_child.function_name = function_name
+        self.layer: lambda_.LayerVersion | None = None
+        if flavour == "zip":
+            self.layer = lambda_.LayerVersion(
+                self,
+                "ScoringLayer",
+                code=lambda_.Code.from_asset(str(_scoring_layer_dir())),
+                compatible_runtimes=[RUNTIME],
+                compatible_architectures=[ARCHITECTURE],
+                description="numpy + ONNX Runtime for the zip scoring flavour",
+            )
+            self.function.add_layers(self.layer)
+        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+
+        # --- API -----------------------------------------------------------------------------
+        self.rest = SecureRestApi(
+            self,
+            "Rest",
+            description=f"Sluice endpoint of model {model_name}",
+            rate_limit=rate_limit,
+            burst_limit=burst_limit,
+            retain_logs=retain_logs,
+        )
+        self.api = self.rest.api
+        self.request_schema = request_json_schema(feature_schema)
+        self.request_model = self.api.add_model(
+            "ScoringRequest",
+            content_type="application/json",
+            model_name="ScoringRequest",
+            schema=to_apigw_schema(self.request_schema),
+        )
+        self.predict = self.api.root.add_resource("predict")
+        self.predict_method = self.predict.add_method(
+            "POST",
+            apigw.LambdaIntegration(self.alias),
+            request_validator=self.rest.validator,
+            request_models={"application/json": self.request_model},
+            api_key_required=api_key,
+        )
+        self.usage_plan: apigw.UsagePlan | None = None
+        self.api_key: apigw.IApiKey | None = None
+        if api_key:
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan",
+                throttle=apigw.ThrottleSettings(rate_limit=rate_limit, burst_limit=burst_limit),
+                quota=apigw.QuotaSettings(limit=quota_per_day, period=apigw.Period.DAY)
+                if quota_per_day
+                else None,
+            )
+            self.usage_plan.add_api_stage(stage=self.api.deployment_stage)
+            self.api_key = self.api.add_api_key("ApiKey")
+            self.usage_plan.add_api_key(self.api_key)
+
+        # --- alarms and CodeDeploy -------------------------------------------------------------
+        dimensions = {"Model": model_name, "service": self.service}
+
+        def metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=NAMESPACE,
+                metric_name=name,
+                dimensions_map=dimensions,
+                statistic=statistic,
+                period=cdk.Duration.minutes(1),
+            )
+
+        not_breaching = cloudwatch.TreatMissingData.NOT_BREACHING
+        self.errors_alarm = metric("Errors", "Sum").create_alarm(
+            self,
+            "ErrorsAlarm",
+            alarm_description=f"{model_name} endpoint: server errors (model cannot load or predict)",
+            threshold=error_threshold,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=not_breaching,
+        )
+        self.latency_alarm = metric("Latency", "p99").create_alarm(
+            self,
+            "LatencyAlarm",
+            alarm_description=f"{model_name} endpoint: p99 latency above {latency_p99_ms} ms",
+            threshold=latency_p99_ms,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=not_breaching,
+        )
+        low, high = quality_bounds
+        self.quality_high_alarm = metric("PositiveProbability", "Average").create_alarm(
+            self,
+            "QualityHighAlarm",
+            alarm_description=f"{model_name} endpoint: mean positive probability above {high}",
+            threshold=high,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=not_breaching,
+        )
+        self.quality_low_alarm = metric("PositiveProbability", "Average").create_alarm(
+            self,
+            "QualityLowAlarm",
+            alarm_description=f"{model_name} endpoint: mean positive probability below {low}",
+            threshold=low,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            treat_missing_data=not_breaching,
+        )
+        self.alarms = [self.errors_alarm, self.latency_alarm, self.quality_high_alarm, self.quality_low_alarm]
+        self.deployment_group = codedeploy.LambdaDeploymentGroup(
+            self,
+            "Deployment",
+            alias=self.alias,
+            deployment_config=deployment_config
+            or codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
+            alarms=self.alarms,
+            auto_rollback=codedeploy.AutoRollbackConfig(
+                failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
+            ),
+        )
+        acknowledge(
+            self.deployment_group,
+            {
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AWSCodeDeployRoleForLambdaLimited]": "AWS's own managed policy for CodeDeploy's Lambda "
+                "traffic shifting: it may only read and update the aliases CodeDeploy deploys."
+            },
+        )
+
+    @property
+    def url(self) -> str:
+        """``https://.../prod/predict``."""
+        return self.api.url_for_path("/predict")
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to call ``POST /predict`` (SigV4)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["execute-api:Invoke"],
+            resource_arns=[self.api.arn_for_execute_api("POST", "/predict", "prod")],
+        )
+
+    def grant_deploy(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to run ``sluice endpoint deploy|shift|promote|rollback|canary``.
+
+        Bind a model version and publish it, move the ``live`` alias weights, read them back;
+        nothing else on the function (the code comes from ``cdk deploy`` only).
+        """
+        function_arn = self.function.function_arn
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "lambda:GetFunctionConfiguration",
+                "lambda:UpdateFunctionConfiguration",
+                "lambda:PublishVersion",
+                "lambda:ListVersionsByFunction",
+                "lambda:GetAlias",
+                "lambda:UpdateAlias",
+            ],
+            resource_arns=[function_arn, self.alias.function_arn],
+        )
+
+
+def _scoring_layer_dir() -> Path:
+    if not (SCORING_LAYER_DIR / "python").is_dir():
+        raise FileNotFoundError(
+            f"{SCORING_LAYER_DIR}/python is missing: run `make install`, which builds the zip "
+            "scoring flavour's numpy + ONNX Runtime layer"
+        )
+    return SCORING_LAYER_DIR
+
+
+def request_json_schema(feature_schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """JSON Schema (draft-04) of a scoring request, from a feature schema dict or the bare envelope."""
+    from sluice.schema import JSON_SCHEMA_DRAFT4, FeatureSchema
+    from sluice.scoring import MAX_INSTANCES
+
+    if feature_schema is not None:
+        return FeatureSchema.from_dict(feature_schema).to_json_schema(max_instances=MAX_INSTANCES)
+    return {
+        "$schema": JSON_SCHEMA_DRAFT4,
+        "title": "ScoringRequest",
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_INSTANCES,
+                "items": {"type": "object"},
+            }
+        },
+    }
+
+
+_JSON_TYPES = {
+    "object": apigw.JsonSchemaType.OBJECT,
+    "array": apigw.JsonSchemaType.ARRAY,
+    "string": apigw.JsonSchemaType.STRING,
+    "number": apigw.JsonSchemaType.NUMBER,
+    "integer": apigw.JsonSchemaType.INTEGER,
+    "boolean": apigw.JsonSchemaType.BOOLEAN,
+    "null": apigw.JsonSchemaType.NULL,
+}
+
+
+def to_apigw_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
+    """An ``apigw.JsonSchema`` from a plain draft-04 JSON Schema dict (the subset the feature schema uses)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$schema":
+            kwargs["schema"] = apigw.JsonSchemaVersion.DRAFT4
+        elif key == "type":
+            kwargs["type"] = (
+                [_JSON_TYPES[t] for t in value] if isinstance(value, list) else _JSON_TYPES[value]
+            )
+        elif key == "properties":
+            kwargs["properties"] = {name: to_apigw_schema(prop) for name, prop in value.items()}
+        elif key == "items":
+            kwargs["items"] = to_apigw_schema(value)
+        elif key == "additionalProperties":
+            kwargs["additional_properties"] = value
+        elif key in ("title", "required", "enum", "description"):
+            kwargs[key] = value
+        elif key in ("minItems", "maxItems", "minimum", "maximum"):
+            kwargs[{"minItems": "min_items", "maxItems": "max_items"}.get(key, key)] = value
+        else:
+            raise ValueError(f"JSON Schema keyword {key!r} is not translated for API Gateway")
+    return apigw.JsonSchema(**kwargs)
+
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def load_feature_schema(model_name: str) -> dict[str, Any] | None:
+    """``infra/schemas/<model>.json`` (a ``FeatureSchema.to_dict()``) if the repo has one, else ``None``."""
+    import json
+
+    path = SCHEMAS_DIR / f"{model_name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
