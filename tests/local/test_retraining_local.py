@@ -1,0 +1,131 @@
+"""Retraining on the embedded local AWS: drift alarm → rule → single-flight trigger → pipeline.
+
+The state machine, the training-image steps, the EventBridge rule and the trigger function are
+the synthesized dev stage's, running on moto with the local fillers (``sluice.local``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+from sluice.datasource import write_table
+from sluice.naming import registry_table_name, stage_bucket_name
+from sluice.registry import ModelRegistry
+from sluice.training import TrainingSpec
+
+MODEL = "credit-risk"
+
+
+@pytest.fixture(scope="module")
+def stage(local_aws):
+    def bucket(purpose: str) -> str:
+        return stage_bucket_name(purpose, stage="dev", account=local_aws.account, region=local_aws.region)
+
+    machine = local_aws.physical_id(
+        "RetrainingStateMachine", resource_type="AWS::StepFunctions::StateMachine"
+    )
+    registry = ModelRegistry(table_name=registry_table_name("dev"), bucket_name=bucket("artifacts"))
+    data = f"s3://{bucket('work')}/datasets/{MODEL}/latest.parquet"
+    write_table(credit(1_500, seed=0), data)
+    sfn = local_aws.client("stepfunctions")
+    spec = TrainingSpec(target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL, hyperparameters={"C": 0.3})
+    arn = sfn.start_execution(
+        stateMachineArn=machine,
+        name="v1",
+        input=json.dumps({"model": MODEL, "data_uri": data, "run_id": "v1", "spec": spec.to_dict()}),
+    )["executionArn"]
+    assert _wait(sfn, arn)["status"] == "SUCCEEDED"
+    registry.approve(MODEL, 1, actor="tester")
+    registry.set_alias(MODEL, "champion", 1, actor="tester")
+    return {"machine": machine, "registry": registry, "data": data, "sfn": sfn}
+
+
+def _wait(sfn, arn: str, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.3)
+    raise AssertionError(f"{arn} still running after {timeout} s")
+
+
+def _subscribe(local_aws, topic_arn: str) -> str:
+    sqs = local_aws.client("sqs")
+    queue = sqs.create_queue(QueueName=f"inbox-{time.time_ns()}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    local_aws.client("sns").subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    return queue
+
+
+def _messages(local_aws, queue: str) -> list[str]:
+    return [
+        m["Body"]
+        for m in local_aws.client("sqs")
+        .receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+        .get("Messages", [])
+    ]
+
+
+def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, stage):
+    registry = stage["registry"]
+    cloudwatch = local_aws.client("cloudwatch")
+    alarm = f"sluice-dev-{MODEL}-drift-share"
+    # Given v1 as champion and whatever the endpoint's live alias routes
+    aliases_before = registry.aliases(MODEL)
+    # When the drift job's share metric breaches the alarm twice in a row
+    for _ in range(2):
+        cloudwatch.put_metric_data(
+            Namespace="Sluice/Drift",
+            MetricData=[
+                {
+                    "MetricName": "DatasetDriftShare",
+                    "Dimensions": [{"Name": "Model", "Value": MODEL}],
+                    "Value": 0.6,
+                }
+            ],
+        )
+        time.sleep(1.0)
+    # Then the alarm fires, the rule starts exactly one retraining, and v2 is registered Pending
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(registry.list_versions(MODEL)) < 2:
+        time.sleep(0.5)
+    assert cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "ALARM"
+    executions = stage["sfn"].list_executions(stateMachineArn=stage["machine"])["executions"]
+    assert len([e for e in executions if e["name"] != "v1"]) == 1
+    v2 = registry.get(MODEL, version=2)
+    assert (v2.status, v2.parent_version) == ("PendingManualApproval", 1)
+    assert v2.lineage["parent_version"] == 1 and v2.metrics["f1"] > 0
+    assert v2.hyperparameters == registry.get(MODEL, version=1).hyperparameters
+    assert "reports/comparison.html" in v2.artifacts
+    # and nothing moved: aliases (champion) are where they were
+    assert registry.aliases(MODEL) == aliases_before
+
+
+def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
+    registry = stage["registry"]
+    topic = local_aws.physical_id("RetrainingNotifications", resource_type="AWS::SNS::Topic")
+    queue = _subscribe(local_aws, topic)
+    before = [r.version for r in registry.list_versions(MODEL)]
+    missing = stage["data"].replace("latest.parquet", "missing.parquet")
+    arn = stage["sfn"].start_execution(
+        stateMachineArn=stage["machine"],
+        name="broken",
+        input=json.dumps({"model": MODEL, "data_uri": missing, "run_id": "broken"}),
+    )["executionArn"]
+    assert _wait(stage["sfn"], arn)["status"] == "FAILED"
+    assert [r.version for r in registry.list_versions(MODEL)] == before
+    bodies = []
+    deadline = time.monotonic() + 30
+    while not bodies and time.monotonic() < deadline:
+        bodies = [json.loads(b) for b in _messages(local_aws, queue)]
+    failure = [b for b in bodies if b.get("run_id") == "broken"]
+    assert failure and failure[0]["registry"].startswith("unchanged")
