@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
 from sluice.local import moto_patches
@@ -17,11 +18,16 @@ from sluice.local import moto_patches
 
 def test_apply_wraps_every_item_operation_once():
     moto_patches.apply()
-    wrapped = {name: getattr(DynamoDBBackend, name) for name in moto_patches.DYNAMODB_METHODS}
+    targets = [(DynamoDBBackend, name) for name in moto_patches.DYNAMODB_METHODS]
+    targets += [(DynamoHandler, name) for name in moto_patches.DYNAMODB_HANDLER_METHODS]
+    wrapped = {(cls, name): getattr(cls, name) for cls, name in targets}
     moto_patches.apply()  # idempotent: no double wrapping
     assert moto_patches.is_applied()
-    for name, method in wrapped.items():
-        assert getattr(DynamoDBBackend, name) is method
+    # PartiQL works on the tables directly and TransactGetItems reads several items: both wrapped
+    assert {"execute_statement", "execute_transaction"} <= set(moto_patches.DYNAMODB_METHODS)
+    assert (DynamoHandler, "transact_get_items") in wrapped
+    for (cls, name), method in wrapped.items():
+        assert getattr(cls, name) is method
         assert method.__name__ == name
         assert method.__wrapped__ is not None
         assert not getattr(method.__wrapped__, "__sluice_serialised__", False)
@@ -135,5 +141,57 @@ def test_conditional_transactions_lose_nothing_on_the_threaded_server():
         assert sorted(won) == claimed == list(range(1, 61))
         counter = ddb.get_item(TableName="t", Key={"pk": {"S": "counter"}})["Item"]["n"]["N"]
         assert counter == "60"
+    finally:
+        server.stop()
+
+
+def test_transact_get_items_sees_whole_transactions_on_the_threaded_server():
+    # Given a writer that moves two items together in transactions
+    moto_patches.apply()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    try:
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1")
+        ddb.create_table(
+            TableName="pair",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+        def put_both(n: int) -> None:
+            ddb.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": "pair", "Item": {"pk": {"S": side}, "n": {"N": str(n)}}}}
+                    for side in ("a", "b")
+                ]
+            )
+
+        put_both(0)
+        done = threading.Event()
+
+        def writer() -> None:
+            for n in range(1, 80):
+                put_both(n)
+            done.set()
+
+        # When a reader reads both items in TransactGetItems while the writer runs
+        seen: list[tuple[str, str]] = []
+        thread = threading.Thread(target=writer)
+        thread.start()
+        while not done.is_set():
+            got = ddb.transact_get_items(
+                TransactItems=[
+                    {"Get": {"TableName": "pair", "Key": {"pk": {"S": side}}}} for side in ("a", "b")
+                ]
+            )["Responses"]
+            seen.append((got[0]["Item"]["n"]["N"], got[1]["Item"]["n"]["N"]))
+        thread.join()
+        # Then it never sees one item of a transaction without the other
+        assert seen
+        assert all(a == b for a, b in seen)
     finally:
         server.stop()

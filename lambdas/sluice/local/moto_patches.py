@@ -23,8 +23,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-# Item-level operations of ``moto.dynamodb.models.DynamoDBBackend`` that read or write
-# table items. Batch and PartiQL operations call these, so they are covered too.
+# Operations of ``moto.dynamodb.models.DynamoDBBackend`` that read or write table items.
+# BatchGetItem and BatchWriteItem call the single-item methods (and are not atomic in DynamoDB
+# either); the PartiQL methods work on the tables directly, so they are wrapped themselves.
 DYNAMODB_METHODS: tuple[str, ...] = (
     "transact_write_items",
     "put_item",
@@ -33,7 +34,13 @@ DYNAMODB_METHODS: tuple[str, ...] = (
     "get_item",
     "query",
     "scan",
+    "execute_statement",
+    "execute_transaction",
+    "batch_execute_statement",
 )
+# Operations of ``moto.dynamodb.responses.DynamoHandler`` that read several items through
+# separate backend calls but must see one state: TransactGetItems is serializable in DynamoDB.
+DYNAMODB_HANDLER_METHODS: tuple[str, ...] = ("transact_get_items",)
 
 _LOCK = threading.RLock()
 _MARK = "__sluice_serialised__"
@@ -48,23 +55,28 @@ def apply() -> None:
         If moto no longer has the backend class or one of the methods this patch wraps,
         so an upgrade of moto fails loudly instead of silently losing the guarantee.
     """
-    backend = _dynamodb_backend_class()
-    for name in DYNAMODB_METHODS:
-        original = getattr(backend, name, None)
-        if not callable(original):
-            raise RuntimeError(
-                f"moto.dynamodb.models.DynamoDBBackend.{name} is gone (moto upgraded?); "
-                "sluice.local.moto_patches must be updated"
-            )
-        if getattr(original, _MARK, False):
-            continue
-        setattr(backend, name, _serialised(original))
+    for cls, names in _targets():
+        where = f"{cls.__module__}.{cls.__name__}"
+        for name in names:
+            original = cls.__dict__.get(name)
+            if not callable(original):
+                raise RuntimeError(
+                    f"{where}.{name} is gone (moto upgraded?); sluice.local.moto_patches must be updated"
+                )
+            if getattr(original, _MARK, False):
+                continue
+            setattr(cls, name, _serialised(original))
 
 
 def is_applied() -> bool:
     """Whether every wrapped method is currently serialised."""
-    backend = _dynamodb_backend_class()
-    return all(getattr(getattr(backend, name, None), _MARK, False) for name in DYNAMODB_METHODS)
+    return all(getattr(cls.__dict__.get(name), _MARK, False) for cls, names in _targets() for name in names)
+
+
+def _targets() -> list[tuple[type, tuple[str, ...]]]:
+    from moto.dynamodb.responses import DynamoHandler
+
+    return [(_dynamodb_backend_class(), DYNAMODB_METHODS), (DynamoHandler, DYNAMODB_HANDLER_METHODS)]
 
 
 def _dynamodb_backend_class() -> type:
