@@ -14,6 +14,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
+from sluice.errors import NotFound
 from sluice.local import alarms as alarms_module
 from sluice.local import events as events_module
 from sluice.local.alarms import AlarmEvaluator, decide
@@ -450,6 +451,73 @@ def test_router_put_event_matches_rules_itself(local):
     sent = json.loads(delivery.input)
     assert sent["id"] == event["id"] and sent["detail"] == {"k": 1}
     assert sent["time"].endswith("Z")
+
+
+# -- schedules -------------------------------------------------------------------------------------
+
+
+def test_a_schedule_fires_on_demand_and_by_rate(local):
+    # Given an EventBridge Scheduler schedule (rate 1 minute) starting a state machine
+    machine = _state_machine(
+        local, _name("drift-job"), {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    )
+    name = _name("drift-schedule")
+    local.client("scheduler").create_schedule(
+        Name=name,
+        ScheduleExpression="rate(1 minute)",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target={"Arn": machine, "RoleArn": ROLE, "Input": '{"model": "credit-risk", "window_minutes": 60}'},
+    )
+    clock = SimpleNamespace(now=time.time())
+    runner = events_module.ScheduleRunner(router=local.hooks.router, clock=lambda: clock.now)
+    sfn = local.client("stepfunctions")
+
+    # When it is fired by name, Then one execution gets the schedule's input
+    assert runner.fire(name) == f"schedule/default/{name}"
+    assert local.hooks.router.wait_idle(timeout=20)
+    [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+    described = sfn.describe_execution(executionArn=execution["executionArn"])
+    assert json.loads(described["input"]) == {"model": "credit-risk", "window_minutes": 60}
+
+    # When time passes, Then it runs once per rate, starting one rate after it was first seen
+    assert f"schedule/default/{name}" not in runner.tick()
+    clock.now += 30
+    assert f"schedule/default/{name}" not in runner.tick()
+    clock.now += 31
+    assert f"schedule/default/{name}" in runner.tick()
+    assert f"schedule/default/{name}" not in runner.tick()
+    assert local.hooks.router.wait_idle(timeout=20)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
+
+
+def test_a_scheduled_rule_fires_with_the_scheduled_event(local):
+    machine = _state_machine(
+        local, _name("nightly"), {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    )
+    events = local.client("events")
+    rule = _name("nightly")
+    events.put_rule(Name=rule, ScheduleExpression="cron(0 2 * * ? *)")
+    events.put_targets(Rule=rule, Targets=[{"Id": "sm", "Arn": machine, "RoleArn": ROLE}])
+    runner = events_module.ScheduleRunner(router=local.hooks.router)
+
+    assert runner.fire(rule) == f"rule/{rule}"
+    assert local.hooks.router.wait_idle(timeout=20)
+
+    [delivery] = local.hooks.router.deliveries_to(machine)
+    sent = json.loads(delivery.input)
+    assert (sent["source"], sent["detail-type"], sent["detail"]) == ("aws.events", "Scheduled Event", {})
+    assert sent["resources"][0].endswith(f":rule/{rule}")
+    with pytest.raises(NotFound, match="no schedule"):
+        runner.fire(_name("nothing"))
+
+
+def test_schedule_expressions():
+    assert events_module.rate_seconds("rate(5 minutes)") == 300
+    assert events_module.rate_seconds("rate(1 hour)") == 3600
+    assert events_module.rate_seconds("cron(0 2 * * ? *)") is None
+    assert events_module.at_epoch("at(1970-01-01T00:01:00)") == 60.0
+    assert events_module.at_epoch("at(1970-01-01T01:00:00)", "Europe/Berlin") == 0.0  # CET, UTC+1
+    assert events_module.at_epoch("rate(1 day)") is None
 
 
 # -- the evaluator, step by step with a fixed clock ------------------------------------------------

@@ -276,6 +276,12 @@ class EventRouter:
             if service == "sns":
                 response = self._client("sns").publish(TopicArn=arn, Message=payload)
                 return Delivery(**base, ok=True, result={"MessageId": response.get("MessageId")})
+            if service == "sqs":  # schedules only; rules deliver to SQS through moto itself
+                sqs = self._client("sqs")
+                parts = arn.split(":")
+                url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
+                response = sqs.send_message(QueueUrl=url, MessageBody=payload)
+                return Delivery(**base, ok=True, result={"MessageId": response.get("MessageId")})
         except ClientError as err:
             return Delivery(**base, ok=False, error=f"{err.response['Error'].get('Code')}: {err}")
         return Delivery(**base, ok=False, error=f"unsupported target service {service!r}")
@@ -534,20 +540,211 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# -- schedules -----------------------------------------------------------------------------------
+
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_AT = re.compile(r"^at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)$")
+_UNIT_S = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    """Seconds between runs of a ``rate(...)`` expression; None for ``cron``/``at``."""
+    match = _RATE.match(expression.strip())
+    return float(match.group(1)) * _UNIT_S[match.group(2)] if match else None
+
+
+def at_epoch(expression: str, timezone: str = "UTC") -> float | None:
+    """Epoch seconds of a one-time ``at(yyyy-mm-ddThh:mm:ss)`` expression in ``timezone``."""
+    match = _AT.match(expression.strip())
+    if not match:
+        return None
+    from zoneinfo import ZoneInfo
+
+    when = dt.datetime.fromisoformat(match.group(1)).replace(tzinfo=ZoneInfo(timezone or "UTC"))
+    return when.timestamp()
+
+
+class ScheduleRunner:
+    """Run EventBridge Scheduler schedules and scheduled EventBridge rules on the moto server.
+
+    moto stores both but never runs them. :meth:`fire` runs one now (what a developer wants
+    locally: ``events.schedules.fire("sluice-dev-credit-risk-drift")``); the background thread
+    (:meth:`start`) runs ``rate(...)`` schedules one rate after first seeing them and then every
+    rate, and ``at(...)`` schedules once when due. ``cron(...)`` expressions only run through
+    :meth:`fire` (documented gap). Schedule targets get their ``Input`` (``{}`` without one);
+    rule targets get the "Scheduled Event" envelope, shaped by their Input settings.
+
+    Parameters
+    ----------
+    router
+        Delivers to the targets (and knows the server, region and account).
+    interval_s
+        Seconds between checks of the background thread.
+    clock
+        Returns the current time in epoch seconds (tests inject one).
+    """
+
+    def __init__(
+        self, *, router: EventRouter, interval_s: float = 1.0, clock: Callable[[], float] | None = None
+    ):
+        import time
+
+        self.router = router
+        self.interval_s = interval_s
+        self.clock = clock or time.time
+        self.fired: list[tuple[str, float]] = []
+        self._next: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ScheduleRunner:
+        """Check schedules every ``interval_s`` seconds on a daemon thread until :meth:`stop`."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="sluice-schedules", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("schedule check failed")
+            self._stop.wait(self.interval_s)
+
+    def tick(self) -> list[str]:
+        """Run every enabled schedule and scheduled rule that is due; return their names."""
+        with self._lock:
+            now = self.clock()
+            ran = []
+            for key, expression, timezone, fire in self._entries():
+                every = rate_seconds(expression)
+                if every is not None:
+                    due = self._next.setdefault(key, now + every)
+                    if now >= due:
+                        self._next[key] = now + every
+                        fire()
+                        ran.append(key)
+                    continue
+                when = at_epoch(expression, timezone)
+                if when is not None and now >= when and key not in self._next:
+                    self._next[key] = float("inf")
+                    fire()
+                    ran.append(key)
+            return ran
+
+    def fire(self, name: str, *, group: str = "default") -> str:
+        """Run the schedule ``name`` (in ``group``), or else the scheduled rule ``name``, now.
+
+        Returns what ran: ``schedule/<group>/<name>`` or ``rule/<name>``.
+
+        Raises
+        ------
+        NotFound
+            If neither a schedule nor a scheduled rule has that name.
+        """
+        from botocore.exceptions import ClientError
+
+        from sluice.errors import NotFound
+
+        try:
+            schedule = self.router._client("scheduler").get_schedule(Name=name, GroupName=group)
+        except ClientError as err:
+            if err.response["Error"]["Code"] not in ("ResourceNotFoundException", "404"):
+                raise
+        else:
+            self._fire_schedule(schedule)
+            return f"schedule/{group}/{name}"
+        rule = self._scheduled_rules().get(name)
+        if rule is None:
+            raise NotFound(
+                f"no schedule {group}/{name} and no scheduled rule {name!r} in {self.router.region}"
+            )
+        self._fire_rule(rule)
+        return f"rule/{name}"
+
+    def _entries(self) -> list[tuple[str, str, str, Callable[[], None]]]:
+        entries: list[tuple[str, str, str, Callable[[], None]]] = []
+        scheduler = self.router._client("scheduler")
+        for page in scheduler.get_paginator("list_schedules").paginate(State="ENABLED"):
+            for summary in page.get("Schedules", []):
+                group = summary.get("GroupName", "default")
+                schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group)
+                entries.append(
+                    (
+                        f"schedule/{group}/{summary['Name']}",
+                        schedule.get("ScheduleExpression", ""),
+                        schedule.get("ScheduleExpressionTimezone") or "UTC",
+                        lambda s=schedule: self._fire_schedule(s),
+                    )
+                )
+        for name, rule in self._scheduled_rules().items():
+            if rule.state == "ENABLED":
+                entries.append(
+                    (f"rule/{name}", rule.scheduled_expression, "UTC", lambda r=rule: self._fire_rule(r))
+                )
+        return entries
+
+    def _scheduled_rules(self) -> dict[str, Any]:
+        backend = _events_backend(self.router.account, self.router.region)
+        bus = backend.event_buses.get("default")
+        rules = list(bus.rules.values()) if bus is not None else []
+        return {r.name: r for r in rules if getattr(r, "scheduled_expression", None)}
+
+    def _fire_schedule(self, schedule: dict[str, Any]) -> None:
+        target = dict(schedule["Target"])
+        target.setdefault("Id", schedule["Name"])
+        target["Input"] = target.get("Input") or "{}"
+        event = {"id": str(uuid.uuid4()), "time": self.clock()}
+        self.fired.append(
+            (f"schedule/{schedule.get('GroupName', 'default')}/{schedule['Name']}", self.clock())
+        )
+        self.router.submit(rule=f"schedule/{schedule['Name']}", target=target, event=event)
+
+    def _fire_rule(self, rule: Any) -> None:
+        now = self.clock()
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.router.account,
+            "time": now,
+            "region": self.router.region,
+            "resources": [rule.arn],
+            "detail": {},
+            "ingestion-time": now,
+        }
+        self.fired.append((f"rule/{rule.name}", now))
+        rule.send_to_targets(event)
+
+
 # -- the hook for LocalAws ----------------------------------------------------------------------
 
 
 @dataclass
 class LocalEvents:
-    """What :func:`install` set up: the router, the running alarm evaluator, Step Functions."""
+    """What :func:`install` set up: router, alarm evaluator, schedule runner, Step Functions."""
 
     router: EventRouter
     alarms: Any  # sluice.local.alarms.AlarmEvaluator
     stepfunctions: Any  # sluice.local.stepfunctions.StepFunctionsPatch
+    schedules: ScheduleRunner | None = None
 
     def close(self) -> None:
-        """Stop the evaluator, drain deliveries, and undo the Step Functions switch."""
+        """Stop the evaluator and schedules, drain deliveries, and undo the Step Functions switch."""
         self.alarms.stop()
+        if self.schedules is not None:
+            self.schedules.stop()
         self.router.close()
         self.stepfunctions.disable()
 
@@ -609,4 +806,5 @@ def install(
         interval_s=interval_s,
         evaluate_now=evaluate_now,
     ).start()
-    return LocalEvents(router=router, alarms=alarms, stepfunctions=sfn)
+    schedules = ScheduleRunner(router=router, interval_s=interval_s).start()
+    return LocalEvents(router=router, alarms=alarms, stepfunctions=sfn, schedules=schedules)
