@@ -463,3 +463,30 @@ def test_from_settings_requires_both_names():
         ModelRegistry.from_settings(Settings(registry_table="t"))
     assert ModelRegistry.from_settings(Settings(registry_table="t", registry_bucket="b")).table_name == "t"
     assert os.environ.get("AWS_ENDPOINT_URL") is None
+
+
+def test_onnx_flavour_loads_without_pandas_sklearn_scipy_or_joblib(moto_server, bundle, trained):
+    # Given a version with an ONNX graph, registered on moto's server
+    if "model.onnx" not in bundle.artifacts:
+        pytest.skip(f"ONNX export unavailable: {bundle.notes['onnx']}")
+    registry = _create_on_server(moto_server)
+    registry.register("credit", bundle, lineage=lineage())
+    # When the zip flavour's process (numpy + boto3 + onnxruntime only) loads it
+    code = (
+        "import sys, hashlib, json\n"
+        "for m in ('pandas', 'sklearn', 'scipy', 'joblib'): sys.modules[m] = None\n"
+        "from sluice.registry import ModelRegistry\n"
+        f"loaded = ModelRegistry(table_name={TABLE!r}, bucket_name={BUCKET!r}).load('credit', version=1, flavour='onnx')\n"
+        "matrix = loaded.preprocessor.transform_records([{n: None for n in loaded.schema.names}])\n"
+        "print(json.dumps({'sha': hashlib.sha256(loaded.onnx_bytes).hexdigest(), 'width': matrix.shape[1],\n"
+        "                  'estimator': loaded.estimator, 'features': list(loaded.schema.names)}))\n"
+    )
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_server}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    # Then it gets the verified graph and a numpy-only preprocessor
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["sha"] == hashlib.sha256(bundle.artifacts["model.onnx"]).hexdigest()
+    assert got["width"] == trained.preprocessor.n_features_out_
+    assert got["estimator"] is None
+    assert got["features"] == trained.spec.features
