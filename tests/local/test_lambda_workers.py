@@ -45,7 +45,8 @@ def test_template_function_runs_with_its_template_configuration(local_aws):
     assert response["StatusCode"] == 200 and "FunctionError" not in response
     [worker] = local_aws.runtime.workers(name)
     assert worker.spec.handler == "sluice.handlers.registry_api.lambda_handler"
-    assert worker.spec.environment["SLUICE_REGISTRY_TABLE"].startswith("Dev-Stateful-RegistryTable")
+    table = local_aws.physical_id("RegistryTable", resource_type="AWS::DynamoDB::Table")
+    assert worker.spec.environment["SLUICE_REGISTRY_TABLE"] == table  # Fn::ImportValue across stacks
     assert worker.spec.memory_mb == 512 and worker.spec.timeout_s == 30
     assert worker.invocations == 2
 

@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class LocalAws:
     _server: Any = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     _components: list[Any] = field(default_factory=list)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock)
     runtime: Any = None  # lambdas.LambdaRuntime
     gateways: Any = None  # gateway.Gateways
 
@@ -243,8 +246,21 @@ class LocalAws:
         """A boto3 client for the local server (Lambda: long read timeout, no retries)."""
         import boto3
 
-        config = INVOKE_CONFIG if service == "lambda" else sluice_aws.DEFAULT_CONFIG
-        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url, config=config)
+        key = (service, self.endpoint_url)
+        with self._clients_lock:
+            found = self._clients.get(key)
+            if found is None:
+                config = INVOKE_CONFIG if service == "lambda" else sluice_aws.DEFAULT_CONFIG
+                found = boto3.client(
+                    service,
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                    aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                    config=config,
+                )
+                self._clients[key] = found
+            return found
 
     @property
     def outputs(self) -> dict[str, str]:

@@ -109,6 +109,7 @@ class Worker:
         self.spec = spec
         self.runtime = runtime
         self.invocations = 0
+        self.log_stream_created = False
         self.log_stream = f"{time.strftime('%Y/%m/%d')}/[{spec.version}]{uuid.uuid4().hex}"
         env = runtime.worker_environment(spec, self.log_stream)
         self.process = subprocess.Popen(
@@ -138,9 +139,7 @@ class Worker:
             "id": next(self._ids),
             "request_id": request_id,
             "invoked_arn": invoked_arn,
-            "deadline_ms": time.time() * 1000
-            + self.spec.timeout_s * 1000
-            + (INIT_ALLOWANCE_S * 1000 if cold else 0),
+            "timeout_ms": self.spec.timeout_s * 1000,  # the context's clock starts with the handler
             "event": event,
         }
         try:
@@ -515,10 +514,12 @@ class LambdaRuntime:
         try:
             logs = self.local.client("logs")
             group, stream = worker.spec.log_group, worker.log_stream
-            with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-                logs.create_log_group(logGroupName=group)
-            with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-                logs.create_log_stream(logGroupName=group, logStreamName=stream)
+            if not worker.log_stream_created:
+                with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                    logs.create_log_group(logGroupName=group)
+                with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                worker.log_stream_created = True
             now = int(time.time() * 1000)
             logs.put_log_events(
                 logGroupName=group,

@@ -37,7 +37,7 @@ class LambdaContext:
         self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
         self.identity = None
         self.client_context = None
-        self._deadline_ms = request["deadline_ms"]
+        self._deadline_ms = time.time() * 1000 + request["timeout_ms"]
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int(self._deadline_ms - time.time() * 1000))
