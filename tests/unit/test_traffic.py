@@ -1,0 +1,264 @@
+"""Traffic management against moto's Lambda and CloudWatch: deploy, shift, promote, rollback, canary."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+from scipy import stats
+
+from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.registry import REQUIRED_ARTIFACTS, Lineage, ModelBundle, ModelRegistry
+from sluice.traffic import EndpointTraffic, HealthPolicy, two_proportion_test
+
+REGION = "eu-west-1"
+FUNCTION = "sluice-dev-credit-endpoint"
+SERVICE = "endpoint-credit"
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
+    return buffer.getvalue()
+
+
+def _bundle(tag: str, *, onnx: bool = True) -> ModelBundle:
+    artifacts = {name: f"{name}:{tag}".encode() for name in REQUIRED_ARTIFACTS}
+    if onnx:
+        artifacts["model.onnx"] = b"onnx:" + tag.encode()
+    return ModelBundle(artifacts=artifacts, metrics={"f1": 0.5})
+
+
+@pytest.fixture
+def endpoint():
+    """An endpoint function with a live alias on its first version, and a registry with v1-v3 (v3 pending)."""
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        ddb.create_table(
+            TableName="reg",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket="art", CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        registry = ModelRegistry(table_name="reg", bucket_name="art")
+        for tag in ("a", "b"):
+            registry.approve(
+                "credit", registry.register("credit", _bundle(tag), lineage=Lineage()).version, actor="t"
+            )
+        registry.register("credit", _bundle("c"), lineage=Lineage())  # v3 stays pending
+        role = boto3.client("iam", region_name=REGION).create_role(
+            RoleName="endpoint",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = boto3.client("lambda", region_name=REGION)
+        lam.create_function(
+            FunctionName=FUNCTION,
+            Runtime="python3.12",
+            Role=role,
+            Handler="handler.lambda_handler",
+            Code={"ZipFile": _zip()},
+            Environment={
+                "Variables": {
+                    "SLUICE_MODEL_NAME": "credit",
+                    "SLUICE_MODEL_FLAVOUR": "onnx",
+                    "POWERTOOLS_SERVICE_NAME": SERVICE,
+                }
+            },
+        )
+        first = lam.publish_version(FunctionName=FUNCTION)["Version"]
+        lam.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        sleeps: list[float] = []
+        traffic = EndpointTraffic(
+            function_name=FUNCTION,
+            model_name="credit",
+            registry=registry,
+            actor="tester",
+            sleep=sleeps.append,
+        )
+        yield traffic, registry, lam
+
+
+def shares(traffic) -> dict[int | None, float]:
+    return {r.model_version: r.weight for r in traffic.routes()}
+
+
+def test_deploy_publishes_a_version_bound_to_the_model_version(endpoint):
+    traffic, registry, lam = endpoint
+    # When v1 is deployed
+    route = traffic.deploy(1)
+    # Then a Lambda version carries the binding and the audit trail says so; no traffic moved yet
+    env = lam.get_function_configuration(FunctionName=FUNCTION, Qualifier=route.lambda_version)["Environment"]
+    assert (
+        env["Variables"]["SLUICE_MODEL_VERSION"] == "1" and env["Variables"]["SLUICE_MODEL_FLAVOUR"] == "onnx"
+    )
+    assert traffic.lambda_version_of(1) == route.lambda_version
+    assert shares(traffic) == {None: 1.0}
+    deployed = [e for e in registry.history("credit") if e["kind"] == "deployed"]
+    assert deployed[-1]["version"] == 1 and deployed[-1]["detail"]["lambda_version"] == route.lambda_version
+
+
+def test_only_approved_versions_with_the_flavour_deploy(endpoint):
+    traffic, registry, _ = endpoint
+    with pytest.raises(Conflict, match="PendingManualApproval"):
+        traffic.deploy(3)
+    v4 = registry.register("credit", _bundle("d", onnx=False), lineage=Lineage()).version
+    registry.approve("credit", v4, actor="t")
+    with pytest.raises(Conflict, match="onnx"):
+        traffic.deploy(v4)
+    with pytest.raises(SluiceError, match="flavour"):
+        traffic.deploy(1, flavour="pickle")
+
+
+def test_shift_promote_rollback(endpoint):
+    traffic, registry, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    assert shares(traffic) == {1: 1.0}
+    assert registry.aliases("credit")["champion"] == 1
+    # v2 at 10 %
+    traffic.deploy(2)
+    traffic.shift(2, 0.1)
+    assert shares(traffic) == {1: 0.9, 2: 0.1}
+    # promote: 100 % v2, champion follows
+    traffic.promote(2)
+    assert shares(traffic) == {2: 1.0}
+    assert registry.aliases("credit")["champion"] == 2
+    # rollback: 100 % back to v1
+    traffic.rollback()
+    assert shares(traffic) == {1: 1.0}
+    assert registry.aliases("credit")["champion"] == 1
+    kinds = [
+        e["kind"] for e in registry.history("credit") if e["kind"] in ("traffic", "promoted", "rolled_back")
+    ]
+    assert kinds == ["promoted", "traffic", "promoted", "rolled_back"]
+    shifted = next(e for e in registry.history("credit") if e["kind"] == "traffic")
+    assert [r["weight"] for r in shifted["detail"]["to"]] == [0.9, 0.1]
+
+
+def test_rollback_during_a_split_drops_the_new_version(endpoint):
+    traffic, _, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    traffic.deploy(2)
+    traffic.shift(2, 0.25)
+    traffic.rollback()
+    assert shares(traffic) == {1: 1.0}
+
+
+def test_bad_weights_and_undeployed_versions(endpoint):
+    traffic, _, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    for weight in (-0.1, 1.5, float("nan")):
+        with pytest.raises(SluiceError, match="weight"):
+            traffic.shift(1, weight)
+    with pytest.raises(NotFound, match="not deployed"):
+        traffic.shift(2, 0.1)
+    with pytest.raises(Conflict, match="primary"):
+        traffic.shift(1, 0.5)
+
+
+def test_nothing_to_roll_back(endpoint):
+    traffic, _, _ = endpoint
+    with pytest.raises(Conflict, match="nothing to roll back"):
+        traffic.rollback()
+
+
+def put_metrics(version: int, **values: float) -> None:
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    dims = [
+        {"Name": "Model", "Value": "credit"},
+        {"Name": "Version", "Value": str(version)},
+        {"Name": "service", "Value": SERVICE},
+    ]
+    cw.put_metric_data(
+        Namespace="Sluice/Endpoint",
+        MetricData=[
+            {"MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": datetime.now(UTC)}
+            for name, value in values.items()
+        ],
+    )
+
+
+def test_canary_of_an_erroring_version_rolls_back(endpoint):
+    traffic, registry, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    traffic.deploy(2)
+    # While the canary waits, v2 serves requests that all fail
+    traffic._sleep = lambda seconds: put_metrics(2, Invocations=5, Errors=5)
+    result = traffic.canary(2, steps=(0.1, 0.5), interval_s=1)
+    assert result.outcome == "rolled_back" and "server error" in result.reason
+    assert len(result.steps) == 1 and result.steps[0]["weight"] == 0.1
+    assert shares(traffic) == {1: 1.0}
+    assert registry.aliases("credit")["champion"] == 1
+    assert registry.history("credit")[-1]["kind"] == "rolled_back"
+
+
+def test_canary_of_a_healthy_version_is_promoted_step_by_step(endpoint):
+    traffic, _, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    traffic.deploy(2)
+    seen: list[dict] = []
+    traffic._sleep = lambda seconds: (
+        seen.append(shares(traffic)),
+        put_metrics(2, Invocations=3, Latency=4.0, PositiveProbability=0.3, Rows=3, PredictedPositive=1),
+    )
+    result = traffic.canary(2, steps=(0.1, 0.5), interval_s=1)
+    assert result.outcome == "promoted", result.reason
+    assert [s["weight"] for s in result.steps] == [0.1, 0.5]
+    assert seen == [{1: 0.9, 2: 0.1}, {1: 0.5, 2: 0.5}]
+    assert shares(traffic) == {2: 1.0}
+
+
+def test_canary_quality_and_silence_are_breaches(endpoint):
+    traffic, _, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    traffic.deploy(2)
+    traffic._sleep = lambda seconds: put_metrics(2, Invocations=3, PositiveProbability=0.999)
+    result = traffic.canary(2, steps=(0.2,), interval_s=1)
+    assert result.outcome == "rolled_back" and "positive probability" in result.reason
+    traffic._sleep = lambda seconds: None
+    result = traffic.canary(2, steps=(0.2,), interval_s=1, policy=HealthPolicy(min_invocations=1))
+    # the metrics of the previous attempt are older than this step: no request reached v2
+    assert result.outcome == "rolled_back" and "request(s) reached it" in result.reason
+    with pytest.raises(SluiceError, match="steps"):
+        traffic.canary(2, steps=(0.5, 0.2))
+
+
+def test_compare_reports_per_version_stats_and_a_z_test(endpoint):
+    traffic, _, _ = endpoint
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    put_metrics(1, Invocations=100, Rows=1000, PredictedPositive=100, Latency=3.0)
+    put_metrics(2, Invocations=100, Rows=1000, PredictedPositive=150, Latency=5.0)
+    report = traffic.compare([1, 2], start=start)
+    assert [v["rows"] for v in report["versions"]] == [1000, 1000]
+    assert report["versions"][1]["positive_rate"] == 0.15
+    assert report["test"]["p_value"] < 0.01
+
+
+def test_two_proportion_test_matches_chi2_without_correction():
+    # The pooled z-test squared is Pearson's chi-square on the 2x2 table
+    x1, n1, x2, n2 = 30, 200, 45, 210
+    result = two_proportion_test(x1, n1, x2, n2)
+    chi2, p, _, _ = stats.chi2_contingency([[x1, n1 - x1], [x2, n2 - x2]], correction=False)
+    assert result["z"] ** 2 == pytest.approx(chi2)
+    assert result["p_value"] == pytest.approx(p)
+    assert two_proportion_test(1, 0, 1, 10)["p_value"] is None
