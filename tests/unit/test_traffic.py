@@ -235,12 +235,18 @@ def test_canary_quality_and_silence_are_breaches(endpoint):
     traffic._sleep = lambda seconds: put_metrics(2, Invocations=3, PositiveProbability=0.999)
     result = traffic.canary(2, steps=(0.2,), interval_s=1)
     assert result.outcome == "rolled_back" and "positive probability" in result.reason
-    traffic._sleep = lambda seconds: None
-    result = traffic.canary(2, steps=(0.2,), interval_s=1, policy=HealthPolicy(min_invocations=1))
-    # the metrics of the previous attempt are older than this step: no request reached v2
-    assert result.outcome == "rolled_back" and "request(s) reached it" in result.reason
     with pytest.raises(SluiceError, match="steps"):
         traffic.canary(2, steps=(0.5, 0.2))
+
+
+def test_canary_without_traffic_to_judge_rolls_back(endpoint):
+    traffic, _, _ = endpoint
+    traffic.deploy(1)
+    traffic.promote(1)
+    traffic.deploy(2)
+    result = traffic.canary(2, steps=(0.2,), interval_s=1, policy=HealthPolicy(min_invocations=1))
+    assert result.outcome == "rolled_back" and "request(s) reached it" in result.reason
+    assert shares(traffic) == {1: 1.0}
 
 
 def test_compare_reports_per_version_stats_and_a_z_test(endpoint):
