@@ -137,8 +137,17 @@ def test_on_the_dev_stage_a_metric_breach_runs_a_lambda_task_state_machine(stage
                         "Resource": "arn:aws:states:::lambda:invoke",
                         "Parameters": {"FunctionName": function, "Payload": request},
                         "ResultSelector": {"status.$": "$.Payload.statusCode"},
+                        "Next": "Direct",
+                    },
+                    # the form CDK's LambdaInvoke(payload_response_only=True) writes
+                    "Direct": {
+                        "Type": "Task",
+                        "Resource": f"arn:aws:lambda:{aws.region}:{aws.account}:function:{function}",
+                        "Parameters": request,
+                        "ResultSelector": {"status.$": "$.statusCode"},
+                        "ResultPath": "$.direct",
                         "End": True,
-                    }
+                    },
                 },
             }
         ),
@@ -191,9 +200,9 @@ def test_on_the_dev_stage_a_metric_breach_runs_a_lambda_task_state_machine(stage
         timeout=60,
     )
     assert done["status"] == "SUCCEEDED", done
-    assert json.loads(done["output"]) == {"status": 200}
+    assert json.loads(done["output"]) == {"status": 200, "direct": {"status": 200}}
     _until(
-        lambda: sum(w.invocations for w in aws.runtime.workers(function)) == invocations_before + 2,
+        lambda: sum(w.invocations for w in aws.runtime.workers(function)) == invocations_before + 3,
         timeout=60,
     )
     assert len(executions) == 1
