@@ -1,43 +1,81 @@
-"""Registry load latency: alias -> records -> sha256-verified artifacts -> model in memory.
+"""Registry latency on the embedded local AWS: alias -> records -> verified artifacts -> model in memory.
 
-Runs against moto's threaded server (the HTTP server the embedded local AWS uses, with the same
-DynamoDB serialisation patch), so every call is a real HTTP round trip through boto3. The
-baseline, measured in the same run, reads the same artifact files from local disk and builds
-the same objects (``joblib.load`` + JSON parsing), so the ratio is the registry's overhead:
-the DynamoDB reads, the S3 GETs and the hashing.
+By default the synthesized dev stage runs on :class:`sluice.local.LocalAws` (moto's threaded
+server, with the registry table and bucket created from the templates, and the registry API
+served by its local gateway and a warm Lambda worker). ``SLUICE_BENCH_REGISTRY=moto`` skips the
+synthesis and uses a bare moto threaded server with the same table layout instead (no API).
+Either way, every AWS call is a real HTTP round trip through boto3.
 
-``python -m bench bench_registry``; prints one JSON line per metric (see ``bench/_common.py``).
+Metrics (JSON lines, see ``bench/_common.py``), each with a baseline measured in the same run:
+
+* ``load_by_alias_p50`` / ``_p95``: ``registry.load(name, alias="champion")``, against reading
+  the same artifact files from local disk and building the same objects (``joblib.load`` and JSON
+  parsing), so the ratio is the registry's overhead: DynamoDB reads, S3 GETs, hashing;
+* ``resolve_alias_p50``: ``registry.get(name, alias=...)`` (two consistent reads), same baseline;
+* ``load_onnx_by_alias_p50``: the zip flavour's load, against the sklearn flavour's;
+* ``api_describe_version_p50`` (local AWS only): ``GET /models/{name}/versions/{v}`` through the
+  local API gateway and the registry API Lambda, against the same ``registry.get`` in-process.
+
+Run: ``python -m bench bench_registry`` (``SLUICE_BENCH_REPEAT`` timed calls, default 40).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bench._common import emit, log, median, percentile, timings
 
+ROOT = Path(__file__).resolve().parents[1]
 BENCH = "registry"
 REPEAT = int(os.environ.get("SLUICE_BENCH_REPEAT", "40"))
-TABLE = "bench-registry"
-BUCKET = "bench-registry-artifacts"
 REGION = "eu-west-1"
 
 
 def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = REGION
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    if os.environ.get("SLUICE_BENCH_REGISTRY", "local") == "moto":
+        _on_moto()
+    else:
+        _on_local_aws()
+
+
+def _on_local_aws() -> None:
+    from app import build_app
+    from sluice.local import LocalAws
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log("synthesizing the app and starting the local AWS")
+        build_app(outdir=f"{tmp}/cdk.out").synth()
+        t0 = time.perf_counter()
+        with LocalAws.start(assembly_dir=f"{tmp}/cdk.out", state_dir=f"{tmp}/state") as aws:
+            log(f"local AWS up in {time.perf_counter() - t0:.1f} s")
+            table = aws.physical_id("RegistryTable", resource_type="AWS::DynamoDB::Table")
+            bucket = aws.physical_id("RegistryArtifacts", resource_type="AWS::S3::Bucket")
+            _measure(table, bucket, server="sluice.local.LocalAws", api_url=aws.gateway_url("RegistryApi"))
+
+
+def _on_moto() -> None:
     from moto.server import ThreadedMotoServer
 
     from sluice import aws
     from sluice.local import moto_patches
 
+    os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = REGION
     moto_patches.apply()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -47,7 +85,23 @@ def main() -> None:
     aws.reset_clients()
     try:
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-        _run()
+        table, bucket = "bench-registry", "bench-registry-artifacts"
+        ddb, s3 = aws.client("dynamodb"), aws.client("s3")
+        ddb.create_table(
+            TableName=table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        _measure(table, bucket, server="moto ThreadedMotoServer", api_url=None)
     finally:
         server.stop()
         if previous is None:
@@ -57,10 +111,9 @@ def main() -> None:
         aws.reset_clients()
 
 
-def _run() -> None:
+def _measure(table: str, bucket: str, *, server: str, api_url: str | None) -> None:
     import joblib
 
-    from sluice import aws
     from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
     from sluice.features import Preprocessor
     from sluice.registry import (
@@ -76,20 +129,7 @@ def _run() -> None:
     from sluice.schema import FeatureSchema
     from sluice.training import TrainingSpec, train
 
-    ddb, s3 = aws.client("dynamodb"), aws.client("s3")
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    registry = ModelRegistry(table_name=TABLE, bucket_name=BUCKET)
-
+    registry = ModelRegistry(table_name=table, bucket_name=bucket)
     log("training the credit model (5000 rows) and registering it")
     spec = TrainingSpec(
         target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL, hyperparameters={"max_iter": 500}
@@ -100,7 +140,12 @@ def _run() -> None:
     record = registry.register("credit", bundle, lineage=lineage)
     registry.approve("credit", record.version, actor="bench")
     registry.set_alias("credit", "champion", record.version, actor="bench")
-    artifact_bytes = sum(len(b) for b in bundle.artifacts.values())
+    common = {
+        "repeat": REPEAT,
+        "artifacts": len(bundle.artifacts),
+        "artifacts_bytes": sum(len(b) for b in bundle.artifacts.values()),
+        "server": server,
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,27 +160,18 @@ def _run() -> None:
             )
             schema = FeatureSchema.from_dict(json.loads((root / SCHEMA_ARTIFACT).read_bytes()))
             profile = json.loads((root / PROFILE_ARTIFACT).read_bytes())
-            spec_ = json.loads((root / SPEC_ARTIFACT).read_bytes())
-            return estimator, preprocessor, schema, profile, spec_
+            return estimator, preprocessor, schema, profile, json.loads((root / SPEC_ARTIFACT).read_bytes())
 
-        baseline = timings(from_disk, repeat=REPEAT)
+        disk = timings(from_disk, repeat=REPEAT)
 
-    def load() -> object:
-        return registry.load("credit", alias="champion")
-
-    def resolve() -> object:
-        return registry.get("credit", alias="champion")
-
-    loaded = timings(load, repeat=REPEAT)
-    resolved = timings(resolve, repeat=REPEAT)
-    common = {"repeat": REPEAT, "artifacts_bytes": artifact_bytes, "server": "moto ThreadedMotoServer (HTTP)"}
-    base = median(baseline)
+    loaded = timings(lambda: registry.load("credit", alias="champion"), repeat=REPEAT)
+    resolved = timings(lambda: registry.get("credit", alias="champion"), repeat=REPEAT)
     emit(
         BENCH,
         "load_by_alias_p50",
         median(loaded),
         unit="s",
-        baseline=base,
+        baseline=median(disk),
         baseline_name="local_disk_p50",
         **common,
     )
@@ -144,14 +180,20 @@ def _run() -> None:
         "load_by_alias_p95",
         percentile(loaded, 95),
         unit="s",
-        baseline=percentile(baseline, 95),
+        baseline=percentile(disk, 95),
         baseline_name="local_disk_p95",
         **common,
     )
     emit(
-        BENCH, "resolve_alias_p50", median(resolved), unit="s", baseline=base, baseline_name="local_disk_p50"
+        BENCH,
+        "resolve_alias_p50",
+        median(resolved),
+        unit="s",
+        baseline=median(disk),
+        baseline_name="local_disk_p50",
+        server=server,
     )
-    if "model.onnx" in registry.get("credit", alias="champion").artifacts:
+    if "model.onnx" in record.artifacts:
         onnx = timings(lambda: registry.load("credit", alias="champion", flavour="onnx"), repeat=REPEAT)
         emit(
             BENCH,
@@ -160,7 +202,33 @@ def _run() -> None:
             unit="s",
             baseline=median(loaded),
             baseline_name="load_sklearn_by_alias_p50",
-            repeat=REPEAT,
+            server=server,
+        )
+    if api_url:
+        parts = urlsplit(api_url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        path = f"{parts.path}/models/credit/versions/{record.version}"
+
+        def describe() -> dict:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} answered {response.status}: {body}")
+            return body
+
+        assert describe()["version"] == record.version
+        api = timings(describe, repeat=REPEAT)
+        direct = timings(lambda: registry.get("credit", version=record.version), repeat=REPEAT)
+        connection.close()
+        emit(
+            BENCH,
+            "api_describe_version_p50",
+            median(api),
+            unit="s",
+            baseline=median(direct),
+            baseline_name="registry_get_in_process_p50",
+            server=server,
         )
 
 
