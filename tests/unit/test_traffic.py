@@ -268,3 +268,58 @@ def test_two_proportion_test_matches_chi2_without_correction():
     assert result["z"] ** 2 == pytest.approx(chi2)
     assert result["p_value"] == pytest.approx(p)
     assert two_proportion_test(1, 0, 1, 10)["p_value"] is None
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from sluice.cli import main
+
+    code = main(["endpoint", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_deploy_shift_promote_rollback_status(endpoint, capsys, monkeypatch):
+    monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "reg")
+    monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "art")
+    common = ("--function", FUNCTION, "--actor", "cli-user", "--json")
+    code, out, _ = run_cli(capsys, "deploy", "credit", "1", "--weight", "1", *common)
+    assert code == 0 and [r["model_version"] for r in json.loads(out)["routes"]] == [1]
+    run_cli(capsys, "deploy", "credit", "2", *common)
+    code, out, _ = run_cli(capsys, "shift", "credit", "2", "0.2", *common)
+    assert {r["model_version"]: r["weight"] for r in json.loads(out)["routes"]} == {1: 0.8, 2: 0.2}
+    code, out, _ = run_cli(capsys, "promote", "credit", "2", *common)
+    assert {r["model_version"]: r["weight"] for r in json.loads(out)["routes"]} == {2: 1.0}
+    code, out, _ = run_cli(capsys, "rollback", "credit", *common)
+    assert {r["model_version"]: r["weight"] for r in json.loads(out)["routes"]} == {1: 1.0}
+    # A table without --json
+    code, out, _ = run_cli(capsys, "status", "credit", "--function", FUNCTION)
+    assert code == 0 and "100%" in out and FUNCTION in out
+    _, registry, _ = endpoint
+    assert {e["actor"] for e in registry.history("credit") if e["kind"] in ("traffic", "promoted")} == {
+        "cli-user"
+    }
+
+
+def test_cli_user_errors_exit_2_with_one_line(endpoint, capsys, monkeypatch):
+    monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "reg")
+    monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "art")
+    code, _, err = run_cli(capsys, "deploy", "credit", "3", "--function", FUNCTION, "--actor", "x")
+    assert code == 2 and err.count("\n") == 1 and "PendingManualApproval" in err
+    code, _, err = run_cli(capsys, "status", "credit", "--function", "no-such-function")
+    assert code == 2 and "no-such-function" in err
+    with pytest.raises(SystemExit) as bad_weight:
+        run_cli(capsys, "shift", "credit", "2", "1.5", "--function", FUNCTION)
+    assert bad_weight.value.code == 2
+
+
+def test_cli_compare_prints_the_test(endpoint, capsys, monkeypatch):
+    monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "reg")
+    monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "art")
+    put_metrics(1, Invocations=10, Rows=400, PredictedPositive=40)
+    put_metrics(2, Invocations=10, Rows=400, PredictedPositive=80)
+    code, out, _ = run_cli(capsys, "compare", "credit", "1", "2", "--function", FUNCTION, "--minutes", "5")
+    text = " ".join(out.split())  # rich wraps lines at the terminal width
+    assert code == 0 and "two-proportion z" in text and "(significant at 5%)" in text

@@ -1,10 +1,275 @@
-"""``sluice endpoint``: placeholder, replaced by its issue's implementation."""
+"""``sluice endpoint``: deploy model versions to an endpoint and route its traffic.
+
+::
+
+    sluice endpoint deploy  MODEL VERSION [--flavour onnx|sklearn] [--weight W]
+    sluice endpoint shift   MODEL VERSION WEIGHT        # manual split / A/B test
+    sluice endpoint promote MODEL VERSION               # 100 % to VERSION
+    sluice endpoint rollback MODEL                      # back to the previous routing
+    sluice endpoint canary  MODEL VERSION [--steps 0.1,0.5] [--interval 300]
+    sluice endpoint status  MODEL
+    sluice endpoint compare MODEL V1 V2 [--minutes 60]
+
+The endpoint function is ``sluice-<stage>-<model>-endpoint`` (``--stage``, default ``dev``) or
+``--function``/``SLUICE_ENDPOINT_FUNCTION``. The registry comes from ``SLUICE_REGISTRY_TABLE``
+and ``SLUICE_REGISTRY_BUCKET``. Every traffic change is recorded in the registry's audit trail.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sluice.errors import SluiceError
+from sluice.settings import Settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("endpoint", help="(not implemented yet)")
-    parser.set_defaults(func=lambda args: 0)
+    parser = subparsers.add_parser("endpoint", help="model endpoints: deploy versions, shift traffic, canary")
+    commands = parser.add_subparsers(dest="endpoint_command", required=True, metavar="SUBCOMMAND")
+
+    def command(name: str, help: str, func, *, version: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("model", help="registered model name")
+        if version:
+            sub.add_argument("version", type=_positive_int, help="model version")
+        sub.add_argument("--stage", default="dev", help="stage whose endpoint to use (default dev)")
+        sub.add_argument("--function", default=None, help="endpoint function name (overrides --stage)")
+        sub.add_argument(
+            "--actor", default=None, help="who acts, for the audit trail (default: caller identity)"
+        )
+        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        sub.set_defaults(func=func)
+        return sub
+
+    deploy = command("deploy", "publish an Approved model version as a Lambda version", cmd_deploy)
+    deploy.add_argument(
+        "--flavour", choices=("onnx", "sklearn"), default=None, help="default: the function's"
+    )
+    deploy.add_argument("--weight", type=_weight, default=0.0, help="traffic share to give it at once (0-1)")
+
+    shift = command("shift", "send a share of the traffic to a deployed version", cmd_shift)
+    shift.add_argument("weight", type=_weight, help="share for VERSION, 0-1 (the primary keeps the rest)")
+
+    command("promote", "route 100%% of the traffic to a deployed version", cmd_promote)
+    command("rollback", "undo the last promotion or drop the version under test", cmd_rollback, version=False)
+    command("status", "versions on the live alias and their weights", cmd_status, version=False)
+
+    canary = command("canary", "shift in steps with health checks; promote or roll back", cmd_canary)
+    canary.add_argument("--steps", default="0.1", help="comma-separated weights, e.g. 0.1 or 0.1,0.3,0.6")
+    canary.add_argument(
+        "--interval", type=float, default=300.0, help="seconds to watch each step (default 300)"
+    )
+    canary.add_argument("--max-errors", type=float, default=0.0, help="server errors allowed per step")
+    canary.add_argument("--max-latency-ms", type=float, default=1000.0, help="mean latency allowed (ms)")
+    canary.add_argument(
+        "--positive-bounds", default="0.01,0.99", help="allowed mean positive probability, LOW,HIGH"
+    )
+    canary.add_argument("--min-invocations", type=int, default=1, help="requests a step must see to pass")
+
+    compare = command("compare", "per-version statistics and a significance test", cmd_compare, version=False)
+    compare.add_argument("versions", type=_positive_int, nargs="+", help="model versions to compare")
+    compare.add_argument("--minutes", type=float, default=60.0, help="window ending now (default 60)")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    traffic = _traffic(args)
+    route = traffic.deploy(args.version, flavour=args.flavour)
+    if args.weight >= 1.0:
+        traffic.promote(args.version)
+    elif args.weight > 0.0:
+        traffic.shift(args.version, args.weight)
+    result = {"deployed": vars_of(route), **traffic.status()}
+    return _print(
+        args, result, f"deployed {args.model} v{args.version} as Lambda version {route.lambda_version}"
+    )
+
+
+def cmd_shift(args: argparse.Namespace) -> int:
+    traffic = _traffic(args)
+    traffic.shift(args.version, args.weight)
+    return _print(args, traffic.status(), f"{args.weight:.0%} of {args.model} traffic to v{args.version}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    traffic = _traffic(args)
+    traffic.promote(args.version)
+    return _print(args, traffic.status(), f"100% of {args.model} traffic to v{args.version}")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    traffic = _traffic(args)
+    traffic.rollback()
+    return _print(args, traffic.status(), f"rolled back {args.model}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _print(args, _traffic(args).status(), None)
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    from sluice.traffic import HealthPolicy
+
+    steps = [_weight(s) for s in args.steps.split(",") if s.strip()]
+    low, high = (float(x) for x in _pair(args.positive_bounds, "--positive-bounds"))
+    policy = HealthPolicy(
+        max_errors=args.max_errors,
+        max_latency_ms=args.max_latency_ms,
+        positive_bounds=(low, high),
+        min_invocations=args.min_invocations,
+    )
+    traffic = _traffic(args)
+
+    def report(step: dict[str, Any]) -> None:
+        if not args.json:
+            health = step["health"]
+            verdict = "breach: " + "; ".join(step["breaches"]) if step["breaches"] else "healthy"
+            print(
+                f"step {step['weight']:.0%}: {health['invocations']:g} requests, {health['errors']:g} errors, "
+                f"latency {_ms(health['latency_avg_ms'])} -> {verdict}"
+            )
+
+    result = traffic.canary(
+        args.version, steps=steps, interval_s=args.interval, policy=policy, on_step=report
+    )
+    out = {**result.to_dict(), **traffic.status()}
+    _print(
+        args,
+        out,
+        f"canary of {args.model} v{args.version}: {result.outcome}"
+        + (f" ({result.reason})" if result.reason else ""),
+    )
+    return 0 if result.outcome == "promoted" else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    traffic = _traffic(args)
+    start = datetime.now(UTC) - timedelta(minutes=args.minutes)
+    report = traffic.compare(args.versions, start=start)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.model}: last {args.minutes:g} minutes")
+    for column in (
+        "version",
+        "requests",
+        "rows",
+        "errors",
+        "client errors",
+        "latency avg",
+        "P(positive)",
+        "positive rate",
+    ):
+        table.add_column(column, justify="right")
+    for v in report["versions"]:
+        table.add_row(
+            str(v["model_version"]),
+            f"{v['invocations']:g}",
+            f"{v['rows']:g}",
+            f"{v['errors']:g}",
+            f"{v['client_errors']:g}",
+            _ms(v["latency_avg_ms"]),
+            "-" if v["positive_probability"] is None else f"{v['positive_probability']:.3f}",
+            "-" if v["positive_rate"] is None else f"{v['positive_rate']:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    test = report.get("test")
+    if test:
+        if test.get("p_value") is None:
+            console.print(f"{test['test']} test: not enough data ({test.get('reason', '')})")
+        else:
+            console.print(
+                f"{test['test']} test on the positive rate: z = {test['z']:.2f}, p = {test['p_value']:.4g}"
+                + (" (significant at 5%)" if test["p_value"] < 0.05 else " (no significant difference at 5%)")
+            )
+    return 0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _traffic(args: argparse.Namespace):
+    from sluice.registry import ModelRegistry
+    from sluice.traffic import EndpointTraffic, default_function_name
+
+    settings = Settings.from_env()
+    settings.require("registry_table", "registry_bucket")
+    function = (
+        args.function
+        or os.environ.get("SLUICE_ENDPOINT_FUNCTION")
+        or default_function_name(args.model, args.stage)
+    )
+    registry = ModelRegistry.from_settings(settings)
+    return EndpointTraffic(function_name=function, model_name=args.model, registry=registry, actor=args.actor)
+
+
+def _print(args: argparse.Namespace, result: dict[str, Any], headline: str | None) -> int:
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if headline:
+        console.print(headline)
+    table = Table(title=f"{result['function']}:{result['alias']}")
+    for column in ("Lambda version", "model version", "flavour", "weight"):
+        table.add_column(column, justify="right")
+    for route in result["routes"]:
+        model_version = route["model_version"]
+        table.add_row(
+            route["lambda_version"],
+            "champion alias" if model_version is None else str(model_version),
+            route["flavour"] or "-",
+            f"{route['weight']:.0%}",
+        )
+    console.print(table)
+    return 0
+
+
+def vars_of(route) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(route)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a version number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"versions start at 1, got {value}")
+    return value
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a weight between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"weights are between 0 and 1, got {value:g}")
+    return value
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2:
+        raise SluiceError(f"{option}: expected LOW,HIGH, got {text!r}")
+    return parts[0], parts[1]
