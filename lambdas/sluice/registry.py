@@ -405,7 +405,7 @@ class ModelRegistry:
                             "version": {"N": str(version)},
                             "status": _s(PENDING),
                             "created_at": _s(now),
-                            "body": _s(json.dumps(body, sort_keys=True)),
+                            "body": _s(json.dumps(body, sort_keys=True, default=str)),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }

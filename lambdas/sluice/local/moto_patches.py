@@ -3,9 +3,12 @@
 moto 5.2 runs requests of its threaded server concurrently, but ``TransactWriteItems`` is
 not atomic there: it deep-copies each table, applies the operations one by one and, if a
 condition fails, *restores the copy*, discarding writes that other threads made in the
-meantime. Its condition checks and writes also interleave with other requests. Under
-contention this loses or duplicates items (8 threads registering 200 model versions lose
-a few of them), which real DynamoDB never does.
+meantime; the deep copy itself fails ("dictionary changed size during iteration", a 500)
+while another request writes. Its condition checks and writes also interleave with other
+requests. Under contention this loses and duplicates items, which real DynamoDB never does:
+measured with moto 5.2.5, 8 threads registering 25 model versions each stored 88 versions
+instead of 200, handed out 3 version numbers twice, and failed the other registrations
+(500s from the deep copy; versions vanishing right after their transaction succeeded).
 
 :func:`apply` serialises the DynamoDB backend's item operations behind one re-entrant lock,
 which gives every request, transactions included, the all-or-nothing, isolated behaviour
