@@ -173,6 +173,7 @@ def worker_sluice(baseline: str, target: str) -> dict:
     sketch = profile.sketch(cur.iloc[i : i + CHUNK_ROWS] for i in range(0, len(cur), CHUNK_ROWS))
     report = profile.compare(sketch)
     end = time.perf_counter()
+    Path(baseline).with_suffix(".profile.json").write_text(json.dumps(profile.to_dict()))
     return {
         "seconds": end - start,
         "window_seconds": end - fitted,
@@ -212,15 +213,10 @@ def worker_scipy(baseline: str, target: str) -> dict:
     }
 
 
-def worker_sluice_parquet(baseline: str, target: str) -> dict:
-    import pandas as pd
-
+def worker_sluice_parquet(profile_json: str, target: str) -> dict:
     from sluice.drift import DriftProfile
 
-    profile = DriftProfile().fit(pd.read_parquet(baseline))
-    import gc
-
-    gc.collect()
+    profile = DriftProfile.from_dict(json.loads(Path(profile_json).read_text()))
     loaded = _reset_peak()
     start = time.perf_counter()
     sketch = profile.sketch_parquet(target, batch_rows=CHUNK_ROWS)
@@ -228,6 +224,7 @@ def worker_sluice_parquet(baseline: str, target: str) -> dict:
     return {
         "seconds": time.perf_counter() - start,
         "peak_above_loaded_mb": (_status_kb("VmHWM") - loaded) / 1024,
+        "rss_before_mb": loaded / 1024,
         "rows": sketch.n_rows,
     }
 
@@ -369,8 +366,9 @@ def _bench(rows: int, workdir: Path) -> None:
     emit(BENCH, "profile_json_kb", ours["profile_json_kb"], unit="kB", **shape)
 
     log("drift bench: sketch_parquet at 1x and 4x rows")
-    one = _run_worker("sluice-parquet", baseline, target)
-    four = _run_worker("sluice-parquet", baseline, target_x4)
+    profile_json = baseline.with_suffix(".profile.json")  # written by the "sluice" worker
+    one = _run_worker("sluice-parquet", profile_json, target)
+    four = _run_worker("sluice-parquet", profile_json, target_x4)
     emit(
         BENCH,
         "sketch_parquet_peak_above_loaded_mb_4x_rows",

@@ -787,7 +787,11 @@ class DriftProfile:
         return total
 
     def sketch_parquet(self, source: str | Path | Any, *, batch_rows: int = 65_536) -> TargetSketch:
-        """Summarise a Parquet file (path or seekable file object) batch by batch."""
+        """Summarise a Parquet file (path or seekable file object) batch by batch.
+
+        Memory is bounded by one row group plus one batch of ``batch_rows`` rows, independent of
+        the file's row count.
+        """
         import pyarrow.parquet as pq
 
         self._check_fitted()
@@ -797,7 +801,16 @@ class DriftProfile:
         if missing and reader.metadata.num_rows:
             raise SluiceError(f"target parquet has no column(s) {missing}")
         columns = [n for n in self._baselines if n in present]
-        return self.sketch(reader.iter_batches(batch_size=batch_rows, columns=columns))
+        # One row group at a time: iterating the whole file in one iter_batches call keeps every
+        # decoded row group's buffers alive in pyarrow's pre-buffer cache until the end, so memory
+        # grew with the file (measured: +460 MB from 1M to 4M rows x 25 columns). Per row group
+        # it stays at one row group plus one batch whatever the row count.
+        batches = (
+            batch
+            for group in range(reader.num_row_groups)
+            for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+        )
+        return self.sketch(batches)
 
     # -- comparing ------------------------------------------------------------------------
 
