@@ -23,6 +23,9 @@ class Settings:
     retrain_state_machine_arn: str = ""
     capture_stream: str = ""
     reports_bucket: str = ""
+    # Batch scoring: the endpoint the endpoint-calling variant posts to, and the pipeline `sluice batch run` starts.
+    batch_endpoint_url: str = ""
+    batch_state_machine_arn: str = ""
     # The model version an endpoint's Lambda version serves (set by `sluice endpoint deploy`).
     model_name: str = ""
     model_version: str = ""
