@@ -21,6 +21,7 @@ import json
 import re
 import threading
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -472,7 +473,11 @@ def install() -> None:
                 model_map[resource_type] = _model_class(
                     resource_type, lambda p, c, t=resource_type: _emulate(p, c, t), CloudFormationModel
                 )
-        _patch_kms_tags()
+        _patch_kms_key()
+        # Skipped types are all in RESOURCE_SUPPORT; moto's per-resource warning is noise.
+        warnings.filterwarnings(
+            "ignore", message="Tried to parse .* not supported by moto", category=UserWarning
+        )
         _patch_method_request_models()
         _patch_resource_errors(parsing)
         _INSTALLED = True
@@ -586,9 +591,10 @@ def _stack_name_from_id(stack_id: str) -> str:
     return parts[1].split("/")[0] if len(parts) == 2 else stack_id
 
 
-def _patch_kms_tags() -> None:
+def _patch_kms_key() -> None:
     # moto's AWS::KMS::Key model hands CloudFormation's {Key, Value} tags to a tagger that
-    # expects {TagKey, TagValue}, so any tagged key (CDK tags every stage) fails to create.
+    # expects {TagKey, TagValue}, so any tagged key (CDK tags every stage) fails to create;
+    # and it stores the KeyPolicy object where KMS later expects a JSON string.
     from moto.kms.models import Key
 
     original = Key.__dict__.get("create_from_cloudformation_json")
@@ -602,6 +608,8 @@ def _patch_kms_tags() -> None:
 
     def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
         props = cloudformation_json.get("Properties", {})
+        if isinstance(props.get("KeyPolicy"), dict):  # stored as given; KMS calls json.loads it
+            props["KeyPolicy"] = json.dumps(props["KeyPolicy"])
         props["Tags"] = [
             {"TagKey": t.get("Key", t.get("TagKey")), "TagValue": t.get("Value", t.get("TagValue"))}
             for t in props.get("Tags", [])

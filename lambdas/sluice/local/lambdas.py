@@ -595,6 +595,10 @@ def _log_group(props: dict[str, Any], local: LocalAws) -> str | None:
 
 
 def _image_asset_directory(local: LocalAws, image_uri: Any) -> Path | None:
+    if isinstance(image_uri, dict) and "Fn::Sub" in image_uri:  # the template's unresolved form
+        image_uri = (
+            image_uri["Fn::Sub"][0] if isinstance(image_uri["Fn::Sub"], list) else image_uri["Fn::Sub"]
+        )
     tag = image_uri.rsplit(":", 1)[-1] if isinstance(image_uri, str) else ""
     for stack in local.stacks:
         if stack.assets_path is None:

@@ -1,0 +1,202 @@
+"""``local up``: the synthesized dev stage deployed onto the embedded local AWS."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sluice.assembly import read_assembly
+from sluice.errors import NotFound, SluiceError
+from sluice.local import cloudformation
+from sluice.local.bootstrap import VERSION_PARAMETER, assets_bucket, container_repository
+from sluice.local.env import read_state
+
+pytestmark = pytest.mark.local
+
+
+def _dev_templates(assembly_dir: Path) -> dict[str, dict]:
+    return {s.stack_name: s.template for s in read_assembly(assembly_dir) if s.stage == "Dev"}
+
+
+def _verifiers(aws) -> dict:
+    """Per resource type: a call that raises unless the physical resource exists in moto."""
+    s3, ddb, lam, iam = aws.client("s3"), aws.client("dynamodb"), aws.client("lambda"), aws.client("iam")
+    api, logs, kms = aws.client("apigateway"), aws.client("logs"), aws.client("kms")
+    apis = {a["id"] for a in api.get_rest_apis()["items"]}
+
+    def log_group(name: str) -> None:
+        assert any(
+            g["logGroupName"] == name for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        )
+
+    def stage(name: str) -> None:
+        assert any(name in {s["stageName"] for s in api.get_stages(restApiId=a)["item"]} for a in apis)
+
+    return {
+        "AWS::S3::Bucket": lambda pid: s3.head_bucket(Bucket=pid),
+        "AWS::DynamoDB::Table": lambda pid: ddb.describe_table(TableName=pid),
+        "AWS::Lambda::Function": lambda pid: lam.get_function(FunctionName=pid),
+        "AWS::IAM::Role": lambda pid: iam.get_role(RoleName=pid),
+        "AWS::KMS::Key": lambda pid: kms.describe_key(KeyId=pid),
+        "AWS::Logs::LogGroup": log_group,
+        "AWS::ApiGateway::RestApi": lambda pid: api.get_rest_api(restApiId=pid),
+        "AWS::ApiGateway::Stage": stage,
+        "AWS::SNS::Topic": lambda pid: aws.client("sns").get_topic_attributes(TopicArn=pid),
+        "AWS::StepFunctions::StateMachine": lambda pid: aws.client("stepfunctions").describe_state_machine(
+            stateMachineArn=pid
+        ),
+        "AWS::KinesisFirehose::DeliveryStream": lambda pid: aws.client("firehose").describe_delivery_stream(
+            DeliveryStreamName=pid
+        ),
+    }
+
+
+def test_every_template_resource_exists_in_moto_or_is_listed(local_aws, assembly_dir):
+    # Given the dev stage's synthesized templates
+    templates = _dev_templates(assembly_dir)
+    expected = {
+        (stack, lid): r["Type"] for stack, t in templates.items() for lid, r in t["Resources"].items()
+    }
+    # Then every resource was accounted for, once, with its type
+    deployed = {(s.stack_name, r.logical_id): r for s in local_aws.deployed for r in s.resources}
+    assert len(local_aws.resources) == len(expected) == len(deployed)
+    assert {k: r.resource_type for k, r in deployed.items()} == expected
+    kinds = Counter(r.support.split(" ")[0] for r in local_aws.resources)
+    assert set(kinds) <= {"moto", "filled", "emulated", "ignored"}
+    assert sum(kinds.values()) == len(expected)
+    assert kinds["moto"] > 0 and kinds["filled"] > 0
+    # And moto's CloudFormation holds every created (moto or filled) resource
+    cfn = local_aws.client("cloudformation")
+    for stack in templates:
+        listed = {
+            s["LogicalResourceId"]
+            for s in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+        }
+        created = {
+            lid for (name, lid), r in deployed.items() if name == stack and r.support in ("moto", "filled")
+        }
+        assert created <= listed, created - listed
+    # And the resources of the main types really exist in their services
+    verifiers = _verifiers(local_aws)
+    checked = 0
+    for resource in local_aws.resources:
+        verify = verifiers.get(resource.resource_type)
+        if verify is not None:
+            verify(resource.physical_id)
+            checked += 1
+    assert checked >= 10
+
+
+def test_support_table_matches_moto():
+    from moto.cloudformation import parsing
+
+    cloudformation.install()
+    model_map = parsing.get_model_map()
+    for resource_type, support in cloudformation.RESOURCE_SUPPORT.items():
+        if support == "moto":
+            assert not model_map[resource_type].__name__.startswith("Filled"), resource_type
+        elif support in ("filled", "emulated"):
+            assert model_map[resource_type].__name__.startswith("Filled"), resource_type
+        else:
+            assert support.startswith("ignored (") and support.endswith(")"), resource_type
+
+
+def test_a_type_nobody_decided_on_fails_loudly():
+    with pytest.raises(SluiceError, match="AWS::Made::Up"):
+        cloudformation.support_of("AWS::Made::Up")
+
+
+def test_bootstrap_and_assets(local_aws, assembly_dir):
+    s3 = local_aws.client("s3")
+    bucket = assets_bucket(local_aws.account, local_aws.region)
+    assert int(local_aws.client("ssm").get_parameter(Name=VERSION_PARAMETER)["Parameter"]["Value"]) >= 6
+    # Every file asset sits at the key its manifest names; image assets are tagged in ECR
+    for stack in read_assembly(assembly_dir):
+        if stack.stage != "Dev" or stack.assets_path is None:
+            continue
+        manifest = json.loads(stack.assets_path.read_text())
+        for asset in manifest["files"].values():
+            for dest in asset["destinations"].values():
+                s3.head_object(Bucket=bucket, Key=dest["objectKey"])
+        for image in manifest.get("dockerImages", {}).values():
+            for dest in image["destinations"].values():
+                ecr = local_aws.client("ecr")
+                found = ecr.describe_images(
+                    repositoryName=container_repository(local_aws.account, local_aws.region),
+                    imageIds=[{"imageTag": dest["imageTag"]}],
+                )
+                assert found["imageDetails"]
+
+
+def test_function_code_asset_is_the_zipped_lambdas_directory(local_aws):
+    import io
+    import zipfile
+
+    fn = local_aws.client("lambda").get_function(
+        FunctionName=local_aws.physical_id("RegistryApiHandlerFunction")
+    )
+    code = fn["Configuration"]
+    assert code["Handler"] == "sluice.handlers.registry_api.lambda_handler"
+    location = local_aws.client("s3").list_objects_v2(
+        Bucket=assets_bucket(local_aws.account, local_aws.region)
+    )
+    zips = [o["Key"] for o in location["Contents"] if o["Key"].endswith(".zip")]
+    body = local_aws.client("s3").get_object(
+        Bucket=assets_bucket(local_aws.account, local_aws.region), Key=zips[0]
+    )
+    names = zipfile.ZipFile(io.BytesIO(body["Body"].read())).namelist()
+    assert "sluice/handlers/registry_api.py" in names
+    assert not any(n.startswith("sluice/local/") for n in names)  # excluded by the construct
+
+
+def test_image_functions_run_their_cmd_from_source(local_aws):
+    images = [
+        r
+        for r in local_aws.resources
+        if r.resource_type == "AWS::Lambda::Function"
+        and local_aws.client("lambda")
+        .get_function(FunctionName=r.physical_id)["Configuration"]
+        .get("PackageType")
+        == "Image"
+    ]
+    for resource in images:
+        fn, _ = local_aws.runtime.resolve(resource.physical_id, None)
+        spec = local_aws.runtime.spec_for(fn)
+        module = spec.handler.rpartition(".")[0]
+        assert (Path(spec.code_root) / (module.replace(".", "/") + ".py")).is_file(), spec.handler
+
+
+def test_outputs_state_file_and_lookups(local_aws):
+    assert any(url.startswith("https://") for url in local_aws.outputs.values())
+    assert os.environ["AWS_ENDPOINT_URL"] == local_aws.endpoint_url
+    state = read_state(local_aws.state_dir)
+    assert state["stage"] == "Dev" and state["account"] == local_aws.account
+    assert sum(len(s["resources"]) for s in state["stacks"]) == len(local_aws.resources)
+    assert state["apis"] and state["apis"][0]["url"].startswith("http://127.0.0.1:")
+    with pytest.raises(NotFound, match="NoSuchThing"):
+        local_aws.physical_id("NoSuchThing")
+
+
+def test_dynamic_references_resolve(local_aws):
+    body = json.dumps(
+        {
+            "Layers": ["{{resolve:ssm:/aws/service/powertools/python/arm64/python3.14/3.37.0}}"],
+            "Version": f"{{{{resolve:ssm:{VERSION_PARAMETER}}}}}",
+        }
+    )
+    resolved = json.loads(cloudformation.resolve_dynamic_references(body, region=local_aws.region))
+    assert resolved["Layers"][0].startswith(f"arn:aws:lambda:{local_aws.region}:017000801446:layer:")
+    assert resolved["Version"].isdigit()
+    with pytest.raises(SluiceError, match="/not/there"):
+        cloudformation.resolve_dynamic_references('"{{resolve:ssm:/not/there}}"', region=local_aws.region)
+
+
+def test_unknown_stage_is_a_user_error(assembly_dir, tmp_path):
+    from sluice.local import LocalAws
+
+    with pytest.raises(SluiceError, match="Nope"):
+        LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path, stage="Nope")
