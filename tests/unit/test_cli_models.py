@@ -168,3 +168,40 @@ def test_missing_registry_settings_exit_2(monkeypatch, capsys):
     monkeypatch.delenv("SLUICE_REGISTRY_BUCKET", raising=False)
     assert main(["models", "list"]) == 2
     assert "SLUICE_REGISTRY_TABLE" in capsys.readouterr().err
+
+
+def test_register_from_s3_records_the_object_version(registry, capsys):
+    import boto3
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    body = credit(200, seed=2).to_csv(index=False).encode()
+    put = s3.put_object(Bucket=BUCKET, Key="datasets/train.csv", Body=body)
+    record = run_json(
+        capsys,
+        "models",
+        "register",
+        "credit",
+        "--data",
+        f"s3://{BUCKET}/datasets/train.csv",
+        "--target",
+        "default",
+        "--numeric",
+        "income,age",
+        "--no-onnx",
+    )
+    assert record["lineage"]["data_uri"] == f"s3://{BUCKET}/datasets/train.csv"
+    assert record["lineage"]["data_version"] == put["VersionId"]
+    assert record["lineage"]["data_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_download_of_a_tampered_artifact_exits_2_naming_it(registry, capsys, tmp_path):
+    import boto3
+
+    record = registry.register("m", tiny_bundle(), lineage=lineage())
+    boto3.client("s3", region_name="eu-west-1").put_object(
+        Bucket=BUCKET, Key=record.artifacts["spec.json"]["key"], Body=b"{}"
+    )
+    assert main(["models", "download", "m", "--version", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "artifact 'spec.json' of model 'm' version 1 failed its integrity check" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -242,9 +242,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     record = registry.get(args.name, version=args.version, alias=args.alias)
     names = args.artifact or sorted(record.artifacts)
     out = Path(args.out)
+    # Fetch (and verify) everything before writing anything: no partial download on a mismatch.
+    bodies = {artifact: registry.fetch(record.name, record.version, artifact) for artifact in names}
     written = []
-    for artifact in names:
-        body = registry.fetch(record.name, record.version, artifact)  # verifies sha256
+    for artifact, body in bodies.items():
         target = out / artifact
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
