@@ -304,3 +304,127 @@ def test_enable_fails_loudly_if_moto_moves_the_parser_backend(monkeypatch):
     monkeypatch.delattr(parser_models, "stepfunctions_parser_backends")
     with pytest.raises(RuntimeError, match=r"stepfunctions_parser_backends"):
         sfn_module.check_moto()
+
+
+def test_item_batcher_and_other_definitions_moto_rejects(local):
+    # Given shards in S3 and a Distributed Map with ItemBatcher, an integer
+    # ToleratedFailurePercentage and EXPRESS children (all valid ASL that moto's grammar rejects)
+    s3 = local.client("s3")
+    bucket = _name("shards")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for index in range(5):
+        s3.put_object(Bucket=bucket, Key=f"in/shard-{index}.csv", Body=b"a\n1\n")
+    machine = _create(
+        local,
+        {
+            "StartAt": "Shards",
+            "States": {
+                "Shards": {
+                    "Type": "Map",
+                    "ItemReader": {
+                        "Resource": "arn:aws:states:::s3:listObjectsV2",
+                        "Parameters": {"Bucket": bucket, "Prefix": "in/"},
+                    },
+                    "ItemBatcher": {"MaxItemsPerBatch": 2, "BatchInput": {"run": "r1"}},
+                    "ToleratedFailurePercentage": 10,
+                    "MaxConcurrency": 2,
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+                        "StartAt": "Score",
+                        "States": {
+                            "Score": {
+                                "Type": "Pass",
+                                "Parameters": {"keys.$": "$.Items[*].Key", "run.$": "$.BatchInput.run"},
+                                "End": True,
+                            }
+                        },
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+
+    # When it runs, Then the items arrive in batches of two with the batch input
+    done = _run(local, machine)
+    assert done["status"] == "SUCCEEDED", done
+    batches = json.loads(done["output"])
+    assert [b["keys"] for b in batches] == [
+        [f"in/shard-{i}.csv" for i in (0, 1)],
+        [f"in/shard-{i}.csv" for i in (2, 3)],
+        ["in/shard-4.csv"],
+    ]
+    assert {b["run"] for b in batches} == {"r1"}
+
+
+def test_batch_items_groups_like_item_batcher():
+    assert sfn_module.batch_items([1, 2, 3], {"MaxItemsPerBatch": 2}) == [{"Items": [1, 2]}, {"Items": [3]}]
+    assert sfn_module.batch_items([], {"MaxItemsPerBatch": 2}) == []
+    definition, batchers = sfn_module.normalise_definition(
+        json.dumps(
+            {
+                "StartAt": "P",
+                "States": {
+                    "P": {
+                        "Type": "Parallel",
+                        "End": True,
+                        "Branches": [
+                            {
+                                "StartAt": "M",
+                                "States": {"M": {"Type": "Map", "ItemBatcher": {"MaxItemsPerBatch": 3}}},
+                            }
+                        ],
+                    }
+                },
+            }
+        )
+    )
+    assert batchers == {"M": {"MaxItemsPerBatch": 3}} and "ItemBatcher" not in definition
+    untouched = '{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}'
+    assert sfn_module.normalise_definition(untouched) == (untouched, {})
+
+
+def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
+    template = {
+        "Resources": {
+            "Jsonl": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "RoleArn": ROLE,
+                    "Definition": {
+                        "StartAt": "M",
+                        "States": {
+                            "M": {
+                                "Type": "Map",
+                                "ItemReader": {
+                                    "Resource": "arn:aws:states:::s3:getObject",
+                                    "ReaderConfig": {"InputType": "JSONL"},
+                                    "Parameters": {"Bucket": "b", "Key": "k"},
+                                },
+                                "ItemProcessor": {
+                                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                                    "StartAt": "P",
+                                    "States": {"P": {"Type": "Pass", "End": True}},
+                                },
+                                "End": True,
+                            }
+                        },
+                    },
+                },
+            }
+        },
+        "Outputs": {"Arn": {"Value": {"Ref": "Jsonl"}}},
+    }
+    cfn = local.client("cloudformation")
+    stack = _name("jsonl")
+    cfn.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+
+    described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    arn = described["Outputs"][0]["OutputValue"]
+    assert "JSONL" in sfn_module.UNPARSEABLE[arn]
+    sfn = local.client("stepfunctions")
+    assert sfn.describe_state_machine(stateMachineArn=arn)["status"] == "ACTIVE"
+    # starting it says why instead of hanging in RUNNING
+    with pytest.raises(sfn.exceptions.InvalidDefinition, match="cannot interpret"):
+        sfn.start_execution(stateMachineArn=arn, input="{}")

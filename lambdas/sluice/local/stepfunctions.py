@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -42,12 +43,30 @@ GAPS: dict[str, str] = {
     ),
     "ItemReader InputType MANIFEST/JSONL/PARQUET": "open: moto reads only JSON and CSV objects "
     "and s3:listObjectsV2; use JSON or CSV locally",
+    "ItemBatcher": (
+        "filled: moto's ASL grammar rejects it; it is taken out of the definition and items are "
+        "grouped into {Items, BatchInput} batches of MaxItemsPerBatch (literal BatchInput only; "
+        "MaxInputBytesPerBatch is ignored)"
+    ),
+    "ToleratedFailurePercentage as an integer": "filled: the grammar wants a decimal; 10 becomes 10.0",
+    "Distributed Map ExecutionType EXPRESS": "filled: the grammar allows only STANDARD; children run as STANDARD",
+    "definitions moto cannot parse": (
+        "filled for CloudFormation: the machine is still created (deploys do not break) and "
+        "listed in UNPARSEABLE; starting it fails with InvalidDefinition naming the gap instead of "
+        "hanging in RUNNING"
+    ),
     "Lambda Task": "works: invokes go through the moto server's Lambda invoke path",
     "Map (inline and DISTRIBUTED), Parallel, Retry, Catch, Wait, Choice, Pass, Fail": "works",
     "Express workflows StartSyncExecution": "not checked",
 }
 
+logger = logging.getLogger(__name__)
+
 _LOCK = threading.RLock()
+# ItemBatcher settings taken out of definitions: (account, region, machine, state) -> settings
+_BATCHERS: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+#: State machines created from CloudFormation although moto cannot parse them: ARN -> error.
+UNPARSEABLE: dict[str, str] = {}
 
 
 @dataclass
@@ -81,6 +100,11 @@ class StepFunctionsPatch:
                     setattr(state_machine, name, self.originals[name])
             if "put_object" in self.originals:
                 _result_writer_class()._handle_put_object = self.originals["put_object"]
+            for name in ("create_state_machine", "update_state_machine", "start_execution"):
+                if name in self.originals:
+                    setattr(_parser_backend_class(), name, self.originals[name])
+            if "_map_run" in self.originals:
+                _distributed_component_class()._map_run = self.originals["_map_run"]
             self.active = False
 
 
@@ -121,6 +145,17 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         writer = _result_writer_class()
         patch.originals["put_object"] = writer.__dict__["_handle_put_object"]
         writer._handle_put_object = staticmethod(_result_writer_put_object)
+        backend_class = _parser_backend_class()
+        for name, wrap in (
+            ("create_state_machine", _wrap_create),
+            ("update_state_machine", _wrap_update),
+            ("start_execution", _wrap_start),
+        ):
+            patch.originals[name] = backend_class.__dict__[name]
+            setattr(backend_class, name, wrap(backend_class.__dict__[name]))
+        component = _distributed_component_class()
+        patch.originals["_map_run"] = component.__dict__["_map_run"]
+        component._map_run = _wrap_map_run(component.__dict__["_map_run"])
         patch.moved = move_to_executing_backend()
     return patch
 
@@ -154,6 +189,17 @@ def check_moto() -> None:
                 f"moto.stepfunctions.models.StateMachine.{name} is gone (moto upgraded?); "
                 "sluice.local.stepfunctions must be updated"
             )
+    for name in ("create_state_machine", "update_state_machine", "start_execution"):
+        if name not in _parser_backend_class().__dict__:
+            raise RuntimeError(
+                f"moto.stepfunctions.parser.models.StepFunctionsParserBackend.{name} is gone "
+                "(moto upgraded?); sluice.local.stepfunctions must be updated"
+            )
+    if "_map_run" not in _distributed_component_class().__dict__:
+        raise RuntimeError(
+            "moto DistributedIterationComponent._map_run is gone (moto upgraded?); "
+            "sluice.local.stepfunctions must be updated"
+        )
     if "_handle_put_object" not in _result_writer_class().__dict__:
         raise RuntimeError(
             "moto ResultWriter ResourceEvalS3._handle_put_object is gone (moto upgraded?); "
@@ -207,13 +253,26 @@ def _cfn_create(
 
     properties = cloudformation_json["Properties"]
     backend = _parser_backend(account_id, region_name)
-    return backend.create_state_machine(
+    args = (
         properties.get("StateMachineName", resource_name),
         _definition(properties),
         properties.get("RoleArn", ""),
-        tags=cfn_to_api_tags(properties.get("Tags", [])),
-        sm_type=properties.get("StateMachineType"),
     )
+    kwargs = {
+        "tags": cfn_to_api_tags(properties.get("Tags", [])),
+        "sm_type": properties.get("StateMachineType"),
+    }
+    try:
+        return backend.create_state_machine(*args, **kwargs)
+    except Exception as err:
+        if type(err).__name__ != "InvalidDefinition":
+            raise
+        # Deploy anyway, as AWS would have accepted it; executions of this machine fail.
+        plain_create = _symbol("moto.stepfunctions.models", "StepFunctionBackend").create_state_machine
+        machine = plain_create(backend, *args, **kwargs)
+        UNPARSEABLE[machine.arn] = str(err)
+        logger.warning("state machine %s cannot be interpreted locally: %s", machine.arn, err)
+        return machine
 
 
 def _cfn_delete(
@@ -253,6 +312,137 @@ def _cfn_update(
     )
     backend.tagger.tag_resource(machine.arn, cfn_to_api_tags(properties.get("Tags", [])))
     return machine
+
+
+# -- definitions moto's grammar rejects -----------------------------------------------------------
+
+
+def normalise_definition(definition: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Rewrite what moto's ASL grammar rejects but AWS accepts; return it and the ItemBatchers taken out.
+
+    Map states lose ``ItemBatcher`` (returned by state name, applied at run time), an integer
+    ``ToleratedFailurePercentage`` becomes a decimal, and a Distributed Map's ``EXPRESS``
+    children become ``STANDARD``. Definitions that are not JSON are returned unchanged.
+    """
+    try:
+        document = json.loads(definition)
+    except (TypeError, ValueError):
+        return definition, {}
+    batchers: dict[str, dict[str, Any]] = {}
+    changed = _normalise_states(document, batchers)
+    return (json.dumps(document) if changed else definition), batchers
+
+
+def _normalise_states(node: Any, batchers: dict[str, dict[str, Any]]) -> bool:
+    if not isinstance(node, dict):
+        return False
+    changed = False
+    for name, state in (node.get("States") or {}).items():
+        if not isinstance(state, dict):
+            continue
+        if state.get("Type") == "Map":
+            if "ItemBatcher" in state:
+                batchers[name] = state.pop("ItemBatcher") or {}
+                changed = True
+            if isinstance(state.get("ToleratedFailurePercentage"), int):
+                state["ToleratedFailurePercentage"] = float(state["ToleratedFailurePercentage"])
+                changed = True
+            config = (state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}
+            if config.get("ExecutionType") == "EXPRESS":
+                config["ExecutionType"] = "STANDARD"
+                changed = True
+            for key in ("ItemProcessor", "Iterator"):
+                changed = _normalise_states(state.get(key), batchers) or changed
+        for branch in state.get("Branches") or []:
+            changed = _normalise_states(branch, batchers) or changed
+    return changed
+
+
+def _remember_batchers(backend: Any, machine: str, batchers: dict[str, dict[str, Any]]) -> None:
+    for key in [k for k in _BATCHERS if k[:3] == (backend.account_id, backend.region_name, machine)]:
+        del _BATCHERS[key]
+    for state, settings in batchers.items():
+        _BATCHERS[(backend.account_id, backend.region_name, machine, state)] = settings
+
+
+def _wrap_create(original: Any) -> Any:
+    def create_state_machine(
+        self: Any, name: str, definition: str, roleArn: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        definition, batchers = normalise_definition(definition)
+        machine = original(self, name, definition, roleArn, *args, **kwargs)
+        _remember_batchers(self, name, batchers)
+        return machine
+
+    return create_state_machine
+
+
+def _wrap_update(original: Any) -> Any:
+    def update_state_machine(self: Any, arn: str, definition: Any = None, *args: Any, **kwargs: Any) -> Any:
+        batchers: dict[str, dict[str, Any]] | None = None
+        if definition is not None:
+            definition, batchers = normalise_definition(definition)
+        machine = original(self, arn, definition, *args, **kwargs)
+        if batchers is not None:
+            _remember_batchers(self, machine.name, batchers)
+        return machine
+
+    return update_state_machine
+
+
+def _wrap_start(original: Any) -> Any:
+    def start_execution(self: Any, state_machine_arn: str, *args: Any, **kwargs: Any) -> Any:
+        # An execution moto cannot parse would stay RUNNING forever; say so instead.
+        error = UNPARSEABLE.get(":".join(str(state_machine_arn).split(":")[:7]))
+        if error is not None:
+            aws_error = _symbol("moto.core.exceptions", "AWSError")
+            raise aws_error(
+                f"the embedded local AWS cannot interpret {state_machine_arn} "
+                f"(moto's ASL grammar: {error}); see sluice.local.stepfunctions.GAPS",
+                exception_type="InvalidDefinition",
+            )
+        return original(self, state_machine_arn, *args, **kwargs)
+
+    return start_execution
+
+
+def _wrap_map_run(original: Any) -> Any:
+    def _map_run(self: Any, env: Any, eval_input: Any) -> None:
+        context = env.states.context_object.context_object_data
+        machine = context["StateMachine"]["Name"]
+        arn_parts = context["StateMachine"]["Id"].split(":")
+        key = (arn_parts[4], arn_parts[3], machine, eval_input.state_name)
+        settings = _BATCHERS.get(key)
+        if settings is not None:
+            items = env.stack.pop()
+            env.stack.append(batch_items(items, settings))
+        original(self, env, eval_input)
+
+    return _map_run
+
+
+def batch_items(items: list[Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Group Map items as ``ItemBatcher`` does: ``{"Items": [...], "BatchInput": {...}}`` each."""
+    size = int(settings.get("MaxItemsPerBatch") or len(items) or 1)
+    batch_input = settings.get("BatchInput")
+    batches = []
+    for start in range(0, len(items), max(size, 1)):
+        batch: dict[str, Any] = {"Items": items[start : start + size]}
+        if batch_input is not None:
+            batch["BatchInput"] = batch_input
+        batches.append(batch)
+    return batches
+
+
+def _parser_backend_class() -> Any:
+    return _symbol("moto.stepfunctions.parser.models", "StepFunctionsParserBackend")
+
+
+def _distributed_component_class() -> Any:
+    return _symbol(
+        "moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component",
+        "DistributedIterationComponent",
+    )
 
 
 # -- Distributed Map ResultWriter -----------------------------------------------------------------
