@@ -26,7 +26,9 @@ Approval
 (revoking an approval when a problem is found after the fact: the version stays in the audit
 trail but can no longer be deployed or promoted). ``Rejected`` is final. Only ``Approved``
 versions pass :meth:`ModelRegistry.require_deployable`, and the ``champion`` alias only points
-at an Approved version. No alias may point at a Rejected version.
+at an Approved version. An alias is never moved onto a Rejected version; revoking an
+aliased version leaves the alias where it is (serving keeps working until someone moves
+it) and names the alias in the ``rejected`` event.
 
 This module imports with numpy and boto3 only (the zip endpoint flavour has no pandas,
 scikit-learn or scipy); training-side helpers import those lazily.
@@ -672,7 +674,9 @@ class ModelRegistry:
             )
         now = _now()
         kind = "approved" if target == APPROVED else "rejected"
-        detail = {"from": record.status, "to": target, "reason": reason}
+        detail: dict[str, Any] = {"from": record.status, "to": target, "reason": reason}
+        if target == REJECTED and record.status == APPROVED:
+            detail["aliases"] = sorted(a for a, v in self.aliases(name).items() if v == record.version)
         try:
             self._ddb.transact_write_items(
                 TransactItems=[

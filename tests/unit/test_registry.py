@@ -374,9 +374,19 @@ def test_transitions_rejected_is_final_and_pending_is_not_deployable(registry):
     assert registry.require_deployable("m", 2).version == 2
     with pytest.raises(Conflict, match="is Approved; it cannot become Approved"):
         registry.approve("m", 2, actor="alice")
+    registry.set_alias("m", "champion", 2, actor="alice")
     assert registry.reject("m", 2, actor="carol", reason="leak found").status == "Rejected"
     with pytest.raises(Conflict):
         registry.require_deployable("m", 2)
+    # Revoking an aliased version names the alias it leaves behind
+    revoked = registry.history("m")[-1]
+    assert revoked["kind"] == "rejected"
+    assert revoked["detail"] == {
+        "from": "Approved",
+        "to": "Rejected",
+        "reason": "leak found",
+        "aliases": ["champion"],
+    }
 
 
 def test_aliases_point_only_at_allowed_versions(registry):
