@@ -387,7 +387,7 @@ def test_batch_items_groups_like_item_batcher():
 def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
     template = {
         "Resources": {
-            "Jsonl": {
+            "Manifest": {
                 "Type": "AWS::StepFunctions::StateMachine",
                 "Properties": {
                     "RoleArn": ROLE,
@@ -398,7 +398,7 @@ def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
                                 "Type": "Map",
                                 "ItemReader": {
                                     "Resource": "arn:aws:states:::s3:getObject",
-                                    "ReaderConfig": {"InputType": "JSONL"},
+                                    "ReaderConfig": {"InputType": "MANIFEST"},
                                     "Parameters": {"Bucket": "b", "Key": "k"},
                                 },
                                 "ItemProcessor": {
@@ -413,18 +413,50 @@ def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
                 },
             }
         },
-        "Outputs": {"Arn": {"Value": {"Ref": "Jsonl"}}},
+        "Outputs": {"Arn": {"Value": {"Ref": "Manifest"}}},
     }
     cfn = local.client("cloudformation")
-    stack = _name("jsonl")
+    stack = _name("manifest")
     cfn.create_stack(StackName=stack, TemplateBody=json.dumps(template))
 
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     arn = described["Outputs"][0]["OutputValue"]
-    assert "JSONL" in sfn_module.UNPARSEABLE[arn]
+    assert "MANIFEST" in sfn_module.UNPARSEABLE[arn]
     sfn = local.client("stepfunctions")
     assert sfn.describe_state_machine(stateMachineArn=arn)["status"] == "ACTIVE"
     # starting it says why instead of hanging in RUNNING
     with pytest.raises(sfn.exceptions.InvalidDefinition, match="cannot interpret"):
         sfn.start_execution(stateMachineArn=arn, input="{}")
+
+
+def test_jsonl_item_reader(local):
+    s3 = local.client("s3")
+    bucket = _name("jsonl")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket=bucket, Key="rows.jsonl", Body=b'{"id": 1}\n{"id": 2}\n\n{"id": 3}\n')
+    machine = _create(
+        local,
+        {
+            "StartAt": "Rows",
+            "States": {
+                "Rows": {
+                    "Type": "Map",
+                    "ItemReader": {
+                        "Resource": "arn:aws:states:::s3:getObject",
+                        "ReaderConfig": {"InputType": "JSONL"},
+                        "Parameters": {"Bucket": bucket, "Key": "rows.jsonl"},
+                    },
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                        "StartAt": "P",
+                        "States": {"P": {"Type": "Pass", "End": True}},
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+    done = _run(local, machine)
+    assert done["status"] == "SUCCEEDED", done
+    assert json.loads(done["output"]) == [{"id": 1}, {"id": 2}, {"id": 3}]

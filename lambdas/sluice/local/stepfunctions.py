@@ -41,8 +41,9 @@ GAPS: dict[str, str] = {
         "filled: moto writes only manifest.json with empty ResultFiles; SUCCEEDED_0.json with "
         "one {Status, Output} record per item is written and listed in the manifest"
     ),
-    "ItemReader InputType MANIFEST/JSONL/PARQUET": "open: moto reads only JSON and CSV objects "
-    "and s3:listObjectsV2; use JSON or CSV locally",
+    "ItemReader InputType JSONL": "filled: read as JSON Lines (one item per non-empty line)",
+    "ItemReader InputType MANIFEST/PARQUET": "open: moto reads only JSON and CSV objects "
+    "and s3:listObjectsV2; use JSON, JSONL or CSV locally",
     "ItemBatcher": (
         "filled: moto's ASL grammar rejects it; it is taken out of the definition and items are "
         "grouped into {Items, BatchInput} batches of MaxItemsPerBatch (literal BatchInput only; "
@@ -103,6 +104,8 @@ class StepFunctionsPatch:
             for name in ("create_state_machine", "update_state_machine", "start_execution"):
                 if name in self.originals:
                     setattr(_parser_backend_class(), name, self.originals[name])
+            if "json_items" in self.originals:
+                _json_items_class()._eval_body = self.originals["json_items"]
             if "_map_run" in self.originals:
                 _distributed_component_class()._map_run = self.originals["_map_run"]
             self.active = False
@@ -153,6 +156,9 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         ):
             patch.originals[name] = backend_class.__dict__[name]
             setattr(backend_class, name, wrap(backend_class.__dict__[name]))
+        reader = _json_items_class()
+        patch.originals["json_items"] = reader.__dict__["_eval_body"]
+        reader._eval_body = _wrap_json_items(reader.__dict__["_eval_body"])
         component = _distributed_component_class()
         patch.originals["_map_run"] = component.__dict__["_map_run"]
         component._map_run = _wrap_map_run(component.__dict__["_map_run"])
@@ -195,6 +201,11 @@ def check_moto() -> None:
                 f"moto.stepfunctions.parser.models.StepFunctionsParserBackend.{name} is gone "
                 "(moto upgraded?); sluice.local.stepfunctions must be updated"
             )
+    if "_eval_body" not in _json_items_class().__dict__:
+        raise RuntimeError(
+            "moto ResourceOutputTransformerJson._eval_body is gone (moto upgraded?); "
+            "sluice.local.stepfunctions must be updated"
+        )
     if "_map_run" not in _distributed_component_class().__dict__:
         raise RuntimeError(
             "moto DistributedIterationComponent._map_run is gone (moto upgraded?); "
@@ -347,6 +358,10 @@ def _normalise_states(node: Any, batchers: dict[str, dict[str, Any]]) -> bool:
             if isinstance(state.get("ToleratedFailurePercentage"), int):
                 state["ToleratedFailurePercentage"] = float(state["ToleratedFailurePercentage"])
                 changed = True
+            reader = (state.get("ItemReader") or {}).get("ReaderConfig") or {}
+            if reader.get("InputType") == "JSONL":
+                reader["InputType"] = "JSON"  # the JSON reader below also reads JSON Lines
+                changed = True
             config = (state.get("ItemProcessor") or {}).get("ProcessorConfig") or {}
             if config.get("ExecutionType") == "EXPRESS":
                 config["ExecutionType"] = "STANDARD"
@@ -432,6 +447,31 @@ def batch_items(items: list[Any], settings: dict[str, Any]) -> list[dict[str, An
             batch["BatchInput"] = batch_input
         batches.append(batch)
     return batches
+
+
+def _wrap_json_items(original: Any) -> Any:
+    def _eval_body(self: Any, env: Any) -> None:
+        body = env.stack[-2] if len(env.stack) >= 2 else None
+        if isinstance(body, bytes):
+            body = body.decode()
+        if isinstance(body, str) and not body.lstrip().startswith("["):
+            try:
+                items = [json.loads(line) for line in body.splitlines() if line.strip()]
+            except ValueError:
+                items = None  # not JSON Lines either: let moto report it
+            if items is not None:
+                env.stack[-2] = json.dumps(items)
+        original(self, env)
+
+    return _eval_body
+
+
+def _json_items_class() -> Any:
+    return _symbol(
+        "moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval."
+        "resource_output_transformer.transformer_json",
+        "ResourceOutputTransformerJson",
+    )
 
 
 def _parser_backend_class() -> Any:
