@@ -286,19 +286,26 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def capture_keys(bucket: str, *, model: str, version: int, start: datetime, end: datetime) -> Iterator[str]:
-    """Keys of the capture objects whose hour partition overlaps ``[start, end)``.
-
-    The hour after ``end`` is listed too: Firehose partitions by arrival time, which can fall
-    just after the scoring timestamp the rows carry.
-    """
+def _capture_objects(
+    bucket: str, *, model: str, version: int, start: datetime, end: datetime
+) -> Iterator[tuple[str, int]]:
     client = aws.client("s3")
     paginator = client.get_paginator("list_objects_v2")
     for hour in _hours(_utc(start), _utc(end) + timedelta(hours=1)):
         prefix = partition_prefix(model, version, hour)
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], int(item.get("Size", 0))
+
+
+def capture_keys(bucket: str, *, model: str, version: int, start: datetime, end: datetime) -> Iterator[str]:
+    """Keys of the capture objects whose hour partition overlaps ``[start, end)``.
+
+    The hour after ``end`` is listed too: Firehose partitions by arrival time, which can fall
+    just after the scoring timestamp the rows carry.
+    """
+    for key, _ in _capture_objects(bucket, model=model, version=version, start=start, end=end):
+        yield key
 
 
 def _lines(body: Any, key: str) -> Iterator[bytes]:
@@ -307,6 +314,42 @@ def _lines(body: Any, key: str) -> Iterator[bytes]:
             yield from unzipped
     else:
         yield from body.iter_lines()
+
+
+def _read_lines(client: Any, bucket: str, key: str) -> list[bytes]:
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return (gzip.decompress(body) if key.endswith(".gz") else body).splitlines()
+
+
+# Small objects (the direct writer's one per request, or Firehose's on a quiet stream) are
+# fetched PREFETCH at a time in threads: S3 latency, not parsing, dominates them. Objects above
+# STREAM_ABOVE bytes are streamed line by line, so memory stays bounded whatever the window.
+PREFETCH = 8
+STREAM_ABOVE = 4 * 1024 * 1024
+
+
+def _object_lines(
+    client: Any, bucket: str, objects: Iterable[tuple[str, int]]
+) -> Iterator[tuple[str, Iterable[bytes]]]:
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=PREFETCH) as pool:
+        pending: deque = deque()
+        for key, size in objects:
+            if size > STREAM_ABOVE:
+                while pending:
+                    done_key, future = pending.popleft()
+                    yield done_key, future.result()
+                yield key, _lines(client.get_object(Bucket=bucket, Key=key)["Body"], key)
+                continue
+            pending.append((key, pool.submit(_read_lines, client, bucket, key)))
+            if len(pending) >= PREFETCH:
+                done_key, future = pending.popleft()
+                yield done_key, future.result()
+        while pending:
+            done_key, future = pending.popleft()
+            yield done_key, future.result()
 
 
 def iter_capture(
@@ -320,8 +363,9 @@ def iter_capture(
 ) -> Iterator[list[dict]]:
     """Captured rows of one model version scored in ``[start, end)``, in chunks of ≤ ``chunk_rows``.
 
-    Objects are streamed line by line, so memory depends on ``chunk_rows``, not on the window.
-    Lines that are not valid JSON are skipped with a warning.
+    Memory depends on ``chunk_rows`` and a few objects in flight, not on the window: small
+    objects are prefetched a few at a time, large ones streamed line by line. Lines that are
+    not valid JSON are skipped with a warning.
     """
     if chunk_rows < 1:
         raise SluiceError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -331,9 +375,9 @@ def iter_capture(
     low, high = format_ts(start), format_ts(end)
     client = aws.client("s3")
     chunk: list[dict] = []
-    for key in capture_keys(bucket, model=model, version=version, start=start, end=end):
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
-        for line in _lines(body, key):
+    objects = _capture_objects(bucket, model=model, version=version, start=start, end=end)
+    for key, lines in _object_lines(client, bucket, objects):
+        for line in lines:
             if not line.strip():
                 continue
             try:

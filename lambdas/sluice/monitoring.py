@@ -221,6 +221,8 @@ def sketch_capture(
     ):
         frame = pd.DataFrame.from_records([r.get("features") or {} for r in chunk]).reindex(columns=columns)
         total = total.merge(profile.partial(frame))
+        # Drop this chunk before the reader builds the next one: one chunk in memory at a time.
+        del frame, chunk
     return total
 
 

@@ -240,3 +240,37 @@ def test_iter_capture_of_an_empty_window_yields_nothing_and_rejects_reversed_win
 
 def test_format_ts_is_utc_with_milliseconds():
     assert format_ts(datetime(2026, 1, 2, 3, 4, 5, 678999)) == "2026-01-02T03:04:05.678Z"
+
+
+@pytest.mark.parametrize("stream_above", [0, 10**9])
+def test_streamed_and_prefetched_objects_read_the_same_rows_in_order(s3, monkeypatch, stream_above):
+    # Large objects are streamed line by line, small ones prefetched in threads: same result
+    monkeypatch.setattr("sluice.capture.STREAM_ABOVE", stream_above)
+    start = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    put_window(s3, start=start, minutes=30, per_minute=4)
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=partition_prefix("credit", 1, start) + "zz-stream.jsonl.gz",
+        Body=gzip.compress(
+            b"".join(
+                encode_line(r)
+                for r in capture_records(
+                    request_id="gz", model="credit", version=1, rows=rows(2), predictions=[1, 1], ts=start
+                )
+            )
+        ),
+    )
+    got = [
+        r
+        for c in iter_capture(
+            BUCKET, model="credit", version=1, start=start, end=start + timedelta(hours=1), chunk_rows=5
+        )
+        for r in c
+    ]
+    keys = sorted(all_keys(s3))
+    expected = []
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        body = gzip.decompress(body) if key.endswith(".gz") else body
+        expected += [(json.loads(x)["request_id"], json.loads(x)["row"]) for x in body.splitlines()]
+    assert [(r["request_id"], r["row"]) for r in got] == expected and len(got) == 122
