@@ -17,12 +17,17 @@ Functions or SNS target, and it fires disabled rules. :class:`EventRouter` fills
 * Every delivery is recorded (:attr:`EventRouter.deliveries`) so tests can assert on them, and
   :meth:`EventRouter.wait_idle` waits for deliveries in flight.
 
-:func:`install` is the one hook ``sluice.local.LocalAws`` calls: it makes state machines
-execute (:mod:`sluice.local.stepfunctions`), installs the router and starts the alarm evaluator
-(:mod:`sluice.local.alarms`).
+* S3 EventBridge notifications (moto calls the rules directly) go through the same patch.
+* :class:`ScheduleRunner` runs EventBridge Scheduler schedules and scheduled rules, which moto
+  stores but never runs: on demand (:meth:`ScheduleRunner.fire`) and by ``rate``/``at``.
 
-Deviations from EventBridge, on purpose: a failed delivery is recorded, not retried for 24 h,
-and no dead-letter queue is used.
+:func:`install` is the one hook ``sluice.local.LocalAws`` calls (``install(local_aws)``): it
+makes state machines execute (:mod:`sluice.local.stepfunctions`), installs the router, and
+starts the alarm evaluator (:mod:`sluice.local.alarms`) and the schedule runner.
+
+Deviations from EventBridge, on purpose: a failed delivery is recorded, not retried (targets'
+``RetryPolicy`` is ignored), no dead-letter queue is used, and ``cron(...)`` schedules run only
+on demand.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import os
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -108,7 +114,8 @@ class EventRouter:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0
-        self._deliveries: list[Delivery] = []
+        # the latest deliveries only, so a long local session does not grow without bound
+        self._deliveries: deque[Delivery] = deque(maxlen=10_000)
         self._clients: dict[str, Any] = {}
         self._closed = False
 
@@ -203,7 +210,7 @@ class EventRouter:
 
     @property
     def deliveries(self) -> list[Delivery]:
-        """Every delivery so far, oldest first (a copy)."""
+        """The deliveries so far (the latest 10,000), oldest first (a copy)."""
         with self._lock:
             return list(self._deliveries)
 
