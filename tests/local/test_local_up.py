@@ -200,3 +200,33 @@ def test_unknown_stage_is_a_user_error(assembly_dir, tmp_path):
 
     with pytest.raises(SluiceError, match="Nope"):
         LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path, stage="Nope")
+
+
+def test_cli_up_background_status_down(assembly_dir, tmp_path):
+    import subprocess
+    import sys
+
+    state_dir = tmp_path / "state"
+
+    def sluice(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sluice", "local", *args, "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    # Given a local stage started in the background
+    up = sluice("up", "--assembly", str(assembly_dir), "--background")
+    assert up.returncode == 0, up.stderr
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:" in up.stdout
+    try:
+        # Then status reports it running, and a second up is a one-line user error
+        status = sluice("status")
+        assert status.returncode == 0 and "running" in status.stdout
+        again = sluice("up", "--assembly", str(assembly_dir))
+        assert again.returncode == 2 and again.stderr.startswith("sluice: error: a local stage already runs")
+    finally:
+        down = sluice("down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert "stopped" in sluice("status").stdout
