@@ -462,6 +462,43 @@ def test_router_put_event_matches_rules_itself(local):
     assert sent["time"].endswith("Z")
 
 
+def test_finished_executions_emit_status_change_events(local):
+    # Given a rule on failed executions of one state machine, delivering to a queue
+    machine = _state_machine(
+        local,
+        _name("fails"),
+        {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "Drift", "Cause": "bad"}}},
+    )
+    sqs = local.client("sqs")
+    queue_url = sqs.create_queue(QueueName=_name("failures"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events = local.client("events")
+    rule = _name("on-failure")
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.states"],
+                "detail-type": ["Step Functions Execution Status Change"],
+                "detail": {"status": ["FAILED"], "stateMachineArn": [machine]},
+            }
+        ),
+    )
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
+
+    # When it runs and fails
+    execution = local.client("stepfunctions").start_execution(stateMachineArn=machine, input='{"run": 1}')
+
+    # Then the queue receives the status change with the error
+    [event] = _until(lambda: _receive(local, queue_url))
+    detail = event["detail"]
+    assert (detail["executionArn"], detail["status"]) == (execution["executionArn"], "FAILED")
+    assert (detail["error"], detail["cause"], json.loads(detail["input"])) == ("Drift", "bad", {"run": 1})
+    assert detail["stopDate"] >= detail["startDate"]
+
+
 # -- schedules -------------------------------------------------------------------------------------
 
 
@@ -508,6 +545,11 @@ def test_a_scheduled_rule_fires_with_the_scheduled_event(local):
     events.put_rule(Name=rule, ScheduleExpression="cron(0 2 * * ? *)")
     events.put_targets(Rule=rule, Targets=[{"Id": "sm", "Arn": machine, "RoleArn": ROLE}])
     runner = events_module.ScheduleRunner(router=local.hooks.router)
+
+    # A scheduled rule has no pattern: events never fire it, only its schedule does
+    events.put_events(Entries=[{"Source": "sluice.any", "DetailType": "t", "Detail": "{}"}])
+    assert local.hooks.router.wait_idle(timeout=20)
+    assert local.hooks.router.deliveries_to(machine) == []
 
     assert runner.fire(rule) == f"rule/{rule}"
     assert local.hooks.router.wait_idle(timeout=20)

@@ -71,6 +71,7 @@ _INSTALLED: list[EventRouter] = []  # routers installed and not closed, newest l
 _ACTIVE_LOCK = threading.Lock()
 _ORIGINAL_SEND: Callable[..., None] | None = None
 _MARK = "__sluice_event_router__"
+_FIRING = threading.local()  # set while ScheduleRunner fires a scheduled rule in this thread
 
 
 @dataclass(frozen=True)
@@ -184,18 +185,7 @@ class EventRouter:
         Uses moto's own rules (in this process), so SQS/Logs targets are delivered by moto and
         Lambda/SFN/SNS targets by this router, exactly as for ``put_events``.
         """
-        backend = _events_backend(self.account, self.region)
-        event_bus = backend.event_buses.get(bus)
-        if event_bus is None:
-            from sluice.errors import NotFound
-
-            raise NotFound(f"event bus {bus!r} does not exist in {self.account}/{self.region}")
-        matched = []
-        for rule in list(event_bus.rules.values()):
-            if rule.state == "ENABLED" and rule.event_pattern.matches_event(event):
-                matched.append(rule.name)
-                rule.send_to_targets(copy.deepcopy(event))
-        return matched
+        return _route(event, account=self.account, region=self.region, bus=bus)
 
     def submit(self, *, rule: str, target: dict[str, Any], event: dict[str, Any]) -> Future:
         """Deliver ``event`` to one ``target`` of ``rule`` in the background."""
@@ -439,6 +429,53 @@ def execution_name(payload: str, *, event: dict[str, Any], rule: str, target_id:
     return _NAME_OK.sub("-", f"{event.get('id') or uuid.uuid4()}-{digest}")[:80]
 
 
+def _route(event: dict[str, Any], *, account: str, region: str, bus: str = "default") -> list[str]:
+    backend = _events_backend(account, region)
+    event_bus = backend.event_buses.get(bus)
+    if event_bus is None:
+        from sluice.errors import NotFound
+
+        raise NotFound(f"event bus {bus!r} does not exist in {account}/{region}")
+    matched = []
+    for rule in list(event_bus.rules.values()):
+        if rule.state == "ENABLED" and not _schedule_only(rule) and rule.event_pattern.matches_event(event):
+            matched.append(rule.name)
+            rule.send_to_targets(copy.deepcopy(event))
+    return matched
+
+
+def emit_service_event(
+    *,
+    source: str,
+    detail_type: str,
+    detail: dict[str, Any],
+    resources: Iterable[str],
+    account: str,
+    region: str,
+) -> list[str]:
+    """Put an event as an AWS service does, on ``account``/``region``'s default bus.
+
+    A no-op returning ``[]`` while no router is installed (nothing could deliver it), so
+    components such as :mod:`sluice.local.stepfunctions` can call it unconditionally.
+    """
+    if _ACTIVE is None:
+        return []
+    now = dt.datetime.now(dt.UTC).timestamp()
+    event = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": source,
+        "account": account,
+        "time": now,
+        "region": region,
+        "resources": list(resources),
+        "detail": detail,
+        "ingestion-time": now,
+    }
+    return _route(event, account=account, region=region)
+
+
 def pattern_matches(pattern: dict[str, Any] | str, event: dict[str, Any]) -> bool:
     """Whether an EventBridge ``pattern`` matches ``event``, using moto's own matcher."""
     event_pattern = _moto_symbol("moto.events.models", "EventPattern")
@@ -471,6 +508,8 @@ def patch_moto() -> None:
     def send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
         if getattr(self, "state", "ENABLED") != "ENABLED":
             return
+        if _schedule_only(self) and not getattr(_FIRING, "rule", False):
+            return  # moto matches every event against a scheduled rule's empty pattern
         if not self.event_pattern.matches_event(original_event):
             return
         routed = [t for t in self.targets if _service(t.get("Arn", "")) in ROUTED_SERVICES]
@@ -500,6 +539,12 @@ def unpatch_moto() -> None:
     if _ORIGINAL_SEND is not None:
         _moto_symbol("moto.events.models", "Rule").send_to_targets = _ORIGINAL_SEND
         _ORIGINAL_SEND = None
+
+
+def _schedule_only(rule: Any) -> bool:
+    """A rule with a schedule and no event pattern: it runs on its schedule, never on events."""
+    pattern = getattr(rule, "event_pattern", None)
+    return bool(getattr(rule, "scheduled_expression", None)) and not (pattern and pattern.get_pattern())
 
 
 def active_router() -> EventRouter | None:
@@ -732,7 +777,11 @@ class ScheduleRunner:
             "ingestion-time": now,
         }
         self.fired.append((f"rule/{rule.name}", now))
-        rule.send_to_targets(event)
+        _FIRING.rule = True
+        try:
+            rule.send_to_targets(event)
+        finally:
+            _FIRING.rule = False
 
 
 # -- the hook for LocalAws ----------------------------------------------------------------------

@@ -59,6 +59,10 @@ GAPS: dict[str, str] = {
     "Lambda Task": "works: invokes go through the moto server's Lambda invoke path",
     "Map (inline and DISTRIBUTED), Parallel, Retry, Catch, Wait, Choice, Pass, Fail": "works",
     "Express workflows StartSyncExecution": "not checked",
+    "Execution Status Change events": (
+        "filled: finished executions (SUCCEEDED/FAILED/TIMED_OUT/ABORTED, not RUNNING) emit "
+        "the aws.states event to EventBridge when sluice.local.events is installed"
+    ),
 }
 
 logger = logging.getLogger(__name__)
@@ -104,6 +108,10 @@ class StepFunctionsPatch:
             for name in ("create_state_machine", "update_state_machine", "start_execution"):
                 if name in self.originals:
                     setattr(_parser_backend_class(), name, self.originals[name])
+            if "terminated" in self.originals:
+                _symbol(
+                    "moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication"
+                ).terminated = self.originals["terminated"]
             if "json_items" in self.originals:
                 _json_items_class()._eval_body = self.originals["json_items"]
             if "_map_run" in self.originals:
@@ -159,6 +167,11 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         reader = _json_items_class()
         patch.originals["json_items"] = reader.__dict__["_eval_body"]
         reader._eval_body = _wrap_json_items(reader.__dict__["_eval_body"])
+        communication = _symbol(
+            "moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication"
+        )
+        patch.originals["terminated"] = communication.__dict__["terminated"]
+        communication.terminated = _wrap_terminated(communication.__dict__["terminated"])
         component = _distributed_component_class()
         patch.originals["_map_run"] = component.__dict__["_map_run"]
         component._map_run = _wrap_map_run(component.__dict__["_map_run"])
@@ -201,6 +214,12 @@ def check_moto() -> None:
                 f"moto.stepfunctions.parser.models.StepFunctionsParserBackend.{name} is gone "
                 "(moto upgraded?); sluice.local.stepfunctions must be updated"
             )
+    communication = _symbol("moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication")
+    if "terminated" not in communication.__dict__:
+        raise RuntimeError(
+            "moto BaseExecutionWorkerCommunication.terminated is gone (moto upgraded?); "
+            "sluice.local.stepfunctions must be updated"
+        )
     if "_eval_body" not in _json_items_class().__dict__:
         raise RuntimeError(
             "moto ResourceOutputTransformerJson._eval_body is gone (moto upgraded?); "
@@ -447,6 +466,51 @@ def batch_items(items: list[Any], settings: dict[str, Any]) -> list[dict[str, An
             batch["BatchInput"] = batch_input
         batches.append(batch)
     return batches
+
+
+def _wrap_terminated(original: Any) -> Any:
+    def terminated(self: Any) -> None:
+        original(self)
+        try:
+            emit_status_change(self.execution)
+        except Exception:  # an event must never change how the execution ended
+            logger.exception("could not emit the status change of %s", self.execution.exec_arn)
+
+    return terminated
+
+
+def emit_status_change(execution: Any) -> list[str]:
+    """Emit "Step Functions Execution Status Change" for a finished execution (as AWS does).
+
+    Only the final statuses are emitted (SUCCEEDED, FAILED, TIMED_OUT, ABORTED), not RUNNING.
+    """
+    from sluice.local.events import emit_service_event
+
+    def millis(when: Any) -> int | None:
+        return int(when.timestamp() * 1000) if when is not None else None
+
+    status = getattr(execution.exec_status, "value", execution.exec_status)
+    output = getattr(execution, "output", None)
+    detail = {
+        "executionArn": execution.exec_arn,
+        "stateMachineArn": execution.state_machine.arn,
+        "name": execution.name,
+        "status": status,
+        "startDate": millis(execution.start_date),
+        "stopDate": millis(execution.stop_date),
+        "input": getattr(execution, "execution_input", None),
+        "output": output if isinstance(output, str) or output is None else json.dumps(output),
+        "error": getattr(execution, "error", None),
+        "cause": getattr(execution, "cause", None),
+    }
+    return emit_service_event(
+        source="aws.states",
+        detail_type="Step Functions Execution Status Change",
+        detail=detail,
+        resources=[execution.exec_arn],
+        account=execution.account_id,
+        region=execution.region_name,
+    )
 
 
 def _wrap_json_items(original: Any) -> Any:
