@@ -230,3 +230,24 @@ def test_cli_up_background_status_down(assembly_dir, tmp_path):
         down = sluice("down")
     assert down.returncode == 0 and "stopped" in down.stdout
     assert "stopped" in sluice("status").stdout
+
+
+def test_data_is_saved_and_restored_by_logical_id(local_aws):
+    from sluice.local.env import restore_data, save_data
+
+    # Given an object in a stage bucket and an item in a stage table
+    bucket = local_aws.physical_id("Capture", resource_type="AWS::S3::Bucket")
+    table = local_aws.physical_id("RegistryTable", resource_type="AWS::DynamoDB::Table")
+    s3, ddb = local_aws.client("s3"), local_aws.client("dynamodb")
+    s3.put_object(Bucket=bucket, Key="capture/a/b.json", Body=b'{"x": 1}')
+    keys = [k["AttributeName"] for k in ddb.describe_table(TableName=table)["Table"]["KeySchema"]]
+    item = {k: {"S": f"snapshot-test-{k}"} for k in keys} | {"note": {"S": "kept"}}
+    ddb.put_item(TableName=table, Item=item)
+    # When the data is saved, deleted, and restored
+    save_data(local_aws)
+    s3.delete_object(Bucket=bucket, Key="capture/a/b.json")
+    ddb.delete_item(TableName=table, Key={k: item[k] for k in keys})
+    assert restore_data(local_aws) >= 2
+    # Then both are back
+    assert s3.get_object(Bucket=bucket, Key="capture/a/b.json")["Body"].read() == b'{"x": 1}'
+    assert ddb.get_item(TableName=table, Key={k: item[k] for k in keys})["Item"]["note"] == {"S": "kept"}

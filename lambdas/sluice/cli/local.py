@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run the server as a detached process and return once it is ready",
     )
     up.add_argument("--echo-logs", action="store_true", help="print Lambda worker logs to stderr")
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty instead of restoring the buckets and tables saved by the last `down`",
+    )
     up.set_defaults(func=cmd_up)
 
     down = commands.add_parser("down", help="stop the local stage started with `up`")
@@ -78,12 +84,15 @@ def _up_foreground(args: argparse.Namespace, state_dir: Path) -> int:
         os.environ["SLUICE_LOCAL_ECHO_LOGS"] = "1"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.fresh:
+        shutil.rmtree(state_dir / "data", ignore_errors=True)
     aws = LocalAws.start(
         assembly_dir=args.assembly,
         state_dir=state_dir,
         stage=args.stage,
         port=args.port,
         gateway_port=args.gateway_port,
+        persist=True,
     )
     pid_file = state_dir / PID_FILE
     try:
@@ -123,6 +132,8 @@ def _up_background(args: argparse.Namespace, state_dir: Path) -> int:
     ]
     if args.echo_logs:
         command.append("--echo-logs")
+    if args.fresh:
+        command.append("--fresh")
     (state_dir / PID_FILE).unlink(missing_ok=True)
     with open(state_dir / LOG_FILE, "w") as log:
         process = subprocess.Popen(

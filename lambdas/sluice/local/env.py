@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -98,6 +99,7 @@ class LocalAws:
     _clients_lock: threading.Lock = field(default_factory=threading.Lock)
     runtime: Any = None  # lambdas.LambdaRuntime
     gateways: Any = None  # gateway.Gateways
+    persist: bool = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,6 +112,7 @@ class LocalAws:
         *,
         port: int = 0,
         gateway_port: int = 0,
+        persist: bool = False,
     ) -> LocalAws:
         """Bring the stage up and return it (already started; ``with`` stops it).
 
@@ -124,6 +127,11 @@ class LocalAws:
         port, gateway_port
             0 picks free ports. ``gateway_port`` is used by the first REST API; others get
             the following ports (or free ones when 0).
+        persist
+            Bring back the data of the last persisted run (objects of the stage's buckets,
+            items of its tables, by stack and logical id) and save it again on ``stop``, so
+            ``sluice local down`` / ``up`` keeps registered models. Lambda versions and
+            aliases created at run time are not kept: redeploy them.
 
         Raises
         ------
@@ -148,6 +156,7 @@ class LocalAws:
             stacks=stacks,
         )
         try:
+            local.persist = persist
             local._start(port=port, gateway_port=gateway_port)
         except BaseException:
             local.stop()
@@ -195,6 +204,8 @@ class LocalAws:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.deployed = [cloudformation.deploy_stack(stack) for stack in self.stacks]
+        if self.persist:
+            restore_data(self)
         t4 = time.perf_counter()
         self.gateways = gateway.Gateways.serve(self, first_port=gateway_port)
         for name in RUNTIME_COMPONENTS:
@@ -209,6 +220,11 @@ class LocalAws:
 
     def stop(self) -> None:
         """Stop components, workers, gateways and the server; restore the environment."""
+        if self.persist and self._server is not None and self.deployed:
+            try:
+                save_data(self)
+            except Exception:  # stopping must still release the ports and workers
+                log.exception("saving the local data failed")
         for component in reversed(self._components):
             stopper = getattr(component, "stop", None)
             if callable(stopper):
@@ -325,6 +341,72 @@ class LocalAws:
         tmp.write_text(json.dumps(self.state(), indent=2, default=str))
         tmp.replace(path)
         return path
+
+
+DATA_DIR = "data"
+
+
+def _data_resources(local: LocalAws) -> list[tuple[str, Any]]:
+    return [
+        (stack.stack_name, r)
+        for stack in local.deployed
+        for r in stack.resources
+        if r.resource_type in ("AWS::S3::Bucket", "AWS::DynamoDB::Table") and r.physical_id
+    ]
+
+
+def save_data(local: LocalAws) -> Path:
+    """Save the objects of the stage's buckets and the items of its tables under ``state_dir/data``.
+
+    Keyed by stack and logical id, so a later run restores them whatever the physical names.
+    """
+    root = local.state_dir / DATA_DIR
+    staging = local.state_dir / f"{DATA_DIR}.saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    s3, ddb = local.client("s3"), local.client("dynamodb")
+    for stack_name, resource in _data_resources(local):
+        target = staging / stack_name / resource.logical_id
+        if resource.resource_type == "AWS::S3::Bucket":
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=resource.physical_id):
+                for obj in page.get("Contents", []):
+                    path = target / "objects" / obj["Key"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(
+                        s3.get_object(Bucket=resource.physical_id, Key=obj["Key"])["Body"].read()
+                    )
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            with open(target / "items.jsonl", "w") as out:
+                for page in ddb.get_paginator("scan").paginate(TableName=resource.physical_id):
+                    for item in page.get("Items", []):
+                        out.write(json.dumps(item) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    staging.rename(root)
+    return root
+
+
+def restore_data(local: LocalAws) -> int:
+    """Put back what :func:`save_data` saved; returns the number of objects and items restored."""
+    root = local.state_dir / DATA_DIR
+    if not root.is_dir():
+        return 0
+    s3, ddb = local.client("s3"), local.client("dynamodb")
+    restored = 0
+    for stack_name, resource in _data_resources(local):
+        source = root / stack_name / resource.logical_id
+        if resource.resource_type == "AWS::S3::Bucket":
+            objects = source / "objects"
+            for path in sorted(objects.rglob("*")) if objects.is_dir() else []:
+                if path.is_file():
+                    key = path.relative_to(objects).as_posix()
+                    s3.put_object(Bucket=resource.physical_id, Key=key, Body=path.read_bytes())
+                    restored += 1
+        elif (source / "items.jsonl").is_file():
+            for line in (source / "items.jsonl").read_text().splitlines():
+                ddb.put_item(TableName=resource.physical_id, Item=json.loads(line))
+                restored += 1
+    return restored
 
 
 def _optional(name: str) -> Any:
