@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sluice import aws
-from sluice.capture import format_ts, iter_capture
+from sluice.capture import format_ts, iter_capture, parse_ts, partition_prefix
 from sluice.drift import DriftPolicy, DriftProfile, DriftReport
 from sluice.errors import NotFound, SluiceError
 from sluice.settings import Settings
@@ -105,21 +105,108 @@ def _registry(settings: Settings, registry: Any | None) -> Any:
     return ModelRegistry.from_settings(settings)
 
 
-def served_versions(registry: Any, model: str) -> list[int]:
-    """Versions the model serves or served: named by a deploy/traffic event or by an alias."""
-    found: set[int] = set()
-    for event in registry.history(model):
+def served_versions(registry: Any, model: str, *, since: datetime | None = None) -> list[int]:
+    """Versions the model serves, from the registry's audit trail.
+
+    Traffic events (``traffic``, ``promoted``, ``rolled_back``) carry the routing they left
+    (``detail.to``: routes with ``model_version`` and ``weight``); the newest one gives the
+    versions with a weight above zero. Versions named by any serving event at or after ``since``
+    (and the routes such an event replaced) are added: they served part of the window. So are
+    deployed versions with no routing event yet. Without any routing event, every deployed or
+    aliased version counts.
+    """
+    routed: set[int] | None = None
+    deployed: set[int] = set()
+    recent: set[int] = set()
+    for event in registry.history(model):  # oldest first
         if event.get("kind") not in SERVED_EVENTS:
             continue
-        if event.get("version") is not None:
-            found.add(int(event["version"]))
-        weights = (event.get("detail") or {}).get("weights")
+        detail = event.get("detail") or {}
+        named = {int(event["version"])} if event.get("version") is not None else set()
+        routes = detail.get("to")
+        if isinstance(routes, list):
+            routed = {
+                int(r["model_version"])
+                for r in routes
+                if isinstance(r, Mapping)
+                and r.get("model_version") is not None
+                and float(r.get("weight", 0)) > 0
+            }
+            named |= {
+                int(r["model_version"])
+                for r in routes
+                if isinstance(r, Mapping) and r.get("model_version") is not None
+            }
+            deployed -= named
+        previous = detail.get("from")
+        if isinstance(previous, list):  # what served until this change
+            named |= {
+                int(r["model_version"])
+                for r in previous
+                if isinstance(r, Mapping)
+                and r.get("model_version") is not None
+                and float(r.get("weight", 0)) > 0
+            }
+        weights = detail.get("weights")
         if isinstance(weights, Mapping):
-            found.update(int(v) for v in weights if str(v).isdigit())
-    aliases = getattr(registry, "aliases", None)
-    if callable(aliases):
-        found.update(int(v) for v in aliases(model).values())
-    return sorted(found)
+            named |= {int(v) for v in weights if str(v).isdigit()}
+        if event.get("kind") == "deployed":
+            deployed |= named
+        if since is not None and event.get("ts") and parse_ts(event["ts"]) >= since:
+            recent |= named
+    if routed is None:
+        found = deployed | recent
+        aliases = getattr(registry, "aliases", None)
+        if callable(aliases):
+            found |= {int(v) for v in aliases(model).values()}
+        return sorted(found)
+    return sorted(routed | recent | deployed)
+
+
+def captured_versions(bucket: str, *, model: str, start: datetime, end: datetime) -> list[int]:
+    """Versions of ``model`` with captured objects in the hour partitions of ``[start, end)``."""
+    client = aws.client("s3")
+    base = f"{partition_prefix(model, 0).rsplit('/version=', 1)[0]}/"
+    versions = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            tail = common["Prefix"][len(base) :].strip("/")
+            if tail.startswith("version=") and tail[len("version=") :].isdigit():
+                versions.append(int(tail[len("version=") :]))
+    hours = []
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour < end + timedelta(hours=1):
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    found = []
+    for version in sorted(versions):
+        for hour in hours:
+            listed = client.list_objects_v2(
+                Bucket=bucket, Prefix=partition_prefix(model, version, hour), MaxKeys=1
+            )
+            if listed.get("KeyCount", 0):
+                found.append(version)
+                break
+    return found
+
+
+def _versions(
+    settings: Settings,
+    registry: Any,
+    model: str,
+    versions: Sequence[int] | None,
+    start: datetime,
+    end: datetime,
+) -> list[int]:
+    if versions:
+        return sorted({int(v) for v in versions})
+    chosen = set(served_versions(registry, model, since=start))
+    chosen |= set(captured_versions(settings.capture_bucket, model=model, start=start, end=end))
+    if not chosen:
+        raise NotFound(
+            f"model {model!r} has no served version (no deploy or traffic event, no alias, no captured data)"
+        )
+    return sorted(chosen)
 
 
 def load_profile(registry: Any, model: str, version: int) -> DriftProfile:
@@ -245,9 +332,7 @@ def drift_runs(
     settings.require("capture_bucket")
     start, end = resolve_window(window, now=now, minutes=window_minutes)
     registry = _registry(settings, registry)
-    chosen = sorted({int(v) for v in versions}) if versions else served_versions(registry, model)
-    if not chosen:
-        raise NotFound(f"model {model!r} has no served version (no deploy or traffic event and no alias)")
+    chosen = _versions(settings, registry, model, versions, start, end)
     runs: list[DriftRun] = []
     for version in chosen:
         profile = load_profile(registry, model, version)
@@ -626,9 +711,7 @@ def run_concept_check(
     settings.require("capture_bucket")
     start, end = resolve_window(window, now=now, minutes=window_minutes)
     registry = _registry(settings, registry)
-    chosen = sorted({int(v) for v in versions}) if versions else served_versions(registry, model)
-    if not chosen:
-        raise NotFound(f"model {model!r} has no served version (no deploy or traffic event and no alias)")
+    chosen = _versions(settings, registry, model, versions, start, end)
     label_end = max(end, (now or datetime.now(UTC)).astimezone(UTC))
     labels: dict[tuple[str, int], Any] = {}
     for item in iter_labels(settings.capture_bucket, model=model, start=start, end=label_end):

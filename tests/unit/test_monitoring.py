@@ -114,15 +114,62 @@ def metric_values(namespace: str, name: str, dims: dict) -> list[float]:
     return [p["Maximum"] for p in stats["Datapoints"]]
 
 
-def test_served_versions_come_from_deploy_and_traffic_events_and_aliases(profile):
+def test_without_routing_events_deployed_and_aliased_versions_are_served(profile):
     registry = FakeRegistry(profile)
     registry.events = [
         {"kind": "registered", "version": 7, "detail": {}},
         {"kind": "deployed", "version": 1, "detail": {}},
-        {"kind": "traffic", "version": None, "detail": {"weights": {"1": 0.9, "2": 0.1}}},
     ]
     registry.alias_map = {"champion": 3}
-    assert monitoring.served_versions(registry, MODEL) == [1, 2, 3]
+    assert monitoring.served_versions(registry, MODEL) == [1, 3]
+
+
+def route(version: int, weight: float) -> dict:
+    return {"lambda_version": str(version), "model_version": version, "flavour": "sklearn", "weight": weight}
+
+
+def test_the_newest_routing_decides_plus_versions_that_served_since_the_window_start(profile):
+    # Given v2 canaried at 10% then rolled back, and v3 deployed but not routed yet
+    registry = FakeRegistry(profile)
+    registry.alias_map = {"champion": 1, "old": 9}
+    registry.events = [
+        {"kind": "deployed", "version": 1, "ts": "2026-11-25T09:00:00.000000Z", "detail": {}},
+        {"kind": "deployed", "version": 2, "ts": "2026-11-25T09:10:00.000000Z", "detail": {}},
+        {
+            "kind": "traffic",
+            "version": 2,
+            "ts": "2026-11-25T09:20:00.000000Z",
+            "detail": {"to": [route(1, 0.9), route(2, 0.1)]},
+        },
+        {
+            "kind": "rolled_back",
+            "version": 1,
+            "ts": "2026-11-25T11:30:00.000000Z",
+            "detail": {"from": [route(1, 0.9), route(2, 0.1)], "to": [route(1, 1.0), route(2, 0.0)]},
+        },
+        {"kind": "deployed", "version": 3, "ts": "2026-11-25T11:40:00.000000Z", "detail": {}},
+    ]
+    # Then a window starting after the rollback checks v1 (routed) and v3 (deployed since)
+    assert monitoring.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 35, tzinfo=UTC)) == [
+        1,
+        3,
+    ]
+    # And a window spanning the canary includes v2, which served part of it
+    assert monitoring.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 0, tzinfo=UTC)) == [
+        1,
+        2,
+        3,
+    ]
+
+
+def test_versions_with_captured_data_are_checked_even_without_events(aws, profile):
+    capture(credit(50, seed=11), version=5, start=NOW - timedelta(minutes=20))
+    capture(credit(50, seed=11), version=6, start=NOW - timedelta(hours=5))
+    assert monitoring.captured_versions(BUCKET, model=MODEL, start=NOW - timedelta(hours=1), end=NOW) == [5]
+    runs = monitoring.drift_runs(
+        SETTINGS, model=MODEL, now=NOW, registry=FakeRegistry(profile), write_reports=False
+    )
+    assert [(r.version, r.report.target.n_rows) for r in runs] == [(5, 50)]
 
 
 def test_drift_check_flags_the_shifted_version_publishes_metrics_and_writes_reports(aws, profile):
