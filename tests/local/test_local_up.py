@@ -251,3 +251,76 @@ def test_data_is_saved_and_restored_by_logical_id(local_aws):
     # Then both are back
     assert s3.get_object(Bucket=bucket, Key="capture/a/b.json")["Body"].read() == b'{"x": 1}'
     assert ddb.get_item(TableName=table, Key={k: item[k] for k in keys})["Item"]["note"] == {"S": "kept"}
+
+
+def test_fillers_create_what_moto_cloudformation_skips(local_aws, tmp_path):
+    from sluice.assembly import StackArtifact
+    from tests.local.conftest import create_tiny_function
+
+    # Given a template with the resource types moto's CloudFormation skips
+    function = create_tiny_function(local_aws)
+    lam = local_aws.client("lambda")
+    lam.publish_version(FunctionName=function)
+    lam.update_function_configuration(FunctionName=function, Environment={"Variables": {"COLOUR": "green"}})
+    template = {
+        "Resources": {
+            "V2": {"Type": "AWS::Lambda::Version", "Properties": {"FunctionName": function}},
+            "Live": {
+                "Type": "AWS::Lambda::Alias",
+                "Properties": {
+                    "FunctionName": function,
+                    "Name": "live",
+                    "FunctionVersion": "1",
+                    "RoutingConfig": {
+                        "AdditionalVersionWeights": [
+                            {"FunctionVersion": {"Fn::GetAtt": ["V2", "Version"]}, "FunctionWeight": 0.25}
+                        ]
+                    },
+                },
+            },
+            "Errors": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmName": "tiny-errors",
+                    "Namespace": "AWS/Lambda",
+                    "MetricName": "Errors",
+                    "Dimensions": [{"Name": "FunctionName", "Value": function}],
+                    "Statistic": "Sum",
+                    "Period": 60,
+                    "EvaluationPeriods": 1,
+                    "Threshold": 1,
+                    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                    "AlarmActions": [],
+                },
+            },
+            "Group": {
+                "Type": "AWS::CodeDeploy::DeploymentGroup",
+                "Properties": {"ApplicationName": "tiny", "DeploymentGroupName": "tiny-group"},
+            },
+        },
+        "Outputs": {
+            "Alias": {"Value": {"Ref": "Live"}},
+            "Second": {"Value": {"Fn::GetAtt": ["V2", "Version"]}},
+        },
+    }
+    path = tmp_path / "Fillers.template.json"
+    path.write_text(json.dumps(template))
+    stack = StackArtifact("Fillers", "Dev-Fillers", "Dev", local_aws.account, local_aws.region, path, None)
+    # When it is deployed
+    deployed = cloudformation.deploy_stack(stack)
+    # Then the alias exists with its weights, the alarm exists, and CodeDeploy is recorded
+    assert deployed.outputs["Alias"].endswith(f":function:{function}:live")
+    alias = local_aws.client("lambda").get_alias(FunctionName=function, Name="live")
+    assert alias["FunctionVersion"] == "1"
+    assert deployed.outputs["Second"] == "2"
+    assert alias["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.25}
+    assert local_aws.invoke(function, qualifier="2").json()["colour"] == "green"
+    alarms = local_aws.client("cloudwatch").describe_alarms(AlarmNames=["tiny-errors"])["MetricAlarms"]
+    assert alarms and alarms[0]["Threshold"] == 1.0
+    [group] = [
+        r
+        for r in cloudformation.emulated_resources("AWS::CodeDeploy::DeploymentGroup")
+        if r.stack_name == "Dev-Fillers"
+    ]
+    assert group.properties["DeploymentGroupName"] == "tiny-group"
+    assert {r.support for r in deployed.resources} == {"filled", "emulated"}
