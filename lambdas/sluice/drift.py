@@ -41,7 +41,10 @@ categorical Pearson chi-squared test on the 2 x k table of baseline and target c
             testing that selection against fresh data is biased), then the categories
             least frequent in both samples together are pooled until each pooled cell expects
             at least ``MIN_EXPECTED`` rows of the smaller sample: the pooling depends on the
-            column totals only, so the test keeps its level in small windows. PSI and Jensen-Shannon
+            column totals only, so the test keeps its level in small windows. The reported
+            p-value is twice the smaller of the chi-squared p-value and Fisher's exact test of
+            the "other/unseen" cell against the rest, so a few rows of a never-seen category
+            are not lost in a pooled cell. PSI and Jensen-Shannon
             distance on the unpooled categories including "other/unseen".
 missing     Missing-value rates; a two-sided test that the target rate equals the baseline
             rate (Fisher's exact test, as a doubled one-sided hypergeometric tail).
@@ -1272,10 +1275,19 @@ def _pool_rare_with_other(
 def _compare_categorical(
     name: str, baseline: _CategoricalBaseline, counts: _CategoricalCounts, policy: DriftPolicy, alpha_t: float
 ) -> FeatureDrift:
-    chi2 = chi2_from_counts(*_pool_rare_with_other(baseline.counts, counts.counts))
+    pooled_b, pooled_t = _pool_rare_with_other(baseline.counts, counts.counts)
+    chi2 = chi2_from_counts(pooled_b, pooled_t)
     psi_value = psi(baseline.counts, counts.counts)
     rate_b, rate_t, p_missing, missing_drifted = _missing_part(baseline, counts, policy, alpha_t)
-    p_value = chi2[1] if chi2 else None
+    p_value = None
+    if chi2:
+        # Chi-squared pools a cell expecting few rows, so a handful of rows of a never-seen
+        # category would be diluted; Fisher's exact test on "other/unseen" vs the rest catches
+        # them. Both p-values are valid, so twice the smaller one is (Bonferroni).
+        p_other = missing_rate_test(
+            int(pooled_b[-1]), int(pooled_b.sum()), int(pooled_t[-1]), int(pooled_t.sum())
+        )
+        p_value = min(1.0, 2.0 * min(chi2[1], p_other if p_other is not None else 1.0))
     drifted, reasons = _decide(p_value, psi_value, policy.psi_tolerance_for(name), missing_drifted, alpha_t)
     n_b, n_t = int(baseline.counts.sum()), int(counts.counts.sum())
     return FeatureDrift(

@@ -526,3 +526,28 @@ def test_categories_rare_in_the_baseline_share_the_other_cell_in_the_chi2_test()
     assert feature.statistic == pytest.approx(ref.statistic)
     assert feature.dof == ref.dof == 2
     assert feature.psi == pytest.approx(psi([600, 391, 9, 0], [560, 380, 40, 20]))
+
+
+def test_a_few_rows_of_an_unseen_category_are_detected_by_fishers_test_on_other():
+    # 5 rows of a category never seen in 20,000 baseline rows: the chi-squared cell expects
+    # under 5 rows and is pooled, but Fisher's exact test on "other/unseen" vs the rest is not.
+    baseline = pd.DataFrame({"c": ["a"] * 12_000 + ["b"] * 8_000})
+    target = pd.DataFrame({"c": ["a"] * 1_197 + ["b"] * 798 + ["new"] * 5})
+    feature = DriftProfile().fit(baseline).compare(target)["c"]
+    chi2_p = chi2_from_counts([12_000, 8_000, 0], [1_197, 798, 5])[1]
+    fisher_p = missing_rate_test(0, 20_000, 5, 2_000)
+    assert chi2_p > 0.5  # pooled away
+    assert feature.p_value == pytest.approx(min(1.0, 2 * min(chi2_p, fisher_p)))
+    assert feature.p_value < 1e-4
+    assert feature.p_value < DriftPolicy().alpha_per_test(2)
+
+
+def test_categorical_p_value_is_twice_the_smaller_of_chi2_and_fisher_on_other():
+    baseline = pd.DataFrame({"c": ["a"] * 500 + ["b"] * 300 + ["z"] * 200})
+    target = pd.DataFrame({"c": ["a"] * 260 + ["b"] * 140 + ["z"] * 100})
+    feature = DriftProfile(max_categories=2).fit(baseline).compare(target)["c"]  # "z" -> other
+    chi2_p = stats.chi2_contingency([[500, 300, 200], [260, 140, 100]], correction=False).pvalue
+    less = stats.fisher_exact([[100, 400], [200, 800]], alternative="less").pvalue
+    greater = stats.fisher_exact([[100, 400], [200, 800]], alternative="greater").pvalue
+    fisher_p = min(1.0, 2 * min(less, greater))
+    assert feature.p_value == pytest.approx(min(1.0, 2 * min(chi2_p, fisher_p)))
