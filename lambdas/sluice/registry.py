@@ -6,7 +6,8 @@ Artifacts are content-addressed: ``artifacts/<model>/<sha256>/<artifact>`` in th
 bucket, so registering a version never overwrites bytes another version uses. Records are
 items of one table keyed by ``pk`` / ``sk`` (see ``infra/constructs/registry.py``)::
 
-    pk = MODEL#<name>   sk = HEAD                   latest version, aliases (mirror), timestamps
+    pk = MODELS         sk = MODEL#<name>           the model index: latest version, aliases, timestamps
+    pk = MODEL#<name>   sk = HEAD                   latest version (the version counter), timestamps
                         sk = V#0000000007           one version: status, artifacts, metrics, lineage
                         sk = ALIAS#champion         alias -> version
                         sk = IDEMP#<key>            idempotency key -> version
@@ -100,6 +101,8 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 CHAMPION = "champion"
 
 _HEAD = "HEAD"
+# One partition lists every model, so listing is a Query rather than a Scan of all records.
+_INDEX_PK = "MODELS"
 _MAX_ATTEMPTS = 200
 
 
@@ -392,6 +395,11 @@ class ModelRegistry:
             "estimator": bundle.estimator,
             "notes": bundle.notes,
         }
+        registered = {
+            "parent_version": lineage.parent_version,
+            "idempotency_key": idempotency_key,
+            "data_sha256": lineage.data_sha256,
+        }
         for attempt in range(_MAX_ATTEMPTS):
             latest = self._latest(name)
             version = latest + 1
@@ -412,7 +420,12 @@ class ModelRegistry:
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 },
-                {"Put": self._event_put(name, "registered", actor=caller, version=version, detail={})},
+                {"Update": self._index_update(name, version, now)},
+                {
+                    "Put": self._event_put(
+                        name, "registered", actor=caller, version=version, detail=registered
+                    )
+                },
             ]
             if idempotency_key is not None:
                 items.append(
@@ -445,12 +458,7 @@ class ModelRegistry:
 
     def _head_update(self, name: str, latest: int, version: int, now: str) -> dict[str, Any]:
         # The condition is the whole race guard: HEAD must still hold the number we read.
-        values: dict[str, Any] = {
-            ":v": {"N": str(version)},
-            ":t": _s(now),
-            ":empty": {"M": {}},
-            ":n": _s(name),
-        }
+        values: dict[str, Any] = {":v": {"N": str(version)}, ":t": _s(now)}
         if latest == 0:
             condition = "attribute_not_exists(pk)"
         else:
@@ -459,10 +467,24 @@ class ModelRegistry:
         return {
             "TableName": self.table_name,
             "Key": _key(name, _HEAD),
-            "UpdateExpression": "SET latest = :v, updated_at = :t, created_at = if_not_exists(created_at, :t), "
-            "aliases = if_not_exists(aliases, :empty), model_name = :n",
+            "UpdateExpression": "SET latest = :v, updated_at = :t, created_at = if_not_exists(created_at, :t)",
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
+        }
+
+    def _index_update(self, name: str, version: int, now: str) -> dict[str, Any]:
+        # Unconditional: only the transaction that wins the HEAD condition commits it.
+        return {
+            "TableName": self.table_name,
+            "Key": _index_key(name),
+            "UpdateExpression": "SET model_name = :n, latest = :v, updated_at = :t, "
+            "created_at = if_not_exists(created_at, :t), aliases = if_not_exists(aliases, :empty)",
+            "ExpressionAttributeValues": {
+                ":n": _s(name),
+                ":v": {"N": str(version)},
+                ":t": _s(now),
+                ":empty": {"M": {}},
+            },
         }
 
     def _put_artifacts(self, name: str, artifacts: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:
@@ -546,17 +568,17 @@ class ModelRegistry:
     def list_models(self) -> list[dict[str, Any]]:
         """Every model: name, latest version, aliases and timestamps, sorted by name."""
         models = []
-        paginator = self._ddb.get_paginator("scan")
+        paginator = self._ddb.get_paginator("query")
         for page in paginator.paginate(
             TableName=self.table_name,
-            FilterExpression="sk = :head",
-            ExpressionAttributeValues={":head": _s(_HEAD)},
+            KeyConditionExpression="pk = :index",
+            ExpressionAttributeValues={":index": _s(_INDEX_PK)},
             ConsistentRead=True,
         ):
             for item in page.get("Items", []):
                 models.append(
                     {
-                        "name": item["pk"]["S"].removeprefix("MODEL#"),
+                        "name": item["model_name"]["S"],
                         "latest_version": int(item["latest"]["N"]),
                         "aliases": {k: int(v["N"]) for k, v in item.get("aliases", {}).get("M", {}).items()},
                         "created_at": item.get("created_at", {}).get("S", ""),
@@ -764,7 +786,7 @@ class ModelRegistry:
                         {
                             "Update": {
                                 "TableName": self.table_name,
-                                "Key": _key(name, _HEAD),
+                                "Key": _index_key(name),
                                 "UpdateExpression": "SET aliases.#a = :v, updated_at = :t",
                                 "ConditionExpression": "attribute_exists(pk)",
                                 "ExpressionAttributeNames": {"#a": alias},
@@ -1076,3 +1098,7 @@ def _s(value: str) -> dict[str, str]:
 
 def _key(name: str, sk: str) -> dict[str, dict[str, str]]:
     return {"pk": _s(_pk(name)), "sk": _s(sk)}
+
+
+def _index_key(name: str) -> dict[str, dict[str, str]]:
+    return {"pk": _s(_INDEX_PK), "sk": _s(_pk(name))}

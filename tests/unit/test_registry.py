@@ -187,7 +187,9 @@ def test_idempotency_key_returns_the_first_version(registry):
     assert (first.version, again.version, other.version) == (1, 1, 2)
     assert again.artifacts == first.artifacts
     assert [r.version for r in registry.list_versions("m")] == [1, 2]
-    assert [e["kind"] for e in registry.history("m")] == ["registered", "registered"]
+    events = registry.history("m")
+    assert [e["kind"] for e in events] == ["registered", "registered"]
+    assert [e["detail"]["idempotency_key"] for e in events] == ["job-1", "job-2"]
 
 
 def test_parent_version_must_exist(registry):
