@@ -179,3 +179,13 @@ def test_moto_internals_guard_fails_loudly(monkeypatch):
     monkeypatch.delattr(LambdaBackend, "invoke")
     with pytest.raises(RuntimeError, match=r"LambdaBackend\.invoke is gone"):
         lambdas.moto_invoke_target()
+
+
+def test_idle_workers_are_recycled(local_aws):
+    name = create_tiny_function(local_aws)
+    _, first = _invoke(local_aws, name)
+    [pool] = [p for (fname, _), p in local_aws.runtime._pools.items() if fname == name]
+    assert pool.reap(idle_s=3600) == 0
+    assert pool.reap(idle_s=0) == 1
+    _, second = _invoke(local_aws, name)
+    assert second["pid"] != first["pid"] and second["inits"] == 1

@@ -7,7 +7,8 @@ invoke (from boto3 against the local server, from the local API gateway, or in-p
 
 * one worker pool per function *version*; a worker imports the handler once (cold start)
   and then serves invocations one at a time; concurrent invocations get more workers, up to
-  ``SLUICE_LOCAL_MAX_WORKERS`` (default 4) per version;
+  ``SLUICE_LOCAL_MAX_WORKERS`` (default 4) per version; a worker idle for
+  ``SLUICE_LOCAL_IDLE_S`` (default 600) seconds is stopped;
 * ``name:qualifier``, ARNs with qualifiers and the ``Qualifier`` parameter are honoured,
   and an alias's ``RoutingConfig`` weights pick the version per invocation (moto ignores
   both); the executed version is returned in ``X-Amz-Executed-Version``;
@@ -109,6 +110,7 @@ class Worker:
         self.spec = spec
         self.runtime = runtime
         self.invocations = 0
+        self.idle_since = time.monotonic()
         self.log_stream_created = False
         self.log_stream = f"{time.strftime('%Y/%m/%d')}/[{spec.version}]{uuid.uuid4().hex}"
         env = runtime.worker_environment(spec, self.log_stream)
@@ -251,9 +253,21 @@ class WorkerPool:
 
     def release(self, worker: Worker) -> None:
         with self._cond:
+            worker.idle_since = time.monotonic()
             if worker.alive():
                 self._idle.append(worker)
             self._cond.notify()
+
+    def reap(self, idle_s: float) -> int:
+        """Stop workers idle for longer than ``idle_s`` (Lambda recycles idle environments too)."""
+        now = time.monotonic()
+        with self._cond:
+            stale = [w for w in self._idle if now - w.idle_since > idle_s]
+            self._idle = [w for w in self._idle if w not in stale]
+            self.workers = [w for w in self.workers if w not in stale]
+        for worker in stale:
+            worker.stop()
+        return len(stale)
 
     def stop(self) -> None:
         with self._cond:
@@ -275,6 +289,18 @@ class LambdaRuntime:
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-event")
     )
     _template_props: dict[str, dict[str, Any]] | None = None
+    idle_s: float = field(default_factory=lambda: float(os.environ.get("SLUICE_LOCAL_IDLE_S", "600")))
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._reaper, daemon=True, name="lambda-reaper").start()
+
+    def _reaper(self) -> None:
+        while not self._stopping.wait(min(30.0, max(1.0, self.idle_s / 4))):
+            with self._lock:
+                pools = list(self._pools.values())
+            for pool in pools:
+                pool.reap(self.idle_s)
 
     @property
     def state_dir(self) -> Path:
@@ -387,6 +413,7 @@ class LambdaRuntime:
 
     def stop(self) -> None:
         global _ACTIVE
+        self._stopping.set()
         self._async.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for pool in self._pools.values():
@@ -480,6 +507,7 @@ class LambdaRuntime:
                 "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
                 "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
                 "LAMBDA_TASK_ROOT": spec.code_root,
+                "PYTHONPATH": str(LAMBDAS_ROOT),  # sluice.local.worker itself
                 "_HANDLER": spec.handler,
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
                 "PYTHONUNBUFFERED": "1",
