@@ -324,3 +324,17 @@ def test_fillers_create_what_moto_cloudformation_skips(local_aws, tmp_path):
     ]
     assert group.properties["DeploymentGroupName"] == "tiny-group"
     assert {r.support for r in deployed.resources} == {"filled", "emulated"}
+
+
+def test_cloudformation_patches_fail_loudly_when_moto_moves(monkeypatch):
+    from moto.apigateway.models import Method
+    from moto.cloudformation import parsing
+
+    # A moved module attribute is named
+    monkeypatch.delattr(parsing, "get_model_map")
+    with pytest.raises(RuntimeError, match=r"moto\.cloudformation\.parsing\.get_model_map is gone"):
+        cloudformation._require("moto.cloudformation.parsing", "get_model_map")
+    # And so is a moved model method the patches wrap
+    monkeypatch.delattr(Method, "create_from_cloudformation_json")
+    with pytest.raises(RuntimeError, match=r"Method\.create_from_cloudformation_json is gone"):
+        cloudformation._patch_method_request_models()
