@@ -60,6 +60,8 @@ class MonitoredModel:
         flagged by the drift policy (family-wise 5% false-alarm rate, see ``sluice.drift``).
     f1_drop
         Concept-drift alarm when live F1 is more than this below the registered F1. Default 0.05.
+    quality_rate_minutes
+        How often the concept-drift check runs, in minutes. Default 60.
     quality_window_minutes
         Minutes of captured predictions the concept check joins with labels. Default one day.
     """
@@ -72,6 +74,7 @@ class MonitoredModel:
     feature_psi_tolerance: tuple[tuple[str, float], ...] = ()
     share_tolerance: float = 0.0
     f1_drop: float = 0.05
+    quality_rate_minutes: int = 60
     quality_window_minutes: int = 1440
 
 
@@ -101,7 +104,7 @@ class Monitoring(Construct):
 
     Attributes
     ----------
-    topic, topic_key, job, labels, labels_role, schedules, alarms, drift_alarms,
+    topic, topic_key, job, labels, labels_role, scheduler_role, schedules, quality_schedules, alarms, drift_alarms,
     feature_alarms, quality_alarms, dashboards, label_drop_rule
         Everything created, by model name where there is one per model.
     """
@@ -233,6 +236,7 @@ class Monitoring(Construct):
             },
         )
         self.schedules: dict[str, scheduler.Schedule] = {}
+        self.quality_schedules: dict[str, scheduler.Schedule] = {}
         self.drift_alarms: dict[str, cloudwatch.Alarm] = {}
         self.feature_alarms: dict[str, dict[str, cloudwatch.Alarm]] = {}
         self.quality_alarms: dict[str, cloudwatch.Alarm] = {}
@@ -262,8 +266,8 @@ class Monitoring(Construct):
         return self.labels.grant_invoke(grantee)
 
     def _monitor(self, model: MonitoredModel, *, stage_name: str, alarm_action: cw_actions.SnsAction) -> None:
-        if model.rate_minutes < 1:
-            raise ValueError(f"monitored model {model.name!r}: rate_minutes must be at least 1")
+        if model.rate_minutes < 1 or model.quality_rate_minutes < 1:
+            raise ValueError(f"monitored model {model.name!r}: rates must be at least one minute")
         prefix = f"sluice-{stage_name}-{model.name}"
         period = cdk.Duration.minutes(model.rate_minutes)
         key = model.name
@@ -273,7 +277,7 @@ class Monitoring(Construct):
             scope,
             "Schedule",
             schedule_name=f"{prefix}-drift",
-            description=f"Drift and concept-drift check of {model.name}",
+            description=f"Data-drift check of {model.name}",
             schedule=scheduler.ScheduleExpression.rate(period),
             target=scheduler_targets.LambdaInvoke(
                 self.job,
@@ -281,6 +285,26 @@ class Monitoring(Construct):
                     {
                         "model": model.name,
                         "window_minutes": model.window_minutes or model.rate_minutes,
+                        "concept": False,
+                    }
+                ),
+                role=self.scheduler_role,
+                retry_attempts=2,
+            ),
+        )
+        quality_period = cdk.Duration.minutes(model.quality_rate_minutes)
+        self.quality_schedules[key] = scheduler.Schedule(
+            scope,
+            "QualitySchedule",
+            schedule_name=f"{prefix}-quality",
+            description=f"Concept-drift check of {model.name} on labelled predictions",
+            schedule=scheduler.ScheduleExpression.rate(quality_period),
+            target=scheduler_targets.LambdaInvoke(
+                self.job,
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {
+                        "model": model.name,
+                        "drift": False,
                         "quality_window_minutes": model.quality_window_minutes,
                     }
                 ),
@@ -289,13 +313,15 @@ class Monitoring(Construct):
             ),
         )
 
-        def metric(namespace: str, name: str, statistic: str, **dims: str) -> cloudwatch.Metric:
+        def metric(
+            namespace: str, name: str, statistic: str, every: cdk.Duration = period, **dims: str
+        ) -> cloudwatch.Metric:
             return cloudwatch.Metric(
                 namespace=namespace,
                 metric_name=name,
                 dimensions_map={"Model": model.name, **dims},
                 statistic=statistic,
-                period=period,
+                period=every,
             )
 
         def alarm(id: str, name: str, description: str, **props) -> cloudwatch.Alarm:
@@ -338,7 +364,7 @@ class Monitoring(Construct):
             "f1-drop",
             f"Live F1 of {model.name} (worst served version) more than {model.f1_drop:g} below "
             "its registered F1",
-            metric=metric(QUALITY_NAMESPACE, "F1Delta", "Minimum"),
+            metric=metric(QUALITY_NAMESPACE, "F1Delta", "Minimum", quality_period),
             threshold=-model.f1_drop,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
         )

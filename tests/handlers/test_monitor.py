@@ -141,3 +141,9 @@ def test_scheduled_run_reports_drift_and_live_quality_of_the_deployed_version(re
 def test_bad_input_and_unknown_models_are_returned_not_raised(registry, payload, message):
     result = monitor.lambda_handler(payload, Context())
     assert message in result["error"] and 400 <= result["status"] < 500
+
+
+def test_a_quality_only_run_skips_the_drift_check(registry, trained):
+    result = monitor.lambda_handler({"model": "credit", "drift": False}, Context())
+    assert result["drift"] == [] and [q["version"] for q in result["quality"]] == [1]
+    assert result["quality"][0]["labelled_rows"] == 0

@@ -75,7 +75,22 @@ def test_drift_job_runs_on_a_schedule_per_model(template):
             "Target": Match.object_like(
                 {
                     "Input": Match.serialized_json(
-                        Match.object_like({"model": "credit-risk", "window_minutes": 60})
+                        {"model": "credit-risk", "window_minutes": 60, "concept": False}
+                    )
+                }
+            ),
+        },
+    )
+    # Concept drift on its own, hourly, over a day of labelled predictions
+    service.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "Name": "sluice-dev-credit-risk-quality",
+            "ScheduleExpression": "rate(1 hour)",
+            "Target": Match.object_like(
+                {
+                    "Input": Match.serialized_json(
+                        {"model": "credit-risk", "drift": False, "quality_window_minutes": 1440}
                     )
                 }
             ),

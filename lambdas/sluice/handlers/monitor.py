@@ -1,7 +1,8 @@
 """Drift monitor. Trigger: EventBridge Scheduler, input ``{"model": ..., "window_minutes": ...}``.
 
-Optional input keys: ``versions`` (default: the served ones), ``concept`` (default true: also
-run the concept-drift check), ``quality_window_minutes`` (default 1440: labels arrive late).
+Optional input keys: ``versions`` (default: the served ones), ``drift`` and ``concept`` (both
+default true: run the data-drift check, the concept-drift check), ``quality_window_minutes``
+(default 1440: labels arrive late). The stage schedules drift often and concept drift hourly.
 
 Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET, SLUICE_REPORTS_BUCKET.
 Publishes ``Sluice/Drift`` and ``Sluice/Quality`` metrics and writes the drift reports (see
@@ -33,6 +34,7 @@ class MonitorEvent:
     model: str
     window_minutes: float = 60.0
     versions: tuple[int, ...] = ()
+    drift: bool = True
     concept: bool = True
     quality_window_minutes: float = 1440.0
 
@@ -54,10 +56,12 @@ class MonitorEvent:
             isinstance(v, int) and not isinstance(v, bool) for v in versions
         ):
             raise SluiceError("monitor event: 'versions' must be a list of version numbers")
-        concept = event.get("concept", True)
-        if not isinstance(concept, bool):
-            raise SluiceError("monitor event: 'concept' must be true or false")
-        return cls(model=model, versions=tuple(versions), concept=concept, **minutes)
+        flags = {}
+        for key in ("drift", "concept"):
+            flags[key] = event.get(key, True)
+            if not isinstance(flags[key], bool):
+                raise SluiceError(f"monitor event: '{key}' must be true or false")
+        return cls(model=model, versions=tuple(versions), **flags, **minutes)
 
 
 @metrics.log_metrics
@@ -66,17 +70,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         request = MonitorEvent.parse(event)
         settings = Settings.from_env()
-        runs = drift_runs(
-            settings,
-            model=request.model,
-            versions=request.versions or None,
-            window_minutes=request.window_minutes,
+        runs = (
+            drift_runs(
+                settings,
+                model=request.model,
+                versions=request.versions or None,
+                window_minutes=request.window_minutes,
+            )
+            if request.drift
+            else []
         )
         quality = (
             run_concept_check(
                 settings,
                 model=request.model,
-                versions=[run.version for run in runs],
+                versions=request.versions or None,
                 window_minutes=request.quality_window_minutes,
             )
             if request.concept
