@@ -258,6 +258,7 @@ def test_enable_sets_the_moto_switches_and_disable_restores_them(local):
     # Enabling for a second server nests: disabling it points moto back at the first
     second = sfn_module.enable(endpoint_url="http://127.0.0.1:1")
     assert os.environ["MOTO_PORT"] == "1"
+    assert second.originals == []  # moto's methods are wrapped once, by the first patch
     second.disable()
     assert os.environ["MOTO_PORT"] == str(local.port)
     assert default_user_config["stepfunctions"]["execute_state_machine"] is True
@@ -277,8 +278,12 @@ def test_disable_restores_moto(local):
     try:
         assert default_user_config["stepfunctions"]["execute_state_machine"] is local.patch.previous_execute
         assert os.environ.get("MOTO_PORT") == local.patch.previous_port
-        original = local.patch.originals["create_from_cloudformation_json"]
-        assert StateMachine.__dict__["create_from_cloudformation_json"] is original
+        originals = {name: original for _, name, original in local.patch.originals}
+        assert len(originals) == len(sfn_module._patch_points())
+        assert (
+            StateMachine.__dict__["create_from_cloudformation_json"]
+            is originals["create_from_cloudformation_json"]
+        )
     finally:
         local.patch = sfn_module.enable(endpoint_url=local.url)
 

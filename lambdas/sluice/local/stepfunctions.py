@@ -68,6 +68,7 @@ GAPS: dict[str, str] = {
 logger = logging.getLogger(__name__)
 
 _LOCK = threading.RLock()
+_MARK = "__sluice_local_patch__"
 # ItemBatcher settings taken out of definitions: (account, region, machine, state) -> settings
 _BATCHERS: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 #: State machines created from CloudFormation although moto cannot parse them: ARN -> error.
@@ -81,7 +82,7 @@ class StepFunctionsPatch:
     endpoint_url: str
     previous_execute: bool
     previous_port: str | None
-    originals: dict[str, Any] = field(default_factory=dict)
+    originals: list[tuple[type, str, Any]] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
     active: bool = True
 
@@ -95,27 +96,8 @@ class StepFunctionsPatch:
                 os.environ.pop("MOTO_PORT", None)
             else:
                 os.environ["MOTO_PORT"] = self.previous_port
-            state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
-            for name in (
-                "create_from_cloudformation_json",
-                "update_from_cloudformation_json",
-                "delete_from_cloudformation_json",
-            ):
-                if name in self.originals:
-                    setattr(state_machine, name, self.originals[name])
-            if "put_object" in self.originals:
-                _result_writer_class()._handle_put_object = self.originals["put_object"]
-            for name in ("create_state_machine", "update_state_machine", "start_execution"):
-                if name in self.originals:
-                    setattr(_parser_backend_class(), name, self.originals[name])
-            if "terminated" in self.originals:
-                _symbol(
-                    "moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication"
-                ).terminated = self.originals["terminated"]
-            if "json_items" in self.originals:
-                _json_items_class()._eval_body = self.originals["json_items"]
-            if "_map_run" in self.originals:
-                _distributed_component_class()._map_run = self.originals["_map_run"]
+            for owner, name, original in reversed(self.originals):
+                setattr(owner, name, original)
             self.active = False
 
 
@@ -145,36 +127,14 @@ def enable(*, endpoint_url: str) -> StepFunctionsPatch:
         # The interpreter's boto3 clients read this on every call (moto.settings.moto_server_port).
         os.environ["MOTO_PORT"] = str(port)
 
-        state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
-        for name, replacement in (
-            ("create_from_cloudformation_json", _cfn_create),
-            ("update_from_cloudformation_json", _cfn_update),
-            ("delete_from_cloudformation_json", _cfn_delete),
-        ):
-            patch.originals[name] = state_machine.__dict__[name]
-            setattr(state_machine, name, classmethod(replacement))
-        writer = _result_writer_class()
-        patch.originals["put_object"] = writer.__dict__["_handle_put_object"]
-        writer._handle_put_object = staticmethod(_result_writer_put_object)
-        backend_class = _parser_backend_class()
-        for name, wrap in (
-            ("create_state_machine", _wrap_create),
-            ("update_state_machine", _wrap_update),
-            ("start_execution", _wrap_start),
-        ):
-            patch.originals[name] = backend_class.__dict__[name]
-            setattr(backend_class, name, wrap(backend_class.__dict__[name]))
-        reader = _json_items_class()
-        patch.originals["json_items"] = reader.__dict__["_eval_body"]
-        reader._eval_body = _wrap_json_items(reader.__dict__["_eval_body"])
-        communication = _symbol(
-            "moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication"
-        )
-        patch.originals["terminated"] = communication.__dict__["terminated"]
-        communication.terminated = _wrap_terminated(communication.__dict__["terminated"])
-        component = _distributed_component_class()
-        patch.originals["_map_run"] = component.__dict__["_map_run"]
-        component._map_run = _wrap_map_run(component.__dict__["_map_run"])
+        for owner, name, replace in _patch_points():
+            original = owner.__dict__[name]
+            if getattr(getattr(original, "__func__", original), _MARK, False):
+                continue  # already patched by an enclosing enable(); it restores moto's own
+            replacement = replace(original)
+            setattr(getattr(replacement, "__func__", replacement), _MARK, True)
+            patch.originals.append((owner, name, original))
+            setattr(owner, name, replacement)
         patch.moved = move_to_executing_backend()
     return patch
 
@@ -197,44 +157,41 @@ def check_moto() -> None:
             "moto.stepfunctions.parser.asl.utils.boto_client.boto_client_for no longer uses "
             "moto_server_port (moto upgraded?); sluice.local.stepfunctions must be updated"
         )
-    state_machine = _symbol("moto.stepfunctions.models", "StateMachine")
-    for name in (
-        "create_from_cloudformation_json",
-        "update_from_cloudformation_json",
-        "delete_from_cloudformation_json",
-    ):
-        if name not in state_machine.__dict__:
+    for owner, name, _ in _patch_points():
+        if name not in owner.__dict__:
             raise RuntimeError(
-                f"moto.stepfunctions.models.StateMachine.{name} is gone (moto upgraded?); "
+                f"{owner.__module__}.{owner.__qualname__}.{name} is gone (moto upgraded?); "
                 "sluice.local.stepfunctions must be updated"
             )
-    for name in ("create_state_machine", "update_state_machine", "start_execution"):
-        if name not in _parser_backend_class().__dict__:
-            raise RuntimeError(
-                f"moto.stepfunctions.parser.models.StepFunctionsParserBackend.{name} is gone "
-                "(moto upgraded?); sluice.local.stepfunctions must be updated"
-            )
-    communication = _symbol("moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication")
-    if "terminated" not in communication.__dict__:
-        raise RuntimeError(
-            "moto BaseExecutionWorkerCommunication.terminated is gone (moto upgraded?); "
-            "sluice.local.stepfunctions must be updated"
-        )
-    if "_eval_body" not in _json_items_class().__dict__:
-        raise RuntimeError(
-            "moto ResourceOutputTransformerJson._eval_body is gone (moto upgraded?); "
-            "sluice.local.stepfunctions must be updated"
-        )
-    if "_map_run" not in _distributed_component_class().__dict__:
-        raise RuntimeError(
-            "moto DistributedIterationComponent._map_run is gone (moto upgraded?); "
-            "sluice.local.stepfunctions must be updated"
-        )
-    if "_handle_put_object" not in _result_writer_class().__dict__:
-        raise RuntimeError(
-            "moto ResultWriter ResourceEvalS3._handle_put_object is gone (moto upgraded?); "
-            "sluice.local.stepfunctions must be updated"
-        )
+
+
+def _patch_points() -> list[tuple[type, str, Any]]:
+    """(moto class, attribute, replacement factory taking the original) for every patch."""
+    execution = "moto.stepfunctions.parser.backend.execution"
+    return [
+        (
+            _symbol("moto.stepfunctions.models", "StateMachine"),
+            "create_from_cloudformation_json",
+            lambda _: classmethod(_cfn_create),
+        ),
+        (
+            _symbol("moto.stepfunctions.models", "StateMachine"),
+            "update_from_cloudformation_json",
+            lambda _: classmethod(_cfn_update),
+        ),
+        (
+            _symbol("moto.stepfunctions.models", "StateMachine"),
+            "delete_from_cloudformation_json",
+            lambda _: classmethod(_cfn_delete),
+        ),
+        (_parser_backend_class(), "create_state_machine", _wrap_create),
+        (_parser_backend_class(), "update_state_machine", _wrap_update),
+        (_parser_backend_class(), "start_execution", _wrap_start),
+        (_symbol(execution, "BaseExecutionWorkerCommunication"), "terminated", _wrap_terminated),
+        (_distributed_component_class(), "_map_run", _wrap_map_run),
+        (_json_items_class(), "_eval_body", _wrap_json_items),
+        (_result_writer_class(), "_handle_put_object", lambda _: staticmethod(_result_writer_put_object)),
+    ]
 
 
 def move_to_executing_backend() -> list[str]:
