@@ -28,6 +28,7 @@ import os
 import shutil
 import threading
 import time
+import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,9 @@ class LocalAws:
         self.endpoint_url = f"http://{host}:{bound}"
         os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
         os.environ["MOTO_PORT"] = str(bound)  # moto's Step Functions executor calls back here
+        # moto's backends are process-wide: start from a clean slate, so a second stage brought
+        # up in the same process (tests, `local up` after `down`) does not meet the first one's.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"))
         sluice_aws.reset_clients()
         t1 = time.perf_counter()
         bootstrap(self.account, self.region)
