@@ -35,13 +35,15 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.capture import format_ts, iter_capture, parse_ts, partition_prefix
-from sluice.drift import DriftPolicy, DriftProfile, DriftReport
 from sluice.errors import NotFound, SluiceError
 from sluice.settings import Settings
+
+if TYPE_CHECKING:  # sluice.drift needs pandas and scipy, which the zip labels function lacks
+    from sluice.drift import DriftPolicy, DriftProfile, DriftReport
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +221,8 @@ def load_profile(registry: Any, model: str, version: int) -> DriftProfile:
     with _profiles_lock:
         cached = _profiles.get(key)
     if cached is None:
+        from sluice.drift import DriftProfile
+
         cached = DriftProfile.from_dict(json.loads(registry.fetch(model, version, "profile.json")))
         with _profiles_lock:
             _profiles[key] = cached

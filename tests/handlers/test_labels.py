@@ -108,3 +108,23 @@ def test_a_json_lines_file_from_the_eventbridge_event_is_ingested_and_bad_files_
     s3.put_object(Bucket=CAPTURE, Key="labels/incoming/credit/day2.jsonl", Body=b"garbage\n")
     (message,) = labels.lambda_handler(event("labels_eventbridge_s3"), Context())["files"].values()
     assert "line 1 is not JSON" in message
+
+
+def test_the_zip_labels_function_and_capture_import_without_the_data_stack():
+    # The labels function is a zip with only boto3 and Powertools; capture runs in the zip endpoint
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'pandas', 'numpy', 'scipy', 'sklearn', 'matplotlib', 'pyarrow'}:\n"
+        "            raise ImportError(f'{name} is not in the zip')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sluice.handlers.labels, sluice.capture\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
