@@ -144,3 +144,19 @@ def test_unknown_route_is_a_json_404(registry):
     status, body = call(event("registry_list", path="/nothing", resource="/nothing"))
     assert status == 404
     assert "no route GET /nothing" in body["error"]
+
+
+def test_handler_imports_without_pandas_sklearn_scipy_or_joblib():
+    # The registry API is a zip function: numpy and boto3 (plus Powertools) only
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('pandas', 'sklearn', 'scipy', 'joblib'): sys.modules[m] = None\n"
+        "from sluice.handlers import registry_api\n"
+        "print(callable(registry_api.lambda_handler))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
