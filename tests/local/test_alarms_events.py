@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
@@ -856,6 +858,21 @@ def test_input_shaping():
     }
     assert fill_template('"hi <who>"', {"who": 'a "q"'}) == '"hi a \\"q\\""'
     assert json_path(event, "$['detail-type']") == "Drift" and json_path(event, "$.detail.nope") is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(), value=_JSON)
+def test_template_placeholders_round_trip(text, value):
+    # a placeholder inside a JSON string is replaced by the raw text, outside by the JSON value
+    filled = fill_template('{"quoted": "<t>", "bare": <v>}', {"t": text, "v": value})
+    assert json.loads(filled) == {"quoted": text, "bare": value}
 
 
 def test_execution_names_are_deterministic():
