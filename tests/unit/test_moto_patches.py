@@ -38,7 +38,7 @@ def test_serialised_methods_never_run_at_the_same_time():
     inside = 0
     most = 0
     guard = threading.Lock()
-    entered = threading.Barrier(4, timeout=5)
+    entered = threading.Barrier(4, timeout=60)
 
     def method() -> None:
         nonlocal inside, most
