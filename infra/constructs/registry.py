@@ -20,8 +20,9 @@ class Registry(Construct):
     """Model registry storage.
 
     Artifacts are stored content-addressed (``artifacts/<model>/<sha256>/<name>``) in a
-    KMS-encrypted, versioned bucket; versions, aliases, idempotency keys and the audit
-    trail are items of one DynamoDB table keyed by ``pk`` (model) and ``sk`` (record).
+    KMS-encrypted, versioned bucket; versions, aliases, idempotency keys, the audit trail
+    and the model index are items of one DynamoDB table keyed by ``pk`` (model) and ``sk``
+    (record); the layout is documented in :mod:`sluice.registry`.
 
     Parameters
     ----------
