@@ -14,7 +14,8 @@ version was registered with.
 CloudWatch metrics
 ------------------
 ``Sluice/Drift``, dimensions ``Model, Version, Feature``: ``PSI``, ``JSDistance``, ``PValue``,
-``Wasserstein``, ``MissingRate``, ``Drifted`` (0/1); ``Model, Version``: ``DatasetDriftShare``,
+``Drifted`` (0/1), and with ``detailed_metrics`` ``Wasserstein`` and ``MissingRate`` (each one
+is a billed custom metric; every statistic is in the JSON report); ``Model, Version``: ``DatasetDriftShare``,
 ``DatasetDrift``, ``DriftedFeatures``, ``Rows``. Roll-ups over the served versions (the worst
 one), which the alarms watch because versions change at deploy time: ``Model, Feature``:
 ``PSI``, ``Drifted``; ``Model``: ``DatasetDriftShare``, ``Rows``.
@@ -56,14 +57,11 @@ LABELS_INCOMING = "labels/incoming/"
 DEFAULT_WINDOW = timedelta(minutes=60)
 METRICS_PER_CALL = 500  # PutMetricData takes up to 1,000 values and 1 MB per call
 
-# Drift statistic -> metric name, for FeatureDrift attributes.
-FEATURE_METRICS = {
-    "psi": "PSI",
-    "js_distance": "JSDistance",
-    "p_value": "PValue",
-    "wasserstein": "Wasserstein",
-    "target_missing_rate": "MissingRate",
-}
+# Drift statistic -> metric name, for FeatureDrift attributes. Each (model, version, feature,
+# metric) is a billed custom metric, so the rest of the statistics stay in the JSON report
+# unless ``detailed_metrics`` asks for them.
+FEATURE_METRICS = {"psi": "PSI", "js_distance": "JSDistance", "p_value": "PValue"}
+DETAILED_FEATURE_METRICS = {"wasserstein": "Wasserstein", "target_missing_rate": "MissingRate"}
 QUALITY_METRICS = {
     "f1": "F1",
     "accuracy": "Accuracy",
@@ -328,6 +326,7 @@ def drift_runs(
     policy: DriftPolicy | None = None,
     registry: Any | None = None,
     publish_metrics: bool = True,
+    detailed_metrics: bool = False,
     write_reports: bool = True,
     html: bool = True,
     chunk_rows: int = 50_000,
@@ -357,7 +356,7 @@ def drift_runs(
         )
         runs.append(DriftRun(model=model, version=version, start=start, end=end, report=report))
     if publish_metrics:
-        data = drift_metric_data(runs)
+        data = drift_metric_data(runs, detailed=detailed_metrics)
         publish(DRIFT_NAMESPACE, data)
         for run in runs:
             run.metrics_published = sum(
@@ -387,7 +386,7 @@ def run_drift_check(
     window
         ``(start, end)``, default the 60 minutes up to ``now`` (``window_minutes`` changes it).
     options
-        ``window_minutes``, ``policy``, ``registry``, ``publish_metrics``, ``write_reports``,
+        ``window_minutes``, ``policy``, ``registry``, ``publish_metrics``, ``detailed_metrics``, ``write_reports``,
         ``html``, ``chunk_rows``: see :func:`drift_runs`.
 
     Returns
@@ -400,8 +399,9 @@ def run_drift_check(
     return [run.report for run in runs]
 
 
-def drift_metric_data(runs: Sequence[DriftRun]) -> list[dict]:
+def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> list[dict]:
     """CloudWatch values of the runs, per version and rolled up per model (worst version)."""
+    per_feature = {**FEATURE_METRICS, **(DETAILED_FEATURE_METRICS if detailed else {})}
     data: list[dict] = []
     feature_psi: dict[tuple[str, str], float] = {}
     feature_drifted: dict[tuple[str, str], float] = {}
@@ -422,7 +422,7 @@ def drift_metric_data(runs: Sequence[DriftRun]) -> list[dict]:
         for feature in report.features:
             dims = {**version_dims, "Feature": feature.name}
             data.append(_datum("Drifted", float(feature.drifted), dims, when))
-            for attribute, name in FEATURE_METRICS.items():
+            for attribute, name in per_feature.items():
                 value = getattr(feature, attribute)
                 if value is not None and value == value and abs(value) != float("inf"):
                     data.append(_datum(name, value, dims, when))

@@ -408,3 +408,29 @@ def test_window_parsing(text, minutes):
     from sluice.cli.monitor import parse_window
 
     assert parse_window(text) == minutes
+
+
+def test_wasserstein_and_missing_rate_metrics_only_when_detailed(aws, profile):
+    capture(credit(300, seed=12), version=1, start=NOW - timedelta(minutes=10))
+    runs = monitoring.drift_runs(
+        SETTINGS,
+        model=MODEL,
+        versions=[1],
+        now=NOW,
+        registry=FakeRegistry(profile),
+        publish_metrics=False,
+        write_reports=False,
+    )
+
+    def names(data):
+        return {d["MetricName"] for d in data if any(x["Name"] == "Feature" for x in d["Dimensions"])}
+
+    assert names(monitoring.drift_metric_data(runs)) == {"PSI", "JSDistance", "PValue", "Drifted"}
+    assert names(monitoring.drift_metric_data(runs, detailed=True)) == {
+        "PSI",
+        "JSDistance",
+        "PValue",
+        "Drifted",
+        "Wasserstein",
+        "MissingRate",
+    }
