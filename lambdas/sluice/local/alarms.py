@@ -186,7 +186,7 @@ class AlarmEvaluator:
         if unsupported:
             self.skipped[name] = unsupported
             return noticed
-        values = self.period_values(alarm, now)
+        values = self._period_values(alarm, now)
         state, reason = decide(alarm, values, current=observed)
         if state == observed:
             if alarm["StateValue"] != observed:  # silent move from moto's OK to INSUFFICIENT_DATA
@@ -209,8 +209,11 @@ class AlarmEvaluator:
             return f"Statistic {alarm.get('Statistic')!r} is not evaluated locally"
         return ""
 
-    def period_values(self, alarm: dict[str, Any], now: float) -> list[float | None]:
-        """The statistic of each evaluated period, newest first (None where no data)."""
+    def _period_values(self, alarm: dict[str, Any], now: float) -> list[float | None]:
+        """The statistic of each evaluated period, newest first (None where no data).
+
+        Reads the datapoint index that :meth:`tick` refreshes.
+        """
         period = float(alarm["Period"])
         count = int(alarm["EvaluationPeriods"])
         if self.evaluate_now:
