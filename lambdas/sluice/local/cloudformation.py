@@ -650,6 +650,10 @@ def _patch_resource_errors(parsing: Any) -> None:
     # moto turns any exception inside a resource's creation into a KeyError swallowed by
     # Mapping.get, reported later as "Fn::GetAtt references undefined resource". Name the
     # resource and the real error instead.
+    # moto also creates a resource early, when another one's Ref/GetAtt needs it, without
+    # its DependsOn: an ApiGateway::Stage referencing the Deployment created the deployment
+    # before its methods ("The REST API doesn't contain any methods"). Create DependsOn first,
+    # as CloudFormation does.
     original = getattr(parsing, "parse_and_create_resource", None)
     if original is None:
         raise RuntimeError(
@@ -659,6 +663,9 @@ def _patch_resource_errors(parsing: Any) -> None:
         return
 
     def create(logical_id, resource_json, resources_map, account_id, region_name):
+        depends_on = resource_json.get("DependsOn") or []
+        for dependency in [depends_on] if isinstance(depends_on, str) else depends_on:
+            resources_map[dependency]  # creates it when not created yet
         try:
             return original(logical_id, resource_json, resources_map, account_id, region_name)
         except KeyError as err:
