@@ -27,18 +27,30 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # nannyml sends usage d
 
 
 def _status_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, kB on Linux
 
 
 def reset_peak() -> int:
-    """Reset VmHWM to the current RSS (Linux >= 4.0) and return the current RSS in kB."""
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
-        clear.write("5")
-    return _status_kb("VmRSS")
+    """Reset VmHWM to the current RSS (Linux >= 4.0) and return the current RSS in kB.
+
+    Without ``/proc/self/clear_refs`` this returns the peak so far (a lower-bound measurement).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+        return _status_kb("VmRSS")
+    except OSError:
+        return _status_kb("VmHWM")
 
 
 def peak_kb() -> int:
