@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -48,12 +49,12 @@ def _messages(aws, url: str) -> list[dict]:
     return [json.loads(json.loads(m["Body"])["Message"]) for m in found]
 
 
-def test_drifted_capture_raises_the_drift_alarm_with_sns_and_eventbridge(local_aws):
+@pytest.fixture(scope="module")
+def deployed(local_aws):
+    """A registered, deployed v1 of the stage's model; the drift job's name and environment."""
     aws = local_aws
     job = aws.physical_id("MonitoringDriftJobFunction", resource_type="AWS::Lambda::Function")
-    lam = aws.client("lambda")
-    env = lam.get_function_configuration(FunctionName=job)["Environment"]["Variables"]
-    # Given a registered, deployed v1 of the stage's model
+    env = aws.client("lambda").get_function_configuration(FunctionName=job)["Environment"]["Variables"]
     spec = TrainingSpec(
         target=datasets.TARGET,
         numeric=datasets.NUMERIC,
@@ -68,7 +69,32 @@ def test_drifted_capture_raises_the_drift_alarm_with_sns_and_eventbridge(local_a
         MODEL, ModelBundle.from_training(trained, onnx=False), lineage=Lineage()
     ).version
     registry.record_event(MODEL, "deployed", actor="test", version=version)
-    # And watchers on the alarm topic and on EventBridge alarm events
+    return SimpleNamespace(job=job, env=env, version=version, trained=trained, registry=registry)
+
+
+def _capture(deployed, frame, *, predictions=None, prefix: str = "r") -> list[str]:
+    """Capture ``frame`` through the stage's Firehose stream, 100 rows per request."""
+    rows = frame[FEATURES].to_dict("records")
+    writer = CaptureWriter(stream_name=deployed.env.get("SLUICE_CAPTURE_STREAM") or "sluice-dev-capture")
+    ids = []
+    for i in range(0, len(rows), 100):
+        part = rows[i : i + 100]
+        ids.append(f"{prefix}{i}")
+        preds = [0] * len(part) if predictions is None else [int(p) for p in predictions[i : i + 100]]
+        writer.put(
+            capture_records(
+                request_id=ids[-1], model=MODEL, version=deployed.version, rows=part, predictions=preds
+            )
+        )
+    assert writer.failed == 0
+    return ids
+
+
+def test_drifted_capture_raises_the_drift_alarm_with_sns_and_eventbridge(local_aws, deployed):
+    aws = local_aws
+    job = deployed.job
+    lam = aws.client("lambda")
+    # Given the deployed v1 (fixture), and watchers on the alarm topic and on EventBridge alarm events
     topic = aws.physical_id("MonitoringAlarms", resource_type="AWS::SNS::Topic")
     alarm_queue = _queue_on(aws, topic)
     sns = aws.client("sns")
@@ -85,17 +111,7 @@ def test_drifted_capture_raises_the_drift_alarm_with_sns_and_eventbridge(local_a
     )
     events.put_targets(Rule=rule, Targets=[{"Id": "topic", "Arn": events_topic}])
     # When shifted traffic is captured through the stage's Firehose stream
-    frame = datasets.credit(1000, seed=2, shift={"income": 2.0}, missing_rate=0.0)
-    rows = frame[FEATURES].to_dict("records")
-    writer = CaptureWriter(stream_name=env.get("SLUICE_CAPTURE_STREAM") or "sluice-dev-capture")
-    for i in range(0, len(rows), 100):
-        part = rows[i : i + 100]
-        writer.put(
-            capture_records(
-                request_id=f"r{i}", model=MODEL, version=version, rows=part, predictions=[0] * len(part)
-            )
-        )
-    assert writer.failed == 0
+    _capture(deployed, datasets.credit(1000, seed=2, shift={"income": 2.0}, missing_rate=0.0))
     # And the drift job runs (the schedule's input)
     response = lam.invoke(
         FunctionName=job, Payload=json.dumps({"model": MODEL, "window_minutes": 60, "concept": False})
@@ -115,3 +131,42 @@ def test_drifted_capture_raises_the_drift_alarm_with_sns_and_eventbridge(local_a
     assert notified[0]["NewStateValue"] == "ALARM"
     changed = _until(lambda: _messages(aws, events_queue))
     assert changed[0]["detail"]["state"]["value"] == "ALARM"
+
+
+def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_aws, deployed):
+    import urllib.request
+
+    aws = local_aws
+    # Given predictions captured for 400 rows, 30% of them wrong
+    frame = datasets.credit(400, seed=4, missing_rate=0.0)
+    truth = frame[datasets.TARGET].to_numpy()
+    predictions = truth.copy()
+    predictions[:120] = 1 - predictions[:120]
+    ids = _capture(deployed, frame, predictions=predictions, prefix="q")
+    # When their labels are posted to POST /labels on the stage's API
+    labels = [
+        {"request_id": ids[i // 100], "row": i % 100, "label": int(truth[i])} for i in range(len(frame))
+    ]
+    request = urllib.request.Request(
+        aws.gateway_url("RegistryApi") + "/labels",
+        data=json.dumps({"model": MODEL, "labels": labels}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 202
+        assert json.loads(response.read()) == {"model": MODEL, "accepted": 400}
+    # And the concept-drift check runs (the quality schedule's input)
+    result = aws.invoke(deployed.job, {"model": MODEL, "drift": False, "versions": [deployed.version]})
+    assert result.function_error is None, result.payload
+    (quality,) = result.json()["quality"]
+    assert quality["labelled_rows"] == 400 and quality["metrics"]["accuracy"] == pytest.approx(0.7)
+    assert quality["deltas"]["f1"] < -0.05
+    # Then the F1-drop alarm goes to ALARM
+    cloudwatch = aws.client("cloudwatch")
+    alarm_name = f"sluice-dev-{MODEL}-f1-drop"
+    _until(
+        lambda: (
+            cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"][0]["StateValue"] == "ALARM"
+        )
+    )
