@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_scheduler
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.constructs.batch_pipeline import BatchPipeline
 from infra.constructs.capture import CaptureStream
 from infra.constructs.endpoint import Endpoint, load_feature_schema
 from infra.constructs.monitoring import MonitoredModel, Monitoring
@@ -16,7 +18,7 @@ from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 from sluice import datasets
-from sluice.naming import registry_table_name
+from sluice.naming import batch_state_machine_name, registry_table_name
 
 
 class StatefulStack(cdk.Stack):
@@ -54,6 +56,10 @@ class StatefulStack(cdk.Stack):
         )
         self.work_bucket.add_lifecycle_rule(
             id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30)
+        )
+        # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
+        self.work_bucket.node.default_child.add_property_override(
+            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
         )
         acknowledge(
             self.access_logs,
@@ -124,6 +130,36 @@ class ServiceStack(cdk.Stack):
             retain_logs=config.retain_data,
         )
         self.endpoint.grant_deploy(self.roles.deployer)
+        # Batch scoring (issue 7): loading the model in the pipeline, and calling the endpoint.
+        work = "s3://" + stage_bucket_name(
+            "work", stage=config.name, account=config.account, region=config.region
+        )
+        self.batch = BatchPipeline(
+            self,
+            "Batch",
+            registry=stateful.registry,
+            work_bucket=stateful.work_bucket,
+            capture_bucket=stateful.capture_bucket,
+            model_name=config.model_name,
+            state_machine_name=batch_state_machine_name(config.name, config.model_name),
+            schedule=aws_scheduler.ScheduleExpression.rate(cdk.Duration.days(1)),
+            scheduled_input_uri=f"{work}/batch/scheduled/{config.model_name}/latest.parquet",
+            retain_logs=config.retain_data,
+        )
+        self.batch_via_endpoint = BatchPipeline(
+            self,
+            "BatchViaEndpoint",
+            registry=stateful.registry,
+            work_bucket=stateful.work_bucket,
+            capture_bucket=None,
+            model_name=config.model_name,
+            score_via=self.endpoint,
+            input_prefix=f"batch/input-via-endpoint/{config.model_name}/",
+            state_machine_name=batch_state_machine_name(config.name, config.model_name, via_endpoint=True),
+            retain_logs=config.retain_data,
+        )
+        for pipeline in (self.batch, self.batch_via_endpoint):
+            pipeline.grant_start(self.roles.deployer)
 
 
 class SluiceStage(cdk.Stage):

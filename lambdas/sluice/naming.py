@@ -17,6 +17,11 @@ def registry_table_name(stage: str) -> str:
     return f"sluice-{stage}-registry"
 
 
+def batch_state_machine_name(stage: str, model: str, *, via_endpoint: bool = False) -> str:
+    """The batch scoring pipeline of a model (``sluice batch run`` starts it by name)."""
+    return f"sluice-{stage}-{model}-batch" + ("-via-endpoint" if via_endpoint else "")
+
+
 def deployer_role_name(stage: str) -> str:
     return f"sluice-{stage}-deployer"
 

@@ -17,7 +17,9 @@ from tests.infra.conftest import resources_of
 
 
 def _definition(template: dict) -> dict:
-    (machine,) = resources_of(template, "AWS::StepFunctions::StateMachine").values()
+    machines = resources_of(template, "AWS::StepFunctions::StateMachine")
+    # The service stack has other pipelines too (batch scoring): take the retraining one.
+    (machine,) = [m for k, m in machines.items() if k.startswith("Retraining")] or machines.values()
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     return json.loads("".join(p if isinstance(p, str) else "ARN" for p in parts))
 

@@ -1,0 +1,372 @@
+"""Batch scoring pipeline: preprocess → Distributed Map over shards (score) → postprocess, in Step Functions."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.constructs.endpoint import Endpoint
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
+from infra.constructs.registry import Registry
+from infra.constructs.retraining import TRANSIENT_ERRORS
+from infra.constructs.runtime import SluiceFunction
+from infra.constructs.storage import bucket_in
+from sluice.batch import RETRY_ATTEMPTS, SUCCEEDED
+
+WORK_PREFIX = "batch/"
+# The score step's own transient error (endpoint throttling/5xx, network, fault drills).
+BATCH_TRANSIENT_ERRORS = [*TRANSIENT_ERRORS, "BatchTransientError"]
+
+
+class BatchPipeline(Construct):
+    """Batch scoring of one model: a Step Functions pipeline started by hand, schedule or S3 event.
+
+    ``preprocess`` reads the input file, validates it against the version's registered schema,
+    writes rejects (with reasons) and shards the valid rows under ``batch/<run_id>/shards/`` in
+    the work bucket. A Distributed Map lists that prefix (ItemReader) and scores each shard in
+    its own child (``max_concurrency`` at a time), writing child results to S3 (ResultWriter).
+    ``postprocess`` joins the scored shards in input order, writes CSV or Parquet and the
+    manifest. The score step retries transient errors with exponential backoff and full jitter;
+    a shard that still fails is recorded, and the run then fails after the manifest names it.
+    Any failure ends in a notification on a KMS-encrypted SNS topic.
+
+    Every step is its own function (memory, timeout, handler) running the ``training`` image,
+    which carries pandas and pyarrow for CSV and Parquet (the zip runtime carries neither).
+
+    Parameters
+    ----------
+    registry
+        The stage's registry: read the schema and (model variant) the verified artifacts.
+    work_bucket
+        Holds the inputs under ``input_prefix``, the runs' shards under ``batch/`` and, by
+        default, the outputs under ``batch/output/<model>/<run_id>/``.
+    capture_bucket
+        Where the model variant captures scored rows (``source="batch"``); ``None``: no capture.
+    model_name
+        The registered model this pipeline scores (runs may name another version, not model).
+    score_via
+        An :class:`Endpoint` to call (SigV4-signed ``POST /predict``) instead of loading the
+        model in the score step. Default ``None``: load the model.
+    max_concurrency
+        Shards scored in parallel (Distributed Map children). Default 10.
+    input_prefix
+        Objects created under it start a run (EventBridge). Default ``batch/input/<model>/``.
+    schedule, scheduled_input_uri
+        An EventBridge Scheduler expression and the input it scores. Default: no schedule.
+    state_machine_name
+        Physical name, so ``sluice batch run`` finds it (``sluice.naming``). Default generated.
+    notify_topic
+        Failure notifications; a KMS-encrypted topic is created if omitted.
+    retry_interval
+        First retry delay of a shard (doubled per attempt, full jitter). Default 2 s.
+    preprocess_memory_mb, score_memory_mb, postprocess_memory_mb
+        Memory of each step (default 3008, 2048, 3008 MB); timeouts are 15 minutes.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: Registry,
+        work_bucket: s3.IBucket,
+        capture_bucket: s3.IBucket | None,
+        model_name: str,
+        score_via: Endpoint | None = None,
+        max_concurrency: int = 10,
+        input_prefix: str | None = None,
+        schedule: scheduler.ScheduleExpression | None = None,
+        scheduled_input_uri: str | None = None,
+        state_machine_name: str | None = None,
+        notify_topic: sns.ITopic | None = None,
+        retry_interval: cdk.Duration | None = None,
+        preprocess_memory_mb: int = 3008,
+        score_memory_mb: int = 2048,
+        postprocess_memory_mb: int = 3008,
+        retain_logs: bool = False,
+    ) -> None:
+        super().__init__(scope, id)
+        if max_concurrency < 1:
+            raise ValueError(f"BatchPipeline max_concurrency must be at least 1, got {max_concurrency}")
+        if (schedule is None) != (scheduled_input_uri is None):
+            raise ValueError("BatchPipeline needs both schedule and scheduled_input_uri, or neither")
+        self.model_name = model_name
+        self.score_via = score_via
+        self.input_prefix = input_prefix or f"{WORK_PREFIX}input/{model_name}/"
+        if notify_topic is None:
+            topic_key = kms.Key(
+                self,
+                "TopicKey",
+                enable_key_rotation=True,
+                description=f"Sluice batch scoring of {model_name}",
+            )
+            notify_topic = sns.Topic(self, "Notifications", master_key=topic_key, enforce_ssl=True)
+        self.notify_topic = notify_topic
+        work = bucket_in(self, work_bucket)
+        self.work_bucket = work
+        self._work_bucket_source = work_bucket
+
+        self.role = iam.Role(
+            self,
+            "StepsRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Sluice batch scoring steps of {model_name}",
+        )
+        registry.grant_read(self.role)
+        work.grant_read_write(self.role, f"{WORK_PREFIX}*")
+        notify_topic.grant_publish(self.role)
+        environment = {
+            "SLUICE_REGISTRY_TABLE": registry.table.table_name,
+            "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
+            "SLUICE_WORK_BUCKET": work.bucket_name,
+            "SLUICE_NOTIFY_TOPIC_ARN": notify_topic.topic_arn,
+        }
+        buckets = [registry.bucket, work_bucket]
+        if score_via is not None:
+            score_via.grant_invoke(self.role)
+            environment["SLUICE_BATCH_ENDPOINT_URL"] = score_via.url
+        elif capture_bucket is not None:
+            capture = bucket_in(self, capture_bucket)
+            capture.grant_put(self.role, "capture/*")
+            environment["SLUICE_CAPTURE_BUCKET"] = capture.bucket_name
+            buckets.append(capture_bucket)
+        acknowledge_grant_wildcards(
+            self.role, buckets=buckets, object_prefixes=(WORK_PREFIX, "capture/", "artifacts/"), xray=True
+        )
+
+        def step(name: str, handler: str, memory_mb: int, timeout_s: int = 900) -> SluiceFunction:
+            return SluiceFunction(
+                self,
+                name,
+                handler=handler,
+                container="training",
+                role=self.role,
+                service=f"sluice-batch-{handler.removeprefix('batch_')}",
+                memory_mb=memory_mb,
+                timeout_s=timeout_s,
+                retain_logs=retain_logs,
+                environment=environment,
+            )
+
+        self.preprocess = step("Preprocess", "batch_preprocess", preprocess_memory_mb)
+        self.score = step("Score", "batch_score", score_memory_mb)
+        self.postprocess = step("Postprocess", "batch_postprocess", postprocess_memory_mb)
+        self.notify = step("Notify", "batch_notify", 512, timeout_s=60)
+        self.functions = [self.preprocess, self.score, self.postprocess, self.notify]
+
+        # --- the state machine ---------------------------------------------------------------
+        failed = sfn.Fail(
+            self, "Failed", error="BatchFailed", cause="see the failure notification and manifest"
+        )
+        notify = self._invoke("NotifyFailure", self.notify, None)
+        notify.add_retry(
+            errors=TRANSIENT_ERRORS, interval=cdk.Duration.seconds(2), max_attempts=2, backoff_rate=2.0
+        )
+        notify.next(failed)
+
+        preprocess = self._invoke(
+            "PreprocessInput",
+            self.preprocess,
+            sfn.TaskInput.from_object(
+                {
+                    "request": sfn.JsonPath.object_at("$"),
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                }
+            ),
+        )
+        score = self._invoke("ScoreShard", self.score, None)
+        score.add_retry(
+            errors=BATCH_TRANSIENT_ERRORS,
+            interval=retry_interval or cdk.Duration.seconds(2),
+            max_attempts=RETRY_ATTEMPTS - 1,
+            backoff_rate=2.0,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        shard_failed = sfn.Pass(
+            self,
+            "ShardFailed",
+            parameters={
+                "shard": sfn.JsonPath.string_at("$.key"),
+                "failed": True,
+                "error": sfn.JsonPath.string_at("$.error.Error"),
+                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+            },
+        )
+        # A failed shard is recorded, not fatal at once: the other shards finish, postprocess
+        # writes the manifest naming it, and the run then fails.
+        score.add_catch(shard_failed, errors=["States.ALL"], result_path="$.error")
+
+        self.map = sfn.DistributedMap(
+            self,
+            "ScoreShards",
+            max_concurrency=max_concurrency,
+            item_reader=sfn.S3ObjectsItemReader(bucket=work, prefix=sfn.JsonPath.string_at("$.shard_prefix")),
+            item_selector={
+                "key": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
+                "run": sfn.JsonPath.object_at("$.run"),
+            },
+            result_writer_v2=sfn.ResultWriterV2(bucket=work, prefix=f"{WORK_PREFIX}map-results"),
+            result_path="$.map",
+        )
+        self.map.item_processor(score)
+        postprocess = self._invoke(
+            "PostprocessOutput",
+            self.postprocess,
+            None,
+            result_path="$.summary",
+        )
+        for task in (preprocess, postprocess):
+            task.add_retry(
+                errors=TRANSIENT_ERRORS,
+                interval=cdk.Duration.seconds(2),
+                max_attempts=3,
+                backoff_rate=2.0,
+                jitter_strategy=sfn.JitterType.FULL,
+            )
+        for state in (preprocess, self.map, postprocess):
+            state.add_catch(notify, errors=["States.ALL"], result_path="$.error")
+        done = (
+            sfn.Choice(self, "RunSucceeded?")
+            .when(sfn.Condition.string_equals("$.summary.status", SUCCEEDED), sfn.Succeed(self, "Scored"))
+            .otherwise(notify)
+        )
+        definition = preprocess.next(self.map).next(postprocess).next(done)
+
+        self.log_group = logs.LogGroup(
+            self,
+            "StateMachineLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=state_machine_name,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=cdk.Duration.hours(6),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+        )
+        self._acknowledge_state_machine()
+
+        # --- triggers ------------------------------------------------------------------------
+        self.rule = events.Rule(
+            self,
+            "OnInputObject",
+            description=f"Batch-score {model_name} when a file lands under {self.input_prefix}",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [work.bucket_name]},
+                    "object": {"key": [{"prefix": self.input_prefix}]},
+                },
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object(
+                        {
+                            "model": model_name,
+                            "input_uri": f"s3://{work.bucket_name}/"
+                            + events.EventField.from_path("$.detail.object.key"),
+                            "trigger": "s3",
+                        }
+                    ),
+                    retry_attempts=2,
+                )
+            ],
+        )
+        self.schedule: scheduler.Schedule | None = None
+        self.scheduler_role: iam.Role | None = None
+        if schedule is not None:
+            self.scheduler_role = iam.Role(
+                self,
+                "SchedulerRole",
+                assumed_by=iam.ServicePrincipal(
+                    "scheduler.amazonaws.com",
+                    conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+                ),
+                description=f"EventBridge Scheduler starting batch scoring of {model_name}",
+            )
+            self.schedule = scheduler.Schedule(
+                self,
+                "Schedule",
+                description=f"Scheduled batch scoring of {model_name}",
+                schedule=schedule,
+                target=scheduler_targets.StepFunctionsStartExecution(
+                    self.state_machine,
+                    input=scheduler.ScheduleTargetInput.from_object(
+                        {"model": model_name, "input_uri": scheduled_input_uri, "trigger": "schedule"}
+                    ),
+                    role=self.scheduler_role,
+                    retry_attempts=2,
+                ),
+            )
+
+    def _invoke(
+        self,
+        id: str,
+        function: SluiceFunction,
+        payload: sfn.TaskInput | None,
+        *,
+        result_path: str | None = None,
+    ) -> tasks.LambdaInvoke:
+        return tasks.LambdaInvoke(
+            self,
+            id,
+            lambda_function=function.function,
+            payload=payload,
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path=result_path,
+        )
+
+    def _acknowledge_state_machine(self) -> None:
+        stack = cdk.Stack.of(self)
+        rules = {
+            f"AwsSolutions-IAM5[Resource::<{stack.resolve(stack.get_logical_id(f.function.node.default_child))}"
+            ".Arn>:*]": "Step Functions invokes each step function by version or alias; CDK's LambdaInvoke "
+            "grant adds the ':*' qualifier for that."
+            for f in self.functions
+        }
+        rules["AwsSolutions-IAM5[Resource::*]"] = (
+            "X-Ray tracing and CloudWatch Logs delivery of the state machine support only resource '*' "
+            "(AWS documents no narrower resource)."
+        )
+        # The Distributed Map describes and stops its own child executions, whose ARNs end in
+        # ids Step Functions generates: CDK scopes the grant to this state machine's executions.
+        name = (
+            '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"'
+            + stack.resolve(stack.get_logical_id(self.state_machine.node.default_child))
+            + '"}]}]}'
+        )
+        executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
+        for suffix in (":*", "/*:*"):
+            rules[f"AwsSolutions-IAM5[Resource::{executions}{suffix}]"] = (
+                "Distributed Map child executions of this state machine only (DescribeExecution, "
+                "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
+            )
+        work = self._work_bucket_source.node.default_child.bucket_name
+        rules[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{work}/*]"] = (
+            "The Distributed Map's ItemReader lists the run's shard prefix and its ResultWriter writes "
+            "child results: CDK scopes both to objects of the stage's work bucket."
+        )
+        acknowledge(self.state_machine, rules)
+
+    def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` start runs (following them needs ``states:DescribeExecution`` too)."""
+        return self.state_machine.grant_start_execution(grantee)
