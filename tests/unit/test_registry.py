@@ -9,12 +9,15 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -28,6 +31,7 @@ from sluice.registry import (
     PROFILE_ARTIFACT,
     REQUIRED_ARTIFACTS,
     SCHEMA_ARTIFACT,
+    TRANSITIONS,
     Lineage,
     ModelBundle,
     ModelRegistry,
@@ -502,3 +506,27 @@ def test_onnx_flavour_loads_without_pandas_sklearn_scipy_or_joblib(moto_server, 
     assert got["width"] == trained.preprocessor.n_features_out_
     assert got["estimator"] is None
     assert got["features"] == trained.spec.features
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(decisions=st.lists(st.sampled_from(["approve", "reject"]), min_size=1, max_size=5))
+def test_status_follows_the_transition_table_for_any_decision_sequence(registry, decisions):
+    # Given a fresh version (one model name per example, in the same table)
+    name = f"p{uuid.uuid4().hex[:12]}"
+    registry.register(name, tiny_bundle(), lineage=lineage())
+    expected, recorded = "PendingManualApproval", []
+    for decision in decisions:
+        target = "Approved" if decision == "approve" else "Rejected"
+        allowed = target in TRANSITIONS[expected]
+        # When a decision is made, it succeeds exactly when the table allows it
+        try:
+            getattr(registry, decision)(name, 1, actor="prop")
+        except Conflict:
+            assert not allowed
+        else:
+            assert allowed
+            expected = target
+            recorded.append("approved" if decision == "approve" else "rejected")
+    # Then the stored status and the audit trail agree with the table
+    assert registry.get(name, version=1).status == expected
+    assert [e["kind"] for e in registry.history(name)] == ["registered", *recorded]
