@@ -338,3 +338,21 @@ def test_cloudformation_patches_fail_loudly_when_moto_moves(monkeypatch):
     monkeypatch.delattr(Method, "create_from_cloudformation_json")
     with pytest.raises(RuntimeError, match=r"Method\.create_from_cloudformation_json is gone"):
         cloudformation._patch_method_request_models()
+
+
+def test_directory_assets_are_zipped_once_per_content_hash(tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    from sluice.local import bootstrap
+
+    monkeypatch.setenv("SLUICE_LOCAL_ASSET_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "asset"
+    (source / "pkg").mkdir(parents=True)
+    (source / "pkg" / "mod.py").write_text("X = 1\n")
+    first = bootstrap._cached_zip(source, "abc123")
+    assert (tmp_path / "cache" / "abc123.zip").read_bytes() == first
+    assert zipfile.ZipFile(io.BytesIO(first)).read("pkg/mod.py") == b"X = 1\n"
+    (source / "pkg" / "mod.py").write_text("X = 2\n")  # same hash means same content: cache wins
+    assert bootstrap._cached_zip(source, "abc123") == first
+    assert bootstrap.zip_directory(source) == bootstrap.zip_directory(source)  # deterministic

@@ -92,7 +92,10 @@ def publish_assets(assets_path: Path, *, account: str, region: str) -> list[Publ
     for asset_hash, asset in manifest.get("files", {}).items():
         source = (base / asset["source"]["path"]).resolve()
         packaging = asset["source"].get("packaging", "file")
-        body = zip_directory(source) if packaging == "zip" and source.is_dir() else source.read_bytes()
+        if packaging == "zip" and source.is_dir():
+            body = _cached_zip(source, asset_hash)
+        else:
+            body = source.read_bytes()
         for dest in asset.get("destinations", {}).values():
             bucket = _substitute(dest["bucketName"], account, region)
             key = dest["objectKey"]
@@ -116,10 +119,34 @@ def publish_assets(assets_path: Path, *, account: str, region: str) -> list[Publ
     return published
 
 
+def asset_cache_dir() -> Path:
+    """Where zipped directory assets are kept between runs (``SLUICE_LOCAL_ASSET_CACHE``)."""
+    configured = os.environ.get("SLUICE_LOCAL_ASSET_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "sluice" / "assets"
+
+
+def _cached_zip(directory: Path, asset_hash: str) -> bytes:
+    # The asset hash is the CDK's hash of the directory's content, so a zip made for it once
+    # stays valid: the 136 MB scoring layer takes ~20 s to zip and is reused afterwards.
+    cache = asset_cache_dir()
+    path = cache / f"{asset_hash}.zip"
+    if path.is_file():
+        return path.read_bytes()
+    body = zip_directory(directory)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_bytes(body)
+        staging.replace(path)
+    except OSError:  # a read-only home only costs the zipping time
+        pass
+    return body
+
+
 def zip_directory(directory: Path) -> bytes:
     """A deterministic zip of ``directory`` (what the CDK CLI uploads for a directory asset)."""
     buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for root, dirs, files in os.walk(directory):
             dirs.sort()
             for name in sorted(files):
@@ -129,7 +156,7 @@ def zip_directory(directory: Path) -> bytes:
                 )
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, path.read_bytes())
+                archive.writestr(info, path.read_bytes(), compresslevel=1)  # local only: speed over size
     return buffer.getvalue()
 
 
