@@ -205,3 +205,30 @@ def test_download_of_a_tampered_artifact_exits_2_naming_it(registry, capsys, tmp
     err = capsys.readouterr().err
     assert "artifact 'spec.json' of model 'm' version 1 failed its integrity check" in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_register_from_parquet_with_estimator_and_params(registry, capsys, tmp_path):
+    path = tmp_path / "train.parquet"
+    credit(200, seed=3).to_parquet(path, index=False)
+    record = run_json(
+        capsys,
+        "models",
+        "register",
+        "credit",
+        "--data",
+        str(path),
+        "--target",
+        "default",
+        "--numeric",
+        "income,age,debt_ratio",
+        "--estimator",
+        "sklearn.tree.DecisionTreeClassifier",
+        "--param",
+        "max_depth=3",
+        "--no-onnx",
+    )
+    assert record["estimator"] == "sklearn.tree.DecisionTreeClassifier"
+    assert record["hyperparameters"]["max_depth"] == 3
+    assert record["lineage"]["data_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = registry.load("credit", version=1)
+    assert type(loaded.estimator).__name__ == "DecisionTreeClassifier"
