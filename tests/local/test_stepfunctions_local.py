@@ -384,7 +384,7 @@ def test_batch_items_groups_like_item_batcher():
             }
         )
     )
-    assert batchers == {"M": {"MaxItemsPerBatch": 3}} and "ItemBatcher" not in definition
+    assert batchers == {"M": {"ItemBatcher": {"MaxItemsPerBatch": 3}}} and "ItemBatcher" not in definition
     untouched = '{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}'
     assert sfn_module.normalise_definition(untouched) == (untouched, {})
 
@@ -465,3 +465,53 @@ def test_jsonl_item_reader(local):
     done = _run(local, machine)
     assert done["status"] == "SUCCEEDED", done
     assert json.loads(done["output"]) == [{"id": 1}, {"id": 2}, {"id": 3}]
+
+
+@pytest.mark.parametrize(
+    ("config", "suffix", "expected"),
+    [
+        ({"Transformation": "COMPACT", "OutputType": "JSON"}, ".json", [[0, 1], [2]]),
+        ({"Transformation": "FLATTEN", "OutputType": "JSONL"}, ".jsonl", [0, 1, 2]),
+    ],
+)
+def test_result_writer_config(local, config, suffix, expected):
+    # Given a Distributed Map with a WriterConfig (CDK's ResultWriterV2), which moto rejects
+    s3 = local.client("s3")
+    bucket = _name("results")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    machine = _create(
+        local,
+        {
+            "StartAt": "Each",
+            "States": {
+                "Each": {
+                    "Type": "Map",
+                    "ItemsPath": "$.groups",
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                        "StartAt": "P",
+                        "States": {"P": {"Type": "Pass", "End": True}},
+                    },
+                    "ResultWriter": {
+                        "Resource": "arn:aws:states:::s3:putObject",
+                        "Parameters": {"Bucket": bucket, "Prefix": "out"},
+                        "WriterConfig": config,
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+
+    # When it runs over two groups
+    done = _run(local, machine, {"groups": [[0, 1], [2]]})
+
+    # Then the result file has the configured shape and format
+    assert done["status"] == "SUCCEEDED", done
+    manifest_key = json.loads(done["output"])["ResultWriterDetails"]["Key"]
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    [result] = manifest["ResultFiles"]["SUCCEEDED"]
+    assert result["Key"].endswith(suffix)
+    body = s3.get_object(Bucket=bucket, Key=result["Key"])["Body"].read().decode()
+    records = json.loads(body) if suffix == ".json" else [json.loads(line) for line in body.splitlines()]
+    assert sorted(records, key=json.dumps) == sorted(expected, key=json.dumps)

@@ -49,6 +49,10 @@ GAPS: dict[str, str] = {
         "grouped into {Items, BatchInput} batches of MaxItemsPerBatch (literal BatchInput only; "
         "MaxInputBytesPerBatch is ignored)"
     ),
+    "ResultWriter WriterConfig": (
+        "filled: moto's grammar rejects it; it is taken out and Transformation NONE/COMPACT/FLATTEN "
+        "and OutputType JSON/JSONL are applied to the result file"
+    ),
     "ToleratedFailurePercentage as an integer": "filled: the grammar wants a decimal; 10 becomes 10.0",
     "Distributed Map ExecutionType EXPRESS": "filled: the grammar allows only STANDARD; children run as STANDARD",
     "definitions moto cannot parse": (
@@ -69,8 +73,9 @@ logger = logging.getLogger(__name__)
 
 _LOCK = threading.RLock()
 _MARK = "__sluice_local_patch__"
-# ItemBatcher settings taken out of definitions: (account, region, machine, state) -> settings
-_BATCHERS: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+# Map settings taken out of definitions (ItemBatcher, ResultWriter's WriterConfig):
+# (account, region, machine, state) -> {"ItemBatcher": {...}, "WriterConfig": {...}}
+_MAP_EXTRAS: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 #: State machines created from CloudFormation although moto cannot parse them: ARN -> error.
 UNPARSEABLE: dict[str, str] = {}
 
@@ -315,12 +320,12 @@ def normalise_definition(definition: str) -> tuple[str, dict[str, dict[str, Any]
         document = json.loads(definition)
     except (TypeError, ValueError):
         return definition, {}
-    batchers: dict[str, dict[str, Any]] = {}
-    changed = _normalise_states(document, batchers)
-    return (json.dumps(document) if changed else definition), batchers
+    extras: dict[str, dict[str, Any]] = {}
+    changed = _normalise_states(document, extras)
+    return (json.dumps(document) if changed else definition), extras
 
 
-def _normalise_states(node: Any, batchers: dict[str, dict[str, Any]]) -> bool:
+def _normalise_states(node: Any, extras: dict[str, dict[str, Any]]) -> bool:
     if not isinstance(node, dict):
         return False
     changed = False
@@ -329,7 +334,11 @@ def _normalise_states(node: Any, batchers: dict[str, dict[str, Any]]) -> bool:
             continue
         if state.get("Type") == "Map":
             if "ItemBatcher" in state:
-                batchers[name] = state.pop("ItemBatcher") or {}
+                extras.setdefault(name, {})["ItemBatcher"] = state.pop("ItemBatcher") or {}
+                changed = True
+            writer = state.get("ResultWriter")
+            if isinstance(writer, dict) and "WriterConfig" in writer:
+                extras.setdefault(name, {})["WriterConfig"] = writer.pop("WriterConfig") or {}
                 changed = True
             if isinstance(state.get("ToleratedFailurePercentage"), int):
                 state["ToleratedFailurePercentage"] = float(state["ToleratedFailurePercentage"])
@@ -343,26 +352,33 @@ def _normalise_states(node: Any, batchers: dict[str, dict[str, Any]]) -> bool:
                 config["ExecutionType"] = "STANDARD"
                 changed = True
             for key in ("ItemProcessor", "Iterator"):
-                changed = _normalise_states(state.get(key), batchers) or changed
+                changed = _normalise_states(state.get(key), extras) or changed
         for branch in state.get("Branches") or []:
-            changed = _normalise_states(branch, batchers) or changed
+            changed = _normalise_states(branch, extras) or changed
     return changed
 
 
-def _remember_batchers(backend: Any, machine: str, batchers: dict[str, dict[str, Any]]) -> None:
-    for key in [k for k in _BATCHERS if k[:3] == (backend.account_id, backend.region_name, machine)]:
-        del _BATCHERS[key]
-    for state, settings in batchers.items():
-        _BATCHERS[(backend.account_id, backend.region_name, machine, state)] = settings
+def _remember_extras(backend: Any, machine: str, extras: dict[str, dict[str, Any]]) -> None:
+    for key in [k for k in _MAP_EXTRAS if k[:3] == (backend.account_id, backend.region_name, machine)]:
+        del _MAP_EXTRAS[key]
+    for state, settings in extras.items():
+        _MAP_EXTRAS[(backend.account_id, backend.region_name, machine, state)] = settings
+
+
+def _extras_for(env: Any, state: str) -> dict[str, Any]:
+    """The Map settings taken out of the running machine's definition for ``state``."""
+    machine = env.states.context_object.context_object_data["StateMachine"]
+    arn = machine["Id"].split(":")
+    return _MAP_EXTRAS.get((arn[4], arn[3], machine["Name"], state), {})
 
 
 def _wrap_create(original: Any) -> Any:
     def create_state_machine(
         self: Any, name: str, definition: str, roleArn: str, *args: Any, **kwargs: Any
     ) -> Any:
-        definition, batchers = normalise_definition(definition)
+        definition, extras = normalise_definition(definition)
         machine = original(self, name, definition, roleArn, *args, **kwargs)
-        _remember_batchers(self, name, batchers)
+        _remember_extras(self, name, extras)
         return machine
 
     return create_state_machine
@@ -370,12 +386,12 @@ def _wrap_create(original: Any) -> Any:
 
 def _wrap_update(original: Any) -> Any:
     def update_state_machine(self: Any, arn: str, definition: Any = None, *args: Any, **kwargs: Any) -> Any:
-        batchers: dict[str, dict[str, Any]] | None = None
+        extras: dict[str, dict[str, Any]] | None = None
         if definition is not None:
-            definition, batchers = normalise_definition(definition)
+            definition, extras = normalise_definition(definition)
         machine = original(self, arn, definition, *args, **kwargs)
-        if batchers is not None:
-            _remember_batchers(self, machine.name, batchers)
+        if extras is not None:
+            _remember_extras(self, machine.name, extras)
         return machine
 
     return update_state_machine
@@ -399,11 +415,7 @@ def _wrap_start(original: Any) -> Any:
 
 def _wrap_map_run(original: Any) -> Any:
     def _map_run(self: Any, env: Any, eval_input: Any) -> None:
-        context = env.states.context_object.context_object_data
-        machine = context["StateMachine"]["Name"]
-        arn_parts = context["StateMachine"]["Id"].split(":")
-        key = (arn_parts[4], arn_parts[3], machine, eval_input.state_name)
-        settings = _BATCHERS.get(key)
+        settings = _extras_for(env, eval_input.state_name).get("ItemBatcher")
         if settings is not None:
             items = env.stack.pop()
             env.stack.append(batch_items(items, settings))
@@ -518,7 +530,12 @@ def _result_writer_class() -> Any:
 
 
 def _result_writer_put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
-    """moto's handler, plus the result file it leaves as a TODO (SUCCEEDED_0.json)."""
+    """moto's handler, plus the result file it leaves as a TODO (SUCCEEDED_0.json or .jsonl).
+
+    Honours the WriterConfig taken out of the definition: ``Transformation`` NONE (execution
+    records with ``Output`` text), COMPACT (the outputs) or FLATTEN (array outputs flattened),
+    and ``OutputType`` JSON or JSONL.
+    """
     from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
     parameters = env.stack.pop()
@@ -533,16 +550,28 @@ def _result_writer_put_object(env: Any, resource_runtime_part: Any, state_creden
         prefix += "/"
     bucket = parameters["Bucket"]
     items = results if isinstance(results, list) else [results]
-    records = [
-        {
-            "ExecutionArn": f"{map_run_record.map_run_arn}:{index}",
-            "Status": "SUCCEEDED",
-            "Output": json.dumps(item),
-        }
-        for index, item in enumerate(items)
-    ]
-    succeeded_key = f"{prefix}{map_run_uuid}/SUCCEEDED_0.json"
-    body = json.dumps(records).encode("utf8")
+    state = env.states.context_object.context_object_data.get("State", {}).get("Name", "")
+    config = _extras_for(env, state).get("WriterConfig") or {}
+    transformation = config.get("Transformation", "NONE")
+    if transformation == "COMPACT":
+        records: list[Any] = list(items)
+    elif transformation == "FLATTEN":
+        records = [x for item in items for x in (item if isinstance(item, list) else [item])]
+    else:
+        records = [
+            {
+                "ExecutionArn": f"{map_run_record.map_run_arn}:{index}",
+                "Status": "SUCCEEDED",
+                "Output": json.dumps(item),
+            }
+            for index, item in enumerate(items)
+        ]
+    if config.get("OutputType") == "JSONL":
+        succeeded_key = f"{prefix}{map_run_uuid}/SUCCEEDED_0.jsonl"
+        body = "".join(json.dumps(record) + "\n" for record in records).encode("utf8")
+    else:
+        succeeded_key = f"{prefix}{map_run_uuid}/SUCCEEDED_0.json"
+        body = json.dumps(records).encode("utf8")
     s3.put_object(Bucket=bucket, Key=succeeded_key, Body=body)
     manifest = {
         "DestinationBucket": bucket,
