@@ -26,8 +26,8 @@ Approval
 ``PendingManualApproval`` -> ``Approved`` | ``Rejected``, and ``Approved`` -> ``Rejected``
 (revoking an approval when a problem is found after the fact: the version stays in the audit
 trail but can no longer be deployed or promoted). ``Rejected`` is final. Only ``Approved``
-versions pass :meth:`ModelRegistry.require_deployable`, and the ``champion`` alias only points
-at an Approved version. An alias is never moved onto a Rejected version; revoking an
+versions pass :meth:`ModelRegistry.require_deployable`, and the ``champion`` alias is only moved
+onto an Approved version. No alias is ever moved onto a Rejected version; rejecting an
 aliased version leaves the alias where it is (serving keeps working until someone moves
 it) and names the alias in the ``rejected`` event.
 
@@ -697,8 +697,10 @@ class ModelRegistry:
         now = _now()
         kind = "approved" if target == APPROVED else "rejected"
         detail: dict[str, Any] = {"from": record.status, "to": target, "reason": reason}
-        if target == REJECTED and record.status == APPROVED:
-            detail["aliases"] = sorted(a for a, v in self.aliases(name).items() if v == record.version)
+        if target == REJECTED:
+            left = sorted(a for a, v in self.aliases(name).items() if v == record.version)
+            if left:
+                detail["aliases"] = left
         try:
             self._ddb.transact_write_items(
                 TransactItems=[
@@ -753,6 +755,8 @@ class ModelRegistry:
         for attempt in range(_MAX_ATTEMPTS):
             previous = self._get_item(name, f"ALIAS#{alias}")
             previous_version = int(previous["version"]["N"]) if previous else None
+            if previous_version == record.version:
+                return  # already there: nothing moved, nothing to record
             now = _now()
             alias_put: dict[str, Any] = {
                 "TableName": self.table_name,

@@ -401,6 +401,8 @@ def test_aliases_point_only_at_allowed_versions(registry):
     with pytest.raises(Conflict, match="only an Approved version can be 'champion'"):
         registry.set_alias("m", "champion", 1, actor="alice")
     registry.set_alias("m", "challenger", 1, actor="alice")  # Pending is fine for a challenger
+    registry.set_alias("m", "challenger", 1, actor="alice")  # unchanged: no second event
+    assert [e["kind"] for e in registry.history("m")].count("alias_moved") == 1
     registry.approve("m", 2, actor="alice")
     registry.set_alias("m", "champion", 2, actor="alice")
     registry.reject("m", 3, actor="alice")
