@@ -207,16 +207,25 @@ class CaptureWriter:
         client = aws.client("firehose")
         accepted = 0
         for batch in _batches(encode_line(r) for r in records):
-            response = client.put_record_batch(
-                DeliveryStreamName=self.stream_name, Records=[{"Data": data} for data in batch]
-            )
-            failed = int(response.get("FailedPutCount", 0))
-            if failed:
-                codes = {
-                    r.get("ErrorCode") for r in response.get("RequestResponses", []) if r.get("ErrorCode")
-                }
-                logger.warning("firehose rejected %d capture record(s): %s", failed, sorted(codes))
-            accepted += len(batch) - failed
+            # Records Firehose rejects (throttling, a transient internal error) are retried once;
+            # the normal path stays one call per batch.
+            for attempt in range(2):
+                response = client.put_record_batch(
+                    DeliveryStreamName=self.stream_name, Records=[{"Data": data} for data in batch]
+                )
+                results = response.get("RequestResponses", [])
+                if not int(response.get("FailedPutCount", 0)):
+                    accepted += len(batch)
+                    break
+                failed = [
+                    data for data, result in zip(batch, results, strict=False) if result.get("ErrorCode")
+                ]
+                accepted += len(batch) - len(failed)
+                codes = sorted({r["ErrorCode"] for r in results if r.get("ErrorCode")})
+                logger.warning(
+                    "firehose rejected %d capture record(s) (attempt %d): %s", len(failed), attempt + 1, codes
+                )
+                batch = failed
         return accepted
 
     def _put_s3(self, records: Sequence[Mapping[str, Any]]) -> int:

@@ -337,8 +337,14 @@ def drift_runs(
     registry = _registry(settings, registry)
     chosen = _versions(settings, registry, model, versions, start, end)
     runs: list[DriftRun] = []
+    skipped: list[str] = []
     for version in chosen:
-        profile = load_profile(registry, model, version)
+        try:
+            profile = load_profile(registry, model, version)
+        except NotFound as missing:  # e.g. a version registered without a baseline: check the others
+            logger.warning("skipping drift check of %s v%s: %s", model, version, missing)
+            skipped.append(str(missing))
+            continue
         sketch = sketch_capture(
             profile,
             settings.capture_bucket,
@@ -355,6 +361,8 @@ def drift_runs(
             baseline_label=f"{model} v{version} training data",
         )
         runs.append(DriftRun(model=model, version=version, start=start, end=end, report=report))
+    if not runs:
+        raise NotFound(f"no drift check was possible for model {model!r}: {'; '.join(skipped)}")
     if publish_metrics:
         data = drift_metric_data(runs, detailed=detailed_metrics)
         publish(DRIFT_NAMESPACE, data)

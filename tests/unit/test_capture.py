@@ -274,3 +274,41 @@ def test_streamed_and_prefetched_objects_read_the_same_rows_in_order(s3, monkeyp
         body = gzip.decompress(body) if key.endswith(".gz") else body
         expected += [(json.loads(x)["request_id"], json.loads(x)["row"]) for x in body.splitlines()]
     assert [(r["request_id"], r["row"]) for r in got] == expected and len(got) == 122
+
+
+class FlakyFirehose:
+    """Rejects the first record of the first call (as Firehose does under throttling)."""
+
+    def __init__(self, *, fail_always: bool = False):
+        self.calls: list[list[bytes]] = []
+        self.fail_always = fail_always
+
+    def put_record_batch(self, *, DeliveryStreamName, Records):
+        self.calls.append([r["Data"] for r in Records])
+        fail_first = self.fail_always or len(self.calls) == 1
+        results = [
+            {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "slow down"}
+            if i == 0 and fail_first
+            else {"RecordId": str(i)}
+            for i in range(len(Records))
+        ]
+        return {"FailedPutCount": int(fail_first), "RequestResponses": results}
+
+
+def test_firehose_rejections_are_retried_once(monkeypatch):
+    flaky = FlakyFirehose()
+    monkeypatch.setattr("sluice.aws.client", lambda service, **_: flaky)
+    records = capture_records(request_id="r", model="m", version=1, rows=rows(3), predictions=[0, 1, 0])
+    writer = CaptureWriter(stream_name="capture")
+    assert writer.put(records) == 3 and writer.failed == 0
+    assert [len(c) for c in flaky.calls] == [3, 1]
+    assert json.loads(flaky.calls[1][0])["row"] == 0
+
+
+def test_records_rejected_twice_are_counted_as_failures(monkeypatch, capsys):
+    flaky = FlakyFirehose(fail_always=True)
+    monkeypatch.setattr("sluice.aws.client", lambda service, **_: flaky)
+    records = capture_records(request_id="r", model="m", version=1, rows=rows(3), predictions=[0, 1, 0])
+    writer = CaptureWriter(stream_name="capture")
+    assert writer.put(records) == 2 and writer.failed == 1 and len(flaky.calls) == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["CaptureFailures"] == 1

@@ -434,3 +434,27 @@ def test_wasserstein_and_missing_rate_metrics_only_when_detailed(aws, profile):
         "Wasserstein",
         "MissingRate",
     }
+
+
+class RegistryWithoutBaseline(FakeRegistry):
+    def get(self, name, *, version=None, alias=None):
+        record = super().get(name, version=version, alias=alias)
+        return Record(version, {} if version == 2 else record.artifacts, record.metrics)
+
+
+def test_a_version_without_a_baseline_is_skipped_not_fatal(aws, profile):
+    registry = RegistryWithoutBaseline(profile)
+    runs = monitoring.drift_runs(
+        SETTINGS,
+        model=MODEL,
+        versions=[1, 2],
+        now=NOW,
+        registry=registry,
+        publish_metrics=False,
+        write_reports=False,
+    )
+    assert [r.version for r in runs] == [1]
+    with pytest.raises(NotFound, match="version 2 has no drift baseline"):
+        monitoring.drift_runs(
+            SETTINGS, model=MODEL, versions=[2], now=NOW, registry=registry, write_reports=False
+        )
