@@ -209,6 +209,16 @@ def test_on_the_dev_stage_a_metric_breach_runs_a_lambda_task_state_machine(stage
     )
     assert len(executions) == 1
 
+    # And an object under labels/incoming/ in the capture bucket (EventBridge notifications on
+    # in its template) fires the stage's label-drop rule, whose Lambda target is invoked
+    labels_function = aws.physical_id("MonitoringLabelsFunction", resource_type="AWS::Lambda::Function")
+    capture = aws.physical_id("Capture", resource_type="AWS::S3::Bucket")
+    aws.client("s3").put_object(Bucket=capture, Key="labels/incoming/none.csv", Body=b"request_id,label\n")
+    router = events_module.active_router()
+    deliveries = _until(lambda: router.deliveries_to(f":function:{labels_function}"))
+    assert deliveries[0].ok
+    assert json.loads(deliveries[0].input)["detail"]["object"]["key"] == "labels/incoming/none.csv"
+
 
 def test_metric_above_threshold_alarms_fires_rule_and_completes_a_state_machine(local):
     # Given an alarm on a metric, an SNS alarm action read through SQS, and a rule on the

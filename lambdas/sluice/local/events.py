@@ -17,7 +17,9 @@ Functions or SNS target, and it fires disabled rules. :class:`EventRouter` fills
 * Every delivery is recorded (:attr:`EventRouter.deliveries`) so tests can assert on them, and
   :meth:`EventRouter.wait_idle` waits for deliveries in flight.
 
-* S3 EventBridge notifications (moto calls the rules directly) go through the same patch.
+* S3 EventBridge notifications (moto calls the rules directly) go through the same patch;
+  :func:`enable_bucket_event_bridge` switches them on for the stage's buckets that ask for it
+  in their template (moto's CloudFormation ignores ``NotificationConfiguration``).
 * :class:`ScheduleRunner` runs EventBridge Scheduler schedules and scheduled rules, which moto
   stores but never runs: on demand (:meth:`ScheduleRunner.fire`) and by ``rate``/``at``.
 
@@ -784,6 +786,43 @@ class ScheduleRunner:
             _FIRING.rule = False
 
 
+def enable_bucket_event_bridge(local_aws: Any) -> list[str]:
+    """Send S3 events to EventBridge for the stage's buckets whose template asks for it.
+
+    moto's CloudFormation ignores a bucket's ``NotificationConfiguration``, so a bucket with
+    ``EventBridgeConfiguration.EventBridgeEnabled`` would never emit "Object Created" events
+    locally. Returns the bucket names switched on; other notification settings are kept.
+    """
+    stacks = getattr(local_aws, "stacks", None) or []
+    deployed = getattr(local_aws, "deployed", None) or []
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=local_aws.endpoint_url,
+        region_name=local_aws.region,
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+    enabled = []
+    for stack, done in zip(stacks, deployed, strict=False):
+        physical = {r.logical_id: r.physical_id for r in done.resources}
+        for logical, resource in stack.template.get("Resources", {}).items():
+            config = (resource.get("Properties") or {}).get("NotificationConfiguration") or {}
+            wanted = (config.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled")
+            if (
+                resource.get("Type") != "AWS::S3::Bucket"
+                or wanted not in (True, "true")
+                or logical not in physical
+            ):
+                continue
+            bucket = physical[logical]
+            current = s3.get_bucket_notification_configuration(Bucket=bucket)
+            current.pop("ResponseMetadata", None)
+            current["EventBridgeConfiguration"] = {}
+            s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
+            enabled.append(bucket)
+    return enabled
+
+
 # -- the hook for LocalAws ----------------------------------------------------------------------
 
 
@@ -862,5 +901,7 @@ def install(
         interval_s=interval_s,
         evaluate_now=evaluate_now,
     ).start()
+    if local_aws is not None:
+        enable_bucket_event_bridge(local_aws)
     schedules = ScheduleRunner(router=router, interval_s=interval_s).start()
     return LocalEvents(router=router, alarms=alarms, stepfunctions=sfn, schedules=schedules)
