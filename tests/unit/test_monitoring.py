@@ -458,3 +458,17 @@ def test_a_version_without_a_baseline_is_skipped_not_fatal(aws, profile):
         monitoring.drift_runs(
             SETTINGS, model=MODEL, versions=[2], now=NOW, registry=registry, write_reports=False
         )
+
+
+def test_cli_monitor_labels_uploads_a_csv_file(cli_env, aws, tmp_path, capsys):
+    from sluice.cli import main
+
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,row,label\nr1,0,1\nr1,1,0\n")
+    assert main(["monitor", "labels", "--model", MODEL, str(path)]) == 0
+    assert "stored 2 label(s)" in capsys.readouterr().out
+    stored = list(monitoring.iter_labels(BUCKET, model=MODEL, start=datetime.now(UTC), end=datetime.now(UTC)))
+    assert [(x["request_id"], x["row"], x["label"]) for x in stored] == [("r1", 0, 1), ("r1", 1, 0)]
+    path.write_text("request_id,label\n,1\n")
+    assert main(["monitor", "labels", "--model", MODEL, str(path)]) == 2
+    assert "'request_id' must be a non-empty string" in capsys.readouterr().err

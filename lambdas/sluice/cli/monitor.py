@@ -65,6 +65,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality.add_argument("--json", action="store_true", help="print JSON instead of a table")
     quality.set_defaults(func=cmd_quality)
 
+    labels = commands.add_parser("labels", help="upload ground-truth labels (CSV or JSON lines)")
+    labels.add_argument("--model", required=True)
+    labels.add_argument(
+        "file", help="CSV with request_id,label[,row] or JSON lines {request_id, label, row?}"
+    )
+    labels.set_defaults(func=cmd_labels)
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registered model name")
@@ -208,4 +215,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
                 "-" if delta is None else f"{delta:+.3f}",
             )
     Console().print(table)
+    return 0
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from sluice.monitoring import ingest_labels, parse_label_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SluiceError(f"label file {args.file!r} does not exist")
+    named, labels = parse_label_file(path.read_bytes(), key=path.name)
+    if named is not None and named != args.model:
+        raise SluiceError(f"label file {path.name} is for model {named!r}, not {args.model!r}")
+    count = ingest_labels(Settings.from_env(), model=args.model, labels=labels)
+    print(f"stored {count} label(s) for {args.model}")
     return 0
