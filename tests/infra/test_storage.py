@@ -14,7 +14,7 @@ STATEFUL = ["Dev-Stateful", "Prod-Stateful"]
 def test_every_bucket_is_encrypted_private_and_versioned(templates, stack):
     # Given the stateful stack's buckets
     buckets = resources_of(templates[stack], "AWS::S3::Bucket")
-    assert len(buckets) == 3
+    assert len(buckets) == 4  # access logs, registry artifacts, capture, work
     for logical_id, bucket in buckets.items():
         props = bucket["Properties"]
         # Then each has default encryption, blocks public access and keeps versions
