@@ -218,6 +218,7 @@ def test_on_the_dev_stage_a_metric_breach_runs_a_lambda_task_state_machine(stage
     deliveries = _until(lambda: router.deliveries_to(f":function:{labels_function}"))
     assert deliveries[0].ok
     assert json.loads(deliveries[0].input)["detail"]["object"]["key"] == "labels/incoming/none.csv"
+    _until(lambda: sum(w.invocations for w in aws.runtime.workers(labels_function)) >= 1, timeout=60)
 
 
 def test_metric_above_threshold_alarms_fires_rule_and_completes_a_state_machine(local):
