@@ -883,6 +883,7 @@ def install(
         rather than over wall-clock-aligned closed periods (see :mod:`sluice.local.alarms`).
     """
     from sluice.local.alarms import AlarmEvaluator
+    from sluice.local.alarms import check_moto as check_alarm_symbols
     from sluice.local.stepfunctions import enable
 
     if local_aws is not None:
@@ -891,6 +892,7 @@ def install(
         account = account or local_aws.account
     if not (endpoint_url and region and account):
         raise ValueError("install() needs endpoint_url, region and account (or a LocalAws)")
+    check_alarm_symbols()  # fail at start, not later in the evaluator's thread
     sfn = enable(endpoint_url=endpoint_url)
     router = EventRouter(endpoint_url=endpoint_url, region=region, account=account).install()
     alarms = AlarmEvaluator(
