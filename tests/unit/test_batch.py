@@ -353,3 +353,35 @@ def test_unreachable_endpoint_is_transient():
     scorer = EndpointShardScorer("http://127.0.0.1:9/predict", region=REGION, timeout_s=2)
     with pytest.raises(batch.BatchTransientError, match="unreachable"):
         scorer.predict(datasets.credit(3, seed=1).drop(columns=[datasets.TARGET]))
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_here_scores_in_process_and_exits_by_run_status(stage, monkeypatch, capsys):
+    from sluice.cli import main
+    from sluice.datasource import write_table
+
+    for key, value in {
+        "SLUICE_REGISTRY_TABLE": TABLE,
+        "SLUICE_REGISTRY_BUCKET": ARTIFACTS,
+        "SLUICE_WORK_BUCKET": WORK,
+        "SLUICE_CAPTURE_BUCKET": CAPTURE,
+    }.items():
+        monkeypatch.setenv(key, value)
+    frame, _ = _input_with_bad_rows(300)
+    write_table(frame, f"s3://{WORK}/in/cli.csv")
+    args = ["batch", "run", "--model", "credit", "--input", f"s3://{WORK}/in/cli.csv", "--here", "--json"]
+    assert main([*args, "--shard-rows", "100"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["rejects"], manifest["shards"]) == (
+        300,
+        298,
+        2,
+        3,
+    )
+    # too many rejects: the run fails (exit 1); a bad argument is the user's error (exit 2)
+    assert main([*args, "--max-reject-share", "0"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "FAILED"
+    assert main([*args, "--max-reject-share", "3"]) == 2
+    assert "max_reject_share" in capsys.readouterr().err

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "sluice.cli.endpoint",
     "sluice.cli.local",
     "sluice.cli.retrain",
+    "sluice.cli.batch",
     "sluice.cli.promote",
     "sluice.cli.monitor",
     "sluice.cli.demo",

@@ -1,0 +1,205 @@
+"""``sluice batch run``: batch-score a CSV or Parquet file with a registered model.
+
+By default it starts the stage's batch pipeline (Step Functions) and follows it: the current step
+and a progress bar of scored shards, then the manifest's counts. ``--via-endpoint`` runs the
+variant whose score step calls the deployed endpoint; ``--here`` runs the same steps in this
+process. The pipeline is ``SLUICE_BATCH_STATE_MACHINE_ARN``, ``--state-machine``, or found by
+name (``sluice.naming``) from ``--stage`` and the caller's account and region.
+
+Exit codes: 0 when the run succeeded, 1 when it failed (failed shards, too many rejects; the
+manifest says why), 2 for a request the user got wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sluice import aws, batch
+from sluice.errors import SluiceError
+from sluice.naming import batch_state_machine_name, stage_bucket_name
+from sluice.settings import Settings
+
+STEPS = {"PreprocessInput": "preprocess", "ScoreShards": "score", "PostprocessOutput": "postprocess"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("batch", help="batch scoring pipelines")
+    commands = parser.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    run_parser = commands.add_parser("run", help="score a CSV or Parquet file and follow the run")
+    run_parser.add_argument("--model", required=True, help="registered model name")
+    run_parser.add_argument("--input", required=True, help="CSV or Parquet file (s3://bucket/key)")
+    run_parser.add_argument(
+        "--output", default="", help="output prefix (default: the work bucket's batch/output/)"
+    )
+    run_parser.add_argument("--version", type=int, help="model version (default: the champion alias)")
+    run_parser.add_argument(
+        "--format", choices=batch.OUTPUT_FORMATS, help="output format (default: the input's)"
+    )
+    run_parser.add_argument("--shard-rows", type=int, default=batch.DEFAULT_SHARD_ROWS, help="rows per shard")
+    run_parser.add_argument(
+        "--max-reject-share",
+        type=float,
+        default=batch.DEFAULT_MAX_REJECT_SHARE,
+        help="fail the run if more than this share of rows is rejected (default 0.05)",
+    )
+    run_parser.add_argument(
+        "--via-endpoint", action="store_true", help="score by calling the deployed endpoint"
+    )
+    run_parser.add_argument("--here", action="store_true", help="run the steps in this process")
+    run_parser.add_argument("--state-machine", default="", help="batch state machine ARN")
+    run_parser.add_argument(
+        "--stage", default="dev", help="stage whose pipeline to find by name (default dev)"
+    )
+    run_parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    run_parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    event = {
+        "model": args.model,
+        "input_uri": args.input,
+        "output_uri": args.output,
+        "version": args.version,
+        "output_format": args.format or "",
+        "shard_rows": args.shard_rows,
+        "max_reject_share": args.max_reject_share,
+        "trigger": "manual",
+    }
+    run_id = batch.new_run_id(args.model)
+    request = batch.BatchRequest.from_event(event, run_id=run_id)  # user errors before anything starts
+    settings = Settings.from_env()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks = {
+            "preprocess": bar.add_task("preprocess", total=1, start=False),
+            "score": bar.add_task("score shards", total=None, start=False),
+            "postprocess": bar.add_task("postprocess", total=1, start=False),
+        }
+        if args.here:
+            summary = _run_here(settings, request, args, bar, tasks)
+        else:
+            summary = _follow(settings, args, event, run_id, bar, tasks)
+    manifest = summary.get("manifest") or {}
+    if args.json:
+        print(json.dumps(manifest, indent=2, default=str))
+    else:
+        console.print(_describe(manifest, summary.get("manifest_uri")))
+    return 0 if summary.get("status") == batch.SUCCEEDED else 1
+
+
+def _run_here(settings: Settings, request: batch.BatchRequest, args: argparse.Namespace, bar, tasks) -> dict:
+    if args.via_endpoint:
+        settings.require("batch_endpoint_url")
+    settings.require("work_bucket")
+
+    def progress(step: str, done: int, total: int) -> None:
+        bar.start_task(tasks[step])
+        bar.update(tasks[step], completed=done, total=total)
+
+    bar.start_task(tasks["preprocess"])
+    if not args.via_endpoint:
+        settings = replace(settings, batch_endpoint_url="")
+    return batch.run_local(settings, request, progress=progress)
+
+
+def _follow(settings: Settings, args: argparse.Namespace, event: dict, run_id: str, bar, tasks) -> dict:
+    machine = args.state_machine or ("" if args.via_endpoint else settings.batch_state_machine_arn)
+    region = settings.region or "us-east-1"
+    account = ""
+    if not machine or not settings.work_bucket:
+        account = aws.client("sts").get_caller_identity()["Account"]
+    if not machine:
+        name = batch_state_machine_name(args.stage, args.model, via_endpoint=args.via_endpoint)
+        machine = f"arn:aws:states:{region}:{account}:stateMachine:{name}"
+    work = settings.work_bucket or stage_bucket_name("work", stage=args.stage, account=account, region=region)
+    sfn = aws.client("stepfunctions")
+    try:
+        arn = batch.start_run(machine, {**event, "run_id": run_id})
+    except sfn.exceptions.StateMachineDoesNotExist:
+        raise SluiceError(
+            f"batch state machine {machine} does not exist (deployed? right --stage?)"
+        ) from None
+    s3 = aws.client("s3")
+
+    def count(prefix: str) -> int:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=work, Prefix=f"batch/{run_id}/{prefix}/")
+        return sum(page.get("KeyCount", 0) for page in pages)
+
+    seen: set[str] = set()
+    while True:
+        status = sfn.describe_execution(executionArn=arn)
+        for entry in sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]:
+            details = entry.get("stateEnteredEventDetails") or entry.get("stateExitedEventDetails") or {}
+            step = STEPS.get(details.get("name", ""))
+            if step is None:
+                continue
+            if entry["type"].endswith("StateEntered"):
+                bar.start_task(tasks[step])
+            elif step not in seen:
+                seen.add(step)
+                if step != "score":
+                    bar.update(tasks[step], completed=1)
+        if "preprocess" in seen and "score" not in seen:
+            bar.update(tasks["score"], completed=count("scored"), total=count("shards"))
+        if status["status"] != "RUNNING":
+            break
+        time.sleep(1.0)
+    if "preprocess" in seen:
+        bar.update(tasks["score"], completed=count("scored"), total=count("shards"))
+    output = json.loads(status.get("output") or "{}")
+    summary: dict[str, Any] = dict(output.get("summary") or {})
+    if not summary:
+        summary = {"status": status["status"], "manifest": _stored_manifest(s3, event, work, run_id)}
+    if status["status"] != "SUCCEEDED":
+        summary["status"] = status["status"]
+    return summary
+
+
+def _stored_manifest(s3: Any, event: dict, work: str, run_id: str) -> dict:
+    """The run's manifest when the execution's output does not carry it (a failed run)."""
+    output = event.get("output_uri") or f"s3://{work}/batch/output/{event['model']}/{run_id}/"
+    bucket, _, prefix = output[5:].partition("/")
+    key = f"{prefix.rstrip('/')}/manifest.json" if prefix else "manifest.json"
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception:  # no manifest (the run failed before postprocess): the notification says why
+        return {
+            "run_id": run_id,
+            "status": "FAILED",
+            "reasons": ["no manifest; see the failure notification"],
+        }
+
+
+def _describe(manifest: dict, uri: str | None) -> str:
+    if not manifest:
+        return "no manifest"
+    head = (
+        f"[bold]{manifest.get('model')} v{manifest.get('model_version')}[/] run {manifest.get('run_id')}: "
+        f"{manifest.get('status')}"
+    )
+    counts = (
+        f"rows in {manifest.get('rows_in')}, out {manifest.get('rows_out')}, rejected {manifest.get('rejects')}, "
+        f"{manifest.get('shards')} shard(s) in {manifest.get('duration_s')} s"
+    )
+    lines = [head, counts]
+    for reason in manifest.get("reasons") or []:
+        lines.append(f"  failed: {reason}")
+    for key in ("predictions_uri", "rejects_uri"):
+        if manifest.get(key):
+            lines.append(f"  {key.removesuffix('_uri')}: {manifest[key]}")
+    if uri:
+        lines.append(f"  manifest: {uri}")
+    return "\n".join(lines)
