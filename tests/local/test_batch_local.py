@@ -235,3 +235,14 @@ def test_s3_drop_and_schedule_start_runs(local_aws, stage):
     (scheduled,) = executions() - before
     assert json.loads(sfn.describe_execution(executionArn=scheduled)["input"])["trigger"] == "schedule"
     assert _wait(sfn, scheduled)["status"] == "SUCCEEDED"
+
+
+def test_cli_starts_the_stage_pipeline_by_name_and_follows_it(stage, capsys):
+    from sluice.cli import main
+
+    uri = f"s3://{stage['work']}/data/cli.parquet"
+    write_table(datasets.credit(2_000, seed=14), uri)
+    code = main(["batch", "run", "--model", MODEL, "--input", uri, "--shard-rows", "500", "--json"])
+    manifest = json.loads(capsys.readouterr().out)
+    assert code == 0 and manifest["status"] == "SUCCEEDED"
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["shards"]) == (2_000, 2_000, 4)
