@@ -189,3 +189,9 @@ def test_idle_workers_are_recycled(local_aws):
     assert pool.reap(idle_s=0) == 1
     _, second = _invoke(local_aws, name)
     assert second["pid"] != first["pid"] and second["inits"] == 1
+
+
+def test_a_payload_that_is_not_json_is_a_400(local_aws, tiny):
+    client = local_aws.client("lambda")
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName=tiny, Payload=b"{not json")

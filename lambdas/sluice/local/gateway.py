@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import socket
 import threading
@@ -41,6 +42,7 @@ from sluice.errors import NotFound
 if TYPE_CHECKING:
     from sluice.local.env import LocalAws
 
+log = logging.getLogger("sluice.local.gateway")
 _LAMBDA_URI = re.compile(r"arn:aws:apigateway:[^:]+:lambda:path/[^/]+/functions/(?P<arn>.+)/invocations$")
 _SIGV4_KEY = re.compile(r"Credential=([^/,\s]+)/")
 
@@ -77,9 +79,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, headers, payload = self.server.gateway.handle(
-            self.command, self.path, self.headers, body, client=self.client_address[0]
-        )
+        try:
+            status, headers, payload = self.server.gateway.handle(
+                self.command, self.path, self.headers, body, client=self.client_address[0]
+            )
+        except Exception:  # a bug here must still answer like API Gateway, not drop the socket
+            log.exception("local gateway failed on %s %s", self.command, self.path)
+            status, headers, payload = _message(500, "Internal server error")
         self.send_response(status)
         sent = {k.lower() for k in headers}
         for key, value in headers.items():
@@ -89,7 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 

@@ -703,6 +703,12 @@ def _patched_invoke(
         body = body.decode()
     try:
         result = runtime.invoke(function_name, qualifier, body, invocation_type=invocation_type)
+    except ValueError as err:  # the payload is not JSON: Lambda answers 400
+        from moto.awslambda.exceptions import LambdaClientError
+
+        raise LambdaClientError(
+            "InvalidRequestContentException", f"Could not parse request body into json: {err}"
+        ) from err
     except NotFound:
         name, in_name = _split_name(function_name)
         self.get_function(name, qualifier or in_name)  # raises moto's own ResourceNotFoundException
