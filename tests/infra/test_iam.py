@@ -29,11 +29,12 @@ STAR_RESOURCE_ACTIONS = {
     "logs:UpdateLogDelivery",
 }
 # batch/: the batch pipelines' runs (shards, scored shards, outputs) in the work bucket;
-# capture/: batch-scored rows captured for monitoring. The partition may be a Ref: CDK's
+# capture/: batch-scored rows captured for monitoring; reports/ and labels/: the drift job's
+# reports and the labels of concept-drift checks (labels/incoming/ drops, labels/model= stored). The partition may be a Ref: CDK's
 # Distributed Map ItemReader/ResultWriter grants name the work bucket as arn:${AWS::Partition}.
 OBJECT_KEY_WILDCARD = re.compile(
     r"^arn:(aws|<Ref>):s3:::sluice-(dev|prod)-[a-z-]+-\d{12}-[a-z0-9-]+/"
-    r"(artifacts/|retraining/|datasets/|batch/|capture/)?\*$"
+    r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=)?\*$"
 )
 # A Distributed Map describes, stops and redrives its own child executions (ids generated per run).
 MAP_CHILD_ACTIONS = {"states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"}
