@@ -20,7 +20,8 @@ numeric features, all measured in this run:
 
 Peers come from ``bench/requirements-peers-serving.txt`` in ``build/serving-peers-venv``;
 without it they are skipped with a printed reason. ``BENCH_SERVING_N`` sets requests per
-measurement (default 1,000); ``BENCH_SERVING_GATEWAY=0`` skips the local AWS part.
+measurement (default 1,000); ``BENCH_SERVING_INPROCESS=0``, ``BENCH_SERVING_PEERS=0`` and
+``BENCH_SERVING_GATEWAY=0`` skip the in-process, peer and local AWS parts.
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ def main() -> None:
     row = _row(trained["LogisticRegression"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        with _moto_registry() as registry:
-            versions = {name: _register(registry, name, result) for name, result in trained.items()}
-            for name, result in trained.items():
-                for flavour in ("sklearn", "onnx"):
-                    _handler_overhead(registry, name, versions[name], flavour, result, row, n)
-            for flavour in ("onnx", "sklearn"):
-                _cold_start(registry, "LogisticRegression", versions["LogisticRegression"], flavour, row)
-        peers = _peers(trained, row, n, tmp_path)
+        if os.environ.get("BENCH_SERVING_INPROCESS", "1") != "0":
+            with _moto_registry() as registry:
+                versions = {name: _register(registry, name, result) for name, result in trained.items()}
+                for name, result in trained.items():
+                    for flavour in ("sklearn", "onnx"):
+                        _handler_overhead(registry, name, versions[name], flavour, result, row, n)
+                for flavour in ("onnx", "sklearn"):
+                    _cold_start(registry, "LogisticRegression", versions["LogisticRegression"], flavour, row)
+        peers = _peers(trained, row, n, tmp_path) if os.environ.get("BENCH_SERVING_PEERS", "1") != "0" else {}
         if os.environ.get("BENCH_SERVING_GATEWAY", "1") != "0":
             _gateway(trained, row, n, peers, tmp_path)
 
@@ -485,25 +487,40 @@ def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path
         # The stage's API validates the credit-risk feature schema; the 20-feature bench models go
         # through an API with the same proxy integration to the same alias (see _envelope_api).
         api_url = _envelope_api(aws, function) + "/predict"
+        lam = aws.client("lambda")
         for name, result in trained.items():
-            log(f"gateway: {name}")
             version = registry.register(model, _bundle(result), lineage=_lineage()).version
             registry.approve(model, version, actor="bench")
-            traffic.deploy(version)
-            traffic.promote(version)
             body = json.dumps({"instances": [row]}).encode()
-            lat = _latency(api_url, body, n)
-            p50, p99 = median(lat) * 1000, percentile(lat, 99) * 1000
-            extra = {"model": name, "p99_ms": round(p99, 4), "flavour": "onnx (zip)", "path": "local gateway"}
-            for peer, target in (
-                ("MLflow", "0.1" if name == "LogisticRegression" else "0.6"),
-                ("BentoML", "0.6"),
-            ):
-                if name in peers.get(peer, {}):
-                    emit(BENCH, "gateway_p50_ms", p50, unit="ms", baseline=peers[peer][name],
-                         baseline_name=f"{peer} p50 (same estimator)", target=f"<= {target}x", **extra)  # fmt: skip
-                elif peer == "MLflow":
-                    emit(BENCH, "gateway_p50_ms", p50, unit="ms", **extra)
+            # As deployed (every request captured through Firehose), then with capture off, to
+            # show what the synchronous capture call costs on the request path.
+            for capture in (True, False):
+                log(f"gateway: {name}, capture {'on' if capture else 'off'}")
+                variables = dict(env)
+                if not capture:
+                    variables.update(SLUICE_CAPTURE_STREAM="", SLUICE_CAPTURE_BUCKET="")
+                lam.update_function_configuration(FunctionName=function, Environment={"Variables": variables})
+                traffic.deploy(version)
+                traffic.promote(version)
+                lat = _latency(api_url, body, n)
+                p50, p99 = median(lat) * 1000, percentile(lat, 99) * 1000
+                extra = {
+                    "model": name,
+                    "p99_ms": round(p99, 4),
+                    "flavour": "onnx (zip)",
+                    "path": "local gateway",
+                    "capture": capture,
+                }
+                for peer, target in (
+                    ("MLflow", "0.1" if name == "LogisticRegression" else "0.6"),
+                    ("BentoML", "0.6"),
+                ):
+                    if name in peers.get(peer, {}):
+                        emit(BENCH, "gateway_p50_ms", p50, unit="ms", baseline=peers[peer][name],
+                             baseline_name=f"{peer} p50 (same estimator)", target=f"<= {target}x", **extra)  # fmt: skip
+                    elif peer == "MLflow":
+                        emit(BENCH, "gateway_p50_ms", p50, unit="ms", **extra)
+        lam.update_function_configuration(FunctionName=function, Environment={"Variables": env})
 
 
 def _bundle(result):
