@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sluice import aws
-from sluice.errors import Conflict, SluiceError
+from sluice.errors import Conflict, NotFound, SluiceError
 from sluice.settings import Settings
 
 CHAMPION_ALIAS = "champion"
@@ -74,8 +74,6 @@ class RetrainRequest:
 
 def parent_version(registry, model: str) -> int:
     """The version a retrain starts from: the champion, else the newest Approved version."""
-    from sluice.errors import NotFound
-
     try:
         return registry.get(model, alias=CHAMPION_ALIAS).version
     except NotFound:
@@ -87,8 +85,18 @@ def parent_version(registry, model: str) -> int:
         return max(approved)
 
 
-def _work_uri(settings: Settings, request_model: str, run_id: str, name: str) -> str:
-    return f"s3://{settings.work_bucket}/retraining/{request_model}/{run_id}/{name}"
+def _work_key(state: dict[str, Any] | RetrainRequest, name: str) -> str:
+    """Key of a run's staged file in the work bucket: ``retraining/<model>/<run_id>/<name>``."""
+    model, run_id = (
+        (state.model, state.run_id)
+        if isinstance(state, RetrainRequest)
+        else (state["model"], state["run_id"])
+    )
+    return f"retraining/{model}/{run_id}/{name}"
+
+
+def _work_uri(settings: Settings, state: dict[str, Any] | RetrainRequest, name: str) -> str:
+    return f"s3://{settings.work_bucket}/{_work_key(state, name)}"
 
 
 def preprocess(settings: Settings, request: RetrainRequest, *, registry=None) -> dict[str, Any]:
@@ -105,8 +113,8 @@ def preprocess(settings: Settings, request: RetrainRequest, *, registry=None) ->
         spec = TrainingSpec.from_dict(json.loads(registry.fetch(request.model, parent, "spec.json")))
     frame, lineage = load_table(request.data_uri)
     train_part, holdout = split(frame, spec)
-    write_table(train_part, _work_uri(settings, request.model, request.run_id, "train.parquet"))
-    write_table(holdout, _work_uri(settings, request.model, request.run_id, "holdout.parquet"))
+    write_table(train_part, _work_uri(settings, request, "train.parquet"))
+    write_table(holdout, _work_uri(settings, request, "holdout.parquet"))
     return {
         "model": request.model,
         "run_id": request.run_id,
@@ -126,8 +134,9 @@ def train_candidate(settings: Settings, state: dict[str, Any], *, registry=None)
     result = _fit_parent_form(settings, state, registry)
     buffer = io.BytesIO()
     joblib.dump({"estimator": result.estimator, "preprocessor": result.preprocessor.to_artifacts()}, buffer)
-    key = f"retraining/{state['model']}/{state['run_id']}/candidate.joblib"
-    aws.client("s3").put_object(Bucket=settings.work_bucket, Key=key, Body=buffer.getvalue())
+    aws.client("s3").put_object(
+        Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"), Body=buffer.getvalue()
+    )
     return {**state, "candidate_metrics": result.metrics, "hyperparameters": result.hyperparameters}
 
 
@@ -137,7 +146,7 @@ def evaluate(settings: Settings, state: dict[str, Any], *, registry=None) -> dic
     from sluice.training import evaluate as evaluate_model
 
     registry = registry or _registry(settings)
-    holdout, _ = load_table(_work_uri(settings, state["model"], state["run_id"], "holdout.parquet"))
+    holdout, _ = load_table(_work_uri(settings, state, "holdout.parquet"))
     candidate = _load_candidate(settings, state, registry)
     parent_metrics: dict[str, float] = {}
     if state["parent_version"] is not None:
@@ -150,25 +159,20 @@ def evaluate(settings: Settings, state: dict[str, Any], *, registry=None) -> dic
         run_id=state["run_id"],
         holdout_rows=len(holdout),
     )
-    prefix = f"retraining/{state['model']}/{state['run_id']}"
     s3 = aws.client("s3")
     s3.put_object(
         Bucket=settings.work_bucket,
-        Key=f"{prefix}/comparison.json",
+        Key=_work_key(state, "comparison.json"),
         Body=json.dumps(comparison, indent=2).encode(),
         ContentType="application/json",
     )
     s3.put_object(
         Bucket=settings.work_bucket,
-        Key=f"{prefix}/comparison.html",
+        Key=_work_key(state, "comparison.html"),
         Body=render_comparison_html(comparison).encode(),
         ContentType="text/html",
     )
-    return {
-        **state,
-        "comparison": comparison,
-        "report_uri": f"s3://{settings.work_bucket}/{prefix}/comparison.html",
-    }
+    return {**state, "comparison": comparison, "report_uri": _work_uri(settings, state, "comparison.html")}
 
 
 def register(settings: Settings, state: dict[str, Any], *, registry=None) -> dict[str, Any]:
@@ -180,10 +184,8 @@ def register(settings: Settings, state: dict[str, Any], *, registry=None) -> dic
     bundle = ModelBundle.from_training(result)
     s3 = aws.client("s3")
     for name in ("comparison.json", "comparison.html"):
-        key = f"retraining/{state['model']}/{state['run_id']}/{name}"
-        bundle.artifacts[f"reports/{name}"] = s3.get_object(Bucket=settings.work_bucket, Key=key)[
-            "Body"
-        ].read()
+        body = s3.get_object(Bucket=settings.work_bucket, Key=_work_key(state, name))["Body"]
+        bundle.artifacts[f"reports/{name}"] = body.read()
     bundle.notes.update(trigger=state["trigger"], run_id=state["run_id"])
     data = state["data"]
     lineage = Lineage(
@@ -406,16 +408,17 @@ def _fit_parent_form(
 ):
     """Fit (or, with ``candidate``, rebuild) the TrainingResult of this run on the staged split."""
     from sluice.datasource import load_table
-    from sluice.training import TrainingResult, evaluate, fit
+    from sluice.training import TrainingResult, fit
 
-    train_part, _ = load_table(_work_uri(settings, state["model"], state["run_id"], "train.parquet"))
-    holdout, _ = load_table(_work_uri(settings, state["model"], state["run_id"], "holdout.parquet"))
+    train_part, _ = load_table(_work_uri(settings, state, "train.parquet"))
+    holdout, _ = load_table(_work_uri(settings, state, "holdout.parquet"))
     spec = _parent_spec(registry, state)
     if candidate is None:
         return fit(train_part, holdout, spec)
-    result = TrainingResult(spec, candidate.preprocessor, candidate.estimator, {}, train_part, holdout)
-    result.metrics = evaluate(result, holdout)
-    return result
+    # The train step already scored this candidate on this holdout.
+    return TrainingResult(
+        spec, candidate.preprocessor, candidate.estimator, candidate.metrics, train_part, holdout
+    )
 
 
 def _load_candidate(settings: Settings, state: dict[str, Any], registry) -> _Candidate:
@@ -423,8 +426,11 @@ def _load_candidate(settings: Settings, state: dict[str, Any], registry) -> _Can
 
     from sluice.features import Preprocessor
 
-    key = f"retraining/{state['model']}/{state['run_id']}/candidate.joblib"
-    body = aws.client("s3").get_object(Bucket=settings.work_bucket, Key=key)["Body"].read()
+    body = (
+        aws.client("s3")
+        .get_object(Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"))["Body"]
+        .read()
+    )
     staged = joblib.load(io.BytesIO(body))
     spec = _parent_spec(registry, state)
     return _Candidate(
