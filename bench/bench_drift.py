@@ -17,7 +17,8 @@ the memory the method itself needs on top of the loaded frames:
   4x files (memory independent of row count).
 * peers (Evidently DataDriftPreset, NannyML univariate, alibi-detect KSDrift + ChiSquareDrift)
   in ``bench/.peers-venv`` via ``bench/peers_drift.py``; a missing or failing peer is skipped
-  with its reason, never failing the benchmark.
+  with its reason, never failing the benchmark. ``SLUICE_BENCH_DRIFT_PEERS`` (comma-separated,
+  default all; ``none`` for none) picks them: Evidently alone takes minutes.
 
 Decisions are compared per column at the per-test level of the default policy (alpha 0.05
 Bonferroni-corrected over 2 tests x 25 features = 0.001): test p-value below it, for Sluice and
@@ -467,7 +468,11 @@ def _bench(rows: int, workdir: Path) -> None:
     )
 
     results = {}
+    wanted = os.environ.get("SLUICE_BENCH_DRIFT_PEERS", ",".join(PEERS))
     for peer in PEERS:
+        if peer not in wanted.split(","):
+            emit(BENCH, f"peer_{peer}_skipped", 0.0, unit="none", reason="not in SLUICE_BENCH_DRIFT_PEERS")
+            continue
         log(f"drift bench: peer {peer}")
         result = _run_peer(peer, baseline, target, alpha)
         if not result.get("ok"):

@@ -280,7 +280,9 @@ class DriftPolicy:
     never exceeds the exact one and the uncorrected asymptotic distribution overstates p for
     small samples; chi-squared cells are pooled to 5 expected rows, and categories the
     baseline saw fewer than ``MIN_CATEGORY_COUNT`` times share the "other/unseen" cell so the
-    baseline's choice of categories does not bias the test; Fisher's test is exact.
+    baseline's choice of categories does not bias the test, and the categorical p-value is the
+    Bonferroni combination of chi-squared and Fisher's exact test on "other/unseen"; Fisher's
+    tests are exact.
     The effect floors then suppress what large windows make significant but nobody would act
     on: PSI 0.1 is the usual "moderate shift" mark, far above PSI's sampling noise at 5,000 rows
     (about ``(bins - 1) / n``, 0.004) and well below the PSI of a half-standard-deviation mean
