@@ -2,8 +2,9 @@
 
 Prints JSON lines (see ``bench/_common.py``):
 
-* ``up_seconds``: ``LocalAws.start`` on a freshly synthesized app (server, bootstrap, assets,
-  stacks, gateways), with its phases as extra fields; baseline = the synthesis itself;
+* ``up_seconds_cold`` / ``_warm``: ``LocalAws.start`` on a freshly synthesized app (server,
+  bootstrap, assets, stacks, gateways), first with an empty asset-zip cache, then with it
+  filled; its phases as extra fields; baseline = the synthesis itself;
 * ``invoke_ms`` per path, each against calling the same handler in-process (``ratio``):
   in-process ``LambdaRuntime.invoke`` (worker round trip), boto3 ``lambda.invoke`` through
   the moto server, and ``GET`` through the local API gateway (keep-alive connection).
@@ -47,14 +48,16 @@ def main() -> None:
 
         from sluice.local import LocalAws
 
-        log("local up")
-        t0 = time.perf_counter()
-        aws = LocalAws.start(assembly_dir=f"{tmp}/cdk.out", state_dir=f"{tmp}/state")
-        up_s = time.perf_counter() - t0
-        with aws:
+        # Cold: directory assets zipped (the scoring layer is 136 MB); warm: zips cached by hash.
+        os.environ["SLUICE_LOCAL_ASSET_CACHE"] = f"{tmp}/asset-cache"
+        for kind in ("cold", "warm"):
+            log(f"local up ({kind} asset cache)")
+            t0 = time.perf_counter()
+            aws = LocalAws.start(assembly_dir=f"{tmp}/cdk.out", state_dir=f"{tmp}/state-{kind}")
+            up_s = time.perf_counter() - t0
             emit(
                 BENCH,
-                "up_seconds",
+                f"up_seconds_{kind}",
                 up_s,
                 unit="s",
                 baseline=synth_s,
@@ -62,6 +65,9 @@ def main() -> None:
                 resources=len(aws.resources),
                 **{f"phase_{k}": round(v, 3) for k, v in aws.timings.__dict__.items()},
             )
+            if kind == "cold":
+                aws.stop()
+        with aws:
             _invokes(aws, n)
 
 

@@ -15,6 +15,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sluice.errors import SluiceError
 
 _lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
@@ -55,7 +58,17 @@ def assumed_role(role_arn: str, *, session_name: str = "sluice", region: str | N
     Used for cross-account work such as promotion into the prod account. Yields the assumed
     role's account id.
     """
-    response = client("sts", region=region).assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+    try:
+        response = client("sts", region=region).assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("AccessDenied", "AccessDeniedException"):
+            # Not a bug to report: the caller is not trusted by that role (wrong profile or account).
+            raise SluiceError(
+                f"cannot assume {role_arn}: {err.response['Error'].get('Message', 'access denied')} "
+                "(is this the principal the role trusts?)",
+                status=403,
+            ) from None
+        raise
     credentials = response["Credentials"]
     token = _credentials.set(
         {

@@ -353,14 +353,43 @@ class ModelShardScorer:
     def version(self) -> int:
         return self.scorer.version
 
-    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        columns, errors = self.scorer.schema.validate(frame, as_frame=False)
-        if errors:  # preprocess validated these rows against the same schema
-            raise ShardError("; ".join(str(e) for e in errors[:3]))
+    def predict(
+        self, frame: pd.DataFrame, *, validated: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels and positive-class probabilities of ``frame``'s rows.
+
+        ``validated``: the rows already passed this version's schema (a preprocess shard), so
+        they are only converted to columns; anything that does not convert is validated again.
+        """
+        columns = _validated_columns(frame, self.scorer.schema) if validated else None
+        if columns is None:
+            columns, errors = self.scorer.schema.validate(frame, as_frame=False)
+            if errors:
+                raise ShardError("; ".join(str(e) for e in errors[:3]))
         labels, probabilities = self.scorer.predictor.predict(
             self.scorer.preprocessor.transform_columns(columns)
         )
         return labels, positive_probability(probabilities)
+
+
+def _validated_columns(frame: pd.DataFrame, schema: Any) -> dict[str, np.ndarray] | None:
+    """The columns :meth:`FeatureSchema.validate` would return for rows that already passed it.
+
+    ``None`` when a column is absent or a numeric one does not convert to float: validate instead.
+    """
+    columns: dict[str, np.ndarray] = {}
+    try:
+        for feature in schema.features:
+            column = frame[feature.name]
+            if feature.kind == "numeric":
+                columns[feature.name] = column.to_numpy(dtype=float, na_value=np.nan)
+            else:
+                values = column.to_numpy(dtype=object)
+                values[column.isna().to_numpy()] = None
+                columns[feature.name] = values
+    except (KeyError, TypeError, ValueError):
+        return None
+    return columns
 
 
 class EndpointShardScorer:
@@ -485,7 +514,10 @@ def score_shard(
     if scorer is None:
         scorer = scorer_for(settings, run)
     features = frame.drop(columns=[ROW])
-    labels, probabilities = scorer.predict(features)
+    # Shards hold only rows preprocess validated against this version's schema.
+    labels, probabilities = (
+        scorer.predict(features, validated=True) if scorer.via == "model" else scorer.predict(features)
+    )
     if len(labels) != len(frame):
         raise ShardError(f"{name}: {len(frame)} rows but {len(labels)} predictions")
     scored = frame.assign(**{PREDICTION: labels})
@@ -498,6 +530,7 @@ def score_shard(
         from sluice.capture import CaptureWriter, capture_records
 
         capture = capture if capture is not None else CaptureWriter(bucket_name=settings.capture_bucket)
+    if scorer.via == "model" and capture.enabled:
         schema_names = (
             list(scorer.scorer.schema.names) if hasattr(scorer, "scorer") else list(features.columns)
         )

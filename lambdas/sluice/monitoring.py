@@ -610,8 +610,12 @@ def parse_label_file(body: bytes, *, key: str) -> tuple[str | None, list[dict]]:
     return (models.pop() if models else None), labels
 
 
-def ingest_label_object(settings: Settings, *, bucket: str, key: str) -> int:
+def ingest_label_object(
+    settings: Settings, *, bucket: str, key: str, now: datetime | None = None
+) -> int:
     """Ingest a label file dropped at ``labels/incoming/<model>/<file>.csv|.jsonl``.
+
+    ``now`` is the moment of reception (default: the current time), as in :func:`ingest_labels`.
 
     Keys outside ``labels/incoming/`` (for example the normalised labels this module writes) are
     ignored and return 0, so an S3 notification on ``labels/`` cannot loop.
@@ -624,7 +628,7 @@ def ingest_label_object(settings: Settings, *, bucket: str, key: str) -> int:
     model = named or (parts[0] if len(parts) > 1 else None)
     if not model:
         raise SluiceError(f"label file {key}: put it under labels/incoming/<model>/ or add a 'model' column")
-    return ingest_labels(settings, model=model, labels=validate_labels(labels, where=key))
+    return ingest_labels(settings, model=model, labels=validate_labels(labels, where=key), now=now)
 
 
 def iter_labels(bucket: str, *, model: str, start: datetime, end: datetime) -> Iterator[dict]:

@@ -220,3 +220,10 @@ def test_unbound_version_serves_the_champion_alias(endpoint, monkeypatch):
     response = score.lambda_handler(event("single"), Context())
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["version"] == 1
+
+
+@pytest.mark.parametrize("bad_event", [[], "text", {"requestContext": "x", "body": None}])
+def test_events_that_are_not_proxy_events_are_400s(endpoint, bad_event):
+    response = score.lambda_handler(bad_event, Context())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["errors"][0]["field"] in ("event", "body")

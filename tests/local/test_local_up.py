@@ -136,19 +136,13 @@ def test_function_code_asset_is_the_zipped_lambdas_directory(local_aws):
     import io
     import zipfile
 
-    fn = local_aws.client("lambda").get_function(
-        FunctionName=local_aws.physical_id("RegistryApiHandlerFunction")
-    )
-    code = fn["Configuration"]
-    assert code["Handler"] == "sluice.handlers.registry_api.lambda_handler"
-    location = local_aws.client("s3").list_objects_v2(
-        Bucket=assets_bucket(local_aws.account, local_aws.region)
-    )
-    zips = [o["Key"] for o in location["Contents"] if o["Key"].endswith(".zip")]
-    body = local_aws.client("s3").get_object(
-        Bucket=assets_bucket(local_aws.account, local_aws.region), Key=zips[0]
-    )
-    names = zipfile.ZipFile(io.BytesIO(body["Body"].read())).namelist()
+    # Given the registry API function and the code location its template names
+    name = local_aws.physical_id("RegistryApiHandlerFunction", resource_type="AWS::Lambda::Function")
+    code = local_aws.runtime.template_properties()[name]["Code"]
+    assert code["S3Bucket"] == assets_bucket(local_aws.account, local_aws.region)
+    # Then the published asset there is the zipped lambdas/ source root, without sluice.local
+    body = local_aws.client("s3").get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])["Body"].read()
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
     assert "sluice/handlers/registry_api.py" in names
     assert not any(n.startswith("sluice/local/") for n in names)  # excluded by the construct
 

@@ -290,7 +290,9 @@ def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
     )
     aws.put_object(Bucket=BUCKET, Key=f"labels/incoming/{MODEL}/batch.csv", Body=csv_body.encode())
     assert (
-        monitoring.ingest_label_object(SETTINGS, bucket=BUCKET, key=f"labels/incoming/{MODEL}/batch.csv")
+        monitoring.ingest_label_object(
+            SETTINGS, bucket=BUCKET, key=f"labels/incoming/{MODEL}/batch.csv", now=NOW
+        )
         == 50
     )
     # Normalised label objects are not re-ingested (no S3 event loop)

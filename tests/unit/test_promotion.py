@@ -121,3 +121,50 @@ def test_cli_promote_user_errors_exit_2(accounts, argv, message, capsys):
     extra = [] if "--cdk-json" in argv else ["--cdk-json", str(root / "cdk.json")]
     assert main(["promote", "--model", "credit-risk", *argv, *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_tampered_dev_artifact_is_refused_and_prod_stays_empty(accounts):
+    from sluice.errors import IntegrityError
+
+    accounts.approve("credit-risk", 1, actor="alice")
+    record = accounts.get("credit-risk", version=1)
+    key = record.artifacts["model.joblib"]["key"]
+    aws.client("s3").put_object(Bucket=DEV.bucket_name, Key=key, Body=b"not the model that was approved")
+    with pytest.raises(IntegrityError, match=r"model.joblib"):
+        promote("credit-risk", 1, source=DEV, target=PROD, actor="alice")
+    with aws.assumed_role(f"arn:aws:iam::{PROD.account}:role/auditor"):
+        assert PROD.registry().list_models() == []
+
+
+def test_a_caller_the_promotion_role_does_not_trust_is_refused(accounts, capsys, tmp_path):
+    # The prod promotion role trusts only the dev deployer (tests/infra/test_iam.py); STS says
+    # AccessDenied to anyone else, and that must reach the user as a clear refusal, not a trace.
+    from botocore.stub import Stubber
+
+    from sluice.cli import main
+    from sluice.errors import SluiceError
+
+    accounts.approve("credit-risk", 1, actor="alice")
+    with Stubber(aws.client("sts")) as sts:
+        sts.add_client_error(
+            "assume_role",
+            service_error_code="AccessDenied",
+            service_message="User is not authorized to perform: sts:AssumeRole",
+            http_status_code=403,
+        )
+        with pytest.raises(SluiceError, match=r"cannot assume .*sluice-prod-promotion") as refused:
+            promote("credit-risk", 1, source=DEV, target=PROD, actor="mallory")
+    assert refused.value.status == 403
+    # Nothing was written in either account but the audit trail is intact.
+    assert [e["kind"] for e in accounts.history("credit-risk")][-1] == "approved"
+    with Stubber(aws.client("sts")) as sts:
+        sts.add_response("get_caller_identity", {"Arn": "arn:aws:iam::123456789012:user/mallory"})
+        sts.add_client_error("assume_role", service_error_code="AccessDenied", http_status_code=403)
+        cdk_json = tmp_path / "cdk.json"
+        cdk_json.write_text(
+            '{"context": {"dev:account": "123456789012", "dev:region": "eu-west-1",'
+            ' "prod:account": "222222222222", "prod:region": "eu-west-1"}}'
+        )
+        argv = ["promote", "--model", "credit-risk", "--version", "1", "--cdk-json", str(cdk_json)]
+        assert main(argv) == 2
+    assert "cannot assume" in capsys.readouterr().err

@@ -68,6 +68,11 @@ def _response(status: int, body: dict[str, Any], settings: Settings) -> dict[str
 
 
 def _body(event: dict[str, Any]) -> str | bytes | None:
+    if not isinstance(event, dict):
+        raise RequestError(
+            "event: expected an API Gateway proxy event (an object with a body)",
+            errors=[{"field": "event", "code": "type", "message": "not an API Gateway proxy event"}],
+        )
     body = event.get("body")
     if body is not None and event.get("isBase64Encoded"):
         try:
@@ -81,7 +86,8 @@ def _body(event: dict[str, Any]) -> str | bytes | None:
 
 
 def _request_id(event: dict[str, Any], context: Any) -> str:
-    found = (event.get("requestContext") or {}).get("requestId")
+    context_block = event.get("requestContext") if isinstance(event, dict) else None
+    found = context_block.get("requestId") if isinstance(context_block, dict) else None
     return str(found or getattr(context, "aws_request_id", "") or "")
 
 

@@ -21,6 +21,7 @@ ARNs and names in the templates resolve as in AWS.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -197,6 +198,7 @@ class LocalAws:
         # moto's backends are process-wide: start from a clean slate, so a second stage brought
         # up in the same process (tests, `local up` after `down`) does not meet the first one's.
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"))
+        cloudformation.EMULATED_RESOURCES.clear()
         sluice_aws.reset_clients()
         t1 = time.perf_counter()
         bootstrap(self.account, self.region)
@@ -244,6 +246,11 @@ class LocalAws:
             self.runtime.stop()
             self.runtime = None
         if self._server is not None:
+            # Free what the stage held (the scoring layer alone is 136 MB) for the rest of the process.
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=30
+                )
             self._server.stop()
             self._server = None
         for key, value in self._saved_env.items():

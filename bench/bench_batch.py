@@ -1,0 +1,171 @@
+"""Batch scoring throughput: the pipeline's steps in-process against a plain ``model.predict`` loop.
+
+Runs under moto in this process (``mock_aws``: S3 and DynamoDB calls without HTTP), on
+``SLUICE_BENCH_BATCH_ROWS`` rows (default 100,000) of the credit dataset in shards of 10,000.
+The baseline, measured in the same run, is a loop of ``estimator.predict(preprocessor.transform(shard))``
+over the same shards already in memory: no I/O, no validation, no capture.
+
+Metrics (rows per second; ``ratio`` = value / baseline; the issue's target is ≥ 0.8 for the score step):
+
+* ``score_predict_rows_per_s``: the score step's model call on in-memory shards (schema
+  validation, vectorised preprocessing, predict + probabilities);
+* ``score_step_rows_per_s``: :func:`sluice.batch.score_shard` per shard as the Lambda runs it:
+  read the shard from S3, score, write the scored shard, no capture;
+* ``score_step_captured_rows_per_s``: the same with data capture to S3 (``source="batch"``);
+* ``pipeline_rows_per_s``: preprocess + every shard + postprocess (:func:`sluice.batch.run_local`).
+
+Run: ``python -m bench bench_batch`` (``SLUICE_BENCH_REPEAT`` repeats, default 3; the median counts).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench._common import emit, log, median
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = "batch"
+ROWS = int(os.environ.get("SLUICE_BENCH_BATCH_ROWS", "100000"))
+SHARD_ROWS = 10_000
+REPEAT = int(os.environ.get("SLUICE_BENCH_REPEAT", "3"))
+REGION = "eu-west-1"
+TABLE, ARTIFACTS, WORK, CAPTURE = "bench-registry", "bench-artifacts", "bench-work", "bench-capture"
+
+
+def main() -> None:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    if str(ROOT / "lambdas") not in sys.path:
+        sys.path.insert(0, str(ROOT / "lambdas"))
+    from moto import mock_aws
+
+    with mock_aws():
+        _run()
+
+
+def _best(fn, repeat: int = REPEAT) -> float:
+    """Median wall-clock seconds of ``repeat`` calls (after one warm-up call)."""
+    fn()
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return median(out)
+
+
+def _run() -> None:
+    import boto3
+
+    from sluice import aws, batch, datasets, scoring
+    from sluice.capture import CaptureWriter
+    from sluice.datasource import write_table
+    from sluice.registry import Lineage, ModelBundle, ModelRegistry
+    from sluice.settings import Settings
+    from sluice.training import TrainingSpec, train
+
+    aws.reset_clients()
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (ARTIFACTS, WORK, CAPTURE):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    spec = TrainingSpec(
+        target=datasets.TARGET,
+        numeric=datasets.NUMERIC,
+        categorical=datasets.CATEGORICAL,
+        hyperparameters={"max_iter": 300},
+    )
+    trained = train(datasets.credit(5_000, seed=1), spec)
+    registry = ModelRegistry(table_name=TABLE, bucket_name=ARTIFACTS)
+    registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+    settings = Settings(
+        registry_table=TABLE,
+        registry_bucket=ARTIFACTS,
+        work_bucket=WORK,
+        capture_bucket=CAPTURE,
+        region=REGION,
+    )
+    frame = datasets.credit(ROWS, seed=2)
+    write_table(frame, f"s3://{WORK}/in/bench.parquet")
+    log(f"batch bench: {ROWS} rows, shards of {SHARD_ROWS}, median of {REPEAT}")
+
+    request = batch.BatchRequest(
+        model="credit",
+        version=1,
+        input_uri=f"s3://{WORK}/in/bench.parquet",
+        run_id="bench",
+        shard_rows=SHARD_ROWS,
+    )
+    state = batch.preprocess(settings, request, registry=registry)
+    keys = [f"{state['shard_prefix']}{batch.shard_name(i)}.parquet" for i in range(state["shards"])]
+    features = list(spec.features)
+    shards = [frame.iloc[a:b][features] for a, b in batch.plan_shards(ROWS, SHARD_ROWS)]
+    scoring.clear_cache()
+    scorer = batch.ModelShardScorer.load("credit", 1, registry=registry)
+
+    def plain() -> None:
+        for shard in shards:
+            trained.estimator.predict(trained.preprocessor.transform(shard))
+
+    def predict_core() -> None:
+        for shard in shards:
+            scorer.predict(shard)
+
+    no_capture = CaptureWriter()
+    captured = CaptureWriter(bucket_name=CAPTURE)
+
+    def step(capture) -> None:
+        for key in keys:
+            batch.score_shard(settings, {"key": key, "run": state["run"]}, scorer=scorer, capture=capture)
+
+    def pipeline() -> None:
+        batch.run_local(settings, request, registry=registry, scorer=scorer)
+
+    baseline = ROWS / _best(plain)
+    common = {"rows": ROWS, "shard_rows": SHARD_ROWS, "backend": "moto in-process (mock_aws)"}
+    emit(
+        BENCH,
+        "plain_predict_rows_per_s",
+        baseline,
+        unit="rows/s",
+        note="estimator.predict(preprocessor.transform(shard)) over in-memory shards",
+        **common,
+    )
+    for metric, fn, target in (
+        ("score_predict_rows_per_s", predict_core, ">= 0.8x"),
+        ("score_step_rows_per_s", lambda: step(no_capture), ">= 0.8x"),
+        ("score_step_captured_rows_per_s", lambda: step(captured), None),
+        ("pipeline_rows_per_s", pipeline, None),
+    ):
+        emit(
+            BENCH,
+            metric,
+            ROWS / _best(fn),
+            unit="rows/s",
+            baseline=baseline,
+            baseline_name="plain_predict_rows_per_s",
+            target=target,
+            **common,
+        )
+
+
+if __name__ == "__main__":
+    main()
