@@ -543,6 +543,7 @@ def score_shard(
                 predictions=labels,
                 probabilities=probabilities,
                 source="batch",
+                plain_rows=True,
             )
         )
     return {

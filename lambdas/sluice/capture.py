@@ -97,6 +97,7 @@ def capture_records(
     probabilities: Sequence[float] | None = None,
     source: str = "endpoint",
     ts: datetime | None = None,
+    plain_rows: bool = False,
 ) -> list[dict]:
     """The capture lines of one scored request, one per row, in row order.
 
@@ -104,6 +105,9 @@ def capture_records(
     ----------
     rows
         The feature dicts as received (after parsing, before preprocessing).
+    plain_rows
+        ``rows`` hold only JSON types already (as :func:`sluice.batch.json_records` makes them),
+        so they are used as they are; :func:`encode_line` still nulls a stray NaN or infinity.
     predictions, probabilities
         One value per row; ``probabilities`` (of the positive class) may be ``None``.
     ts
@@ -128,7 +132,7 @@ def capture_records(
             "model": model,
             "version": version,
             "source": source,
-            "features": _plain(row),
+            "features": row if plain_rows else _plain(row),
             "prediction": predictions[i],
             "probability": None if probabilities is None else probabilities[i],
         }
@@ -231,9 +235,12 @@ class CaptureWriter:
     def _put_s3(self, records: Sequence[Mapping[str, Any]]) -> int:
         client = aws.client("s3")
         groups: dict[str, list[bytes]] = {}
+        prefixes: dict[tuple, str] = {}  # the rows of one request share model, version and ts
         for record in records:
-            moment = parse_ts(record["ts"])
-            prefix = partition_prefix(record["model"], record["version"], moment)
+            where = (record["model"], record["version"], record["ts"])
+            prefix = prefixes.get(where)
+            if prefix is None:
+                prefix = prefixes[where] = partition_prefix(where[0], where[1], parse_ts(where[2]))
             groups.setdefault(prefix, []).append(encode_line(record))
         accepted = 0
         for prefix, lines in groups.items():

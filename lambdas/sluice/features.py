@@ -8,6 +8,7 @@ apply them with numpy alone (no scikit-learn transformer on the request path).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,12 +99,9 @@ class Preprocessor:
         for c in self.categorical:
             lookup = self._lookup[c]
             # Unknown or missing categories encode as all zeros (the schema decides whether they are allowed).
-            for row, value in enumerate(codes[c]):
-                index = lookup.get(
-                    value if isinstance(value, str) else (None if value is None else str(value))
-                )
-                if index is not None:
-                    out[row, offset + index] = 1.0
+            index = _category_indices(lookup, codes[c], rows)
+            hit = np.flatnonzero(index >= 0)
+            out[hit, offset + index[hit]] = 1.0
             offset += len(lookup)
         return out
 
@@ -138,6 +136,24 @@ class Preprocessor:
         self.categories_ = {c: list(v) for c, v in categories.items()}
         self._index()
         return self
+
+
+def _category_indices(lookup: Mapping[str, int], values: Sequence[Any], rows: int) -> np.ndarray:
+    """Position of each value in ``lookup`` (-1 for unknown or missing), as an integer array.
+
+    Strings, the usual case, are looked up in one C-level pass (``map``); only the misses are
+    looked at again in Python, so that a non-string value such as ``3`` still finds category ``"3"``.
+    """
+    try:
+        index = np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.intp, count=rows)
+        misses = np.flatnonzero(index < 0)
+    except TypeError:  # an unhashable value (validation normally rejects these first): go row by row
+        index, misses = np.full(rows, -1, dtype=np.intp), range(rows)
+    for row in misses:
+        value = values[row]
+        if value is not None:
+            index[row] = lookup.get(value if isinstance(value, str) else str(value), -1)
+    return index
 
 
 def _number(value: Any) -> float:

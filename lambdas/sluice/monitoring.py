@@ -610,9 +610,7 @@ def parse_label_file(body: bytes, *, key: str) -> tuple[str | None, list[dict]]:
     return (models.pop() if models else None), labels
 
 
-def ingest_label_object(
-    settings: Settings, *, bucket: str, key: str, now: datetime | None = None
-) -> int:
+def ingest_label_object(settings: Settings, *, bucket: str, key: str, now: datetime | None = None) -> int:
     """Ingest a label file dropped at ``labels/incoming/<model>/<file>.csv|.jsonl``.
 
     ``now`` is the moment of reception (default: the current time), as in :func:`ingest_labels`.

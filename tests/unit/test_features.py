@@ -73,3 +73,35 @@ def test_record_path_equals_dataframe_path(rows):
     records = [{"a": a, "b": 1.0, "colour": c} for a, c in rows]
     frame = pd.DataFrame(records).astype({"a": float})
     assert np.allclose(p.transform_records(records), p.transform(frame), equal_nan=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["red", "blue", "green", "3", ""]),
+            st.none(),
+            st.integers(0, 5),
+            st.floats(allow_nan=True),
+            st.lists(st.integers(), max_size=1),  # unhashable: the row-by-row fallback
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_one_hot_encoding_matches_a_cell_by_cell_lookup(values):
+    # Given categories that include "3", and values of every kind a caller might pass
+    p = Preprocessor([], ["colour"]).fit(pd.DataFrame({"colour": ["red", "blue", "3"]}))
+    # When they are encoded
+    column = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):
+        column[row] = value
+    out = p.transform_columns({"colour": column})
+    # Then each row has a 1 exactly where the string form of its value is a known category
+    names = p.categories_["colour"]
+    expected = np.zeros((len(values), len(names)))
+    for row, value in enumerate(values):
+        key = None if value is None else (value if isinstance(value, str) else str(value))
+        if key in names:
+            expected[row, names.index(key)] = 1.0
+    assert np.array_equal(out, expected)
