@@ -24,6 +24,9 @@ os.environ.update(
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
         "POWERTOOLS_METRICS_NAMESPACE": "Sluice",
         "POWERTOOLS_SERVICE_NAME": "sluice-tests",
+        # Local alias routing draws from a seeded stream, so a weighted-traffic assertion sees
+        # the same sample on every run (the draws stay random-looking: see test_gateway.py).
+        "SLUICE_LOCAL_ROUTING_SEED": "sluice-tests",
     }
 )
 

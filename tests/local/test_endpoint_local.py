@@ -147,13 +147,18 @@ def test_5_canary_of_an_always_erroring_version_rolls_back_by_itself(stage):
     traffic, client, rows = stage["traffic"], stage["client"], stage["rows"]
     traffic.deploy(3)
     statuses: Counter = Counter()
+    started = datetime.now(UTC) - timedelta(seconds=1)
 
     def serve_traffic_while_waiting(seconds: float) -> None:
         # What live traffic does during a canary step: 60 requests, about half to v3 at 50 %
         for i in range(60):
             status, _ = client.score([rows[i]])
             statuses[status] += 1
-        time.sleep(1.5)  # EMF log lines reach CloudWatch through the worker's log shipper
+        # EMF log lines reach CloudWatch through the worker's log shipper: wait until v3's
+        # errors are all there, as the canary's next look at the metrics expects.
+        deadline = time.monotonic() + 60
+        while traffic.health(3, start=started).errors < statuses[503] and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     traffic._sleep = serve_traffic_while_waiting
     result = traffic.canary(3, steps=(0.5, 0.9), interval_s=0, policy=HealthPolicy(max_errors=0))

@@ -160,12 +160,22 @@ def test_emf_record_conversion():
 
 
 def test_pick_version_follows_weights():
-    import random
-
-    random.seed(7)
+    lambdas.seed_routing(7)
     picks = [lambdas.pick_version("1", {"AdditionalVersionWeights": {"2": 0.25}}) for _ in range(4000)]
     assert 0.22 < picks.count("2") / len(picks) < 0.28
     assert lambdas.pick_version("1", None) == "1"
+
+
+def test_seeded_routing_repeats_its_draws_and_other_seeds_differ():
+    weights = {"AdditionalVersionWeights": [{"FunctionVersion": "2", "FunctionWeight": 0.5}]}
+
+    def draws(seed):
+        lambdas.seed_routing(seed)
+        return [lambdas.pick_version("1", weights) for _ in range(64)]
+
+    assert draws("a") == draws("a")
+    assert draws("a") != draws("b")
+    assert set(draws("a")) == {"1", "2"}
 
 
 def test_moto_internals_guard_fails_loudly(monkeypatch):

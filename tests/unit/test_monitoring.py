@@ -469,7 +469,12 @@ def test_cli_monitor_labels_uploads_a_csv_file(cli_env, aws, tmp_path, capsys):
     path.write_text("request_id,row,label\nr1,0,1\nr1,1,0\n")
     assert main(["monitor", "labels", "--model", MODEL, str(path)]) == 0
     assert "stored 2 label(s)" in capsys.readouterr().out
-    stored = list(monitoring.iter_labels(BUCKET, model=MODEL, start=datetime.now(UTC), end=datetime.now(UTC)))
+    today = datetime.now(UTC)  # labels are filed by the day received, which may turn meanwhile
+    stored = list(
+        monitoring.iter_labels(
+            BUCKET, model=MODEL, start=today - timedelta(days=1), end=today + timedelta(days=1)
+        )
+    )
     assert [(x["request_id"], x["row"], x["label"]) for x in stored] == [("r1", 0, 1), ("r1", 1, 0)]
     path.write_text("request_id,label\n,1\n")
     assert main(["monitor", "labels", "--model", MODEL, str(path)]) == 2

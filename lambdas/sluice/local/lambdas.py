@@ -558,12 +558,22 @@ class LambdaRuntime:
             log.debug("shipping logs failed", exc_info=True)
 
 
+# Lambda draws each alias invocation's version at random. ``SLUICE_LOCAL_ROUTING_SEED`` makes
+# the local draws repeatable (a traffic experiment, a test); :func:`seed_routing` reseeds.
+_routing = random.Random()
+
+
+def seed_routing(seed: str | int | None = None) -> None:
+    """Reseed the alias router: with ``seed``, else ``SLUICE_LOCAL_ROUTING_SEED``, else at random."""
+    _routing.seed(seed if seed is not None else os.environ.get("SLUICE_LOCAL_ROUTING_SEED"))
+
+
 def pick_version(primary: str, routing_config: Any) -> str:
     """The version an alias invocation runs: ``RoutingConfig`` weights, the rest to ``primary``."""
     weights = (routing_config or {}).get("AdditionalVersionWeights") or {}
     if isinstance(weights, list):  # CloudFormation shape
         weights = {str(w["FunctionVersion"]): float(w["FunctionWeight"]) for w in weights}
-    draw = random.random()
+    draw = _routing.random()
     cumulative = 0.0
     for version, weight in weights.items():
         cumulative += float(weight)
@@ -668,6 +678,7 @@ def install(local: LocalAws) -> LambdaRuntime:
         _ORIGINAL_INVOKE = current
         backend_class.invoke = _patched_invoke
     _ACTIVE = LambdaRuntime(local)
+    seed_routing()  # each local stage starts its traffic draws afresh (repeatable when seeded)
     return _ACTIVE
 
 
