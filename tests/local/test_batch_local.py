@@ -120,21 +120,21 @@ def test_100k_rows_in_shards_score_like_predict_with_matching_manifest(stage):
 
 
 def test_endpoint_variant_scores_through_the_gateway_like_predict(local_aws, stage):
-    # Given 6,000 rows as CSV (fewer than 100k: every row goes through the local HTTP gateway,
-    # its request validation and the endpoint's ONNX Runtime worker)
-    frame = datasets.credit(6_000, seed=8)
+    # Given 100k rows as CSV: every row goes through the local HTTP gateway, its request
+    # validation and the endpoint's ONNX Runtime worker, in signed requests of 2,000 rows
+    frame = datasets.credit(100_000, seed=8)
     uri = f"s3://{stage['work']}/data/via.csv"
     write_table(frame, uri)
     # When the endpoint-calling variant scores it (locally, the run names the gateway's URL)
     url = local_aws.gateway_url("EndpointRest") + "/predict"
-    arn = _start(stage, "via_endpoint", "via", input_uri=uri, shard_rows=2_000, endpoint_url=url)
+    arn = _start(stage, "via_endpoint", "via", input_uri=uri, shard_rows=10_000, endpoint_url=url)
     done = _wait(stage["sfn"], arn)
     assert done["status"] == "SUCCEEDED", done.get("cause")
     manifest = _manifest(stage, "via")
     out = pd.read_csv(io.BytesIO(_read(stage["s3"], manifest["predictions_uri"])))
     # Then the predictions equal model.predict on the same rows, and the counts match
     assert np.array_equal(out["prediction"].to_numpy(), _expected(stage, frame))
-    assert (manifest["rows_in"], manifest["rows_out"], manifest["shards"]) == (6_000, 6_000, 3)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["shards"]) == (100_000, 100_000, 10)
     assert manifest["scored_by"] == ["endpoint"] and manifest["model_version"] == stage["version"]
 
 
