@@ -129,7 +129,14 @@ class RetrainingPipeline(Construct):
                 backoff_rate=2.0,
                 jitter_strategy=sfn.JitterType.FULL,
             )
-            task.add_catch(notify_failure, errors=["States.ALL"], result_path="$.error")
+            # Name the failed step for the notification, then notify and fail.
+            failed_step = sfn.Pass(
+                self,
+                f"{step.capitalize()}Failed",
+                result=sfn.Result.from_string(step),
+                result_path="$.failed_step",
+            ).next(notify_failure)
+            task.add_catch(failed_step, errors=["States.ALL"], result_path="$.error")
             if chain is None:
                 first = task
             else:

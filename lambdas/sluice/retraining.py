@@ -203,7 +203,7 @@ def register(settings: Settings, state: dict[str, Any], *, registry=None) -> dic
     out = {**state, "version": record.version, "status": record.status}
     out["deploy_command"] = (
         f"sluice models approve {state['model']} {record.version} && "
-        f"sluice endpoint deploy --model {state['model']} --version {record.version} --weight 0.1"
+        f"sluice endpoint deploy {state['model']} {record.version} --weight 0.1"
     )
     if settings.notify_topic_arn:
         aws.client("sns").publish(
@@ -223,6 +223,7 @@ def notify_failure(settings: Settings, event: dict[str, Any]) -> dict[str, Any]:
     message = {
         "model": event.get("model"),
         "run_id": event.get("run_id"),
+        "step": event.get("failed_step"),
         "error": (event.get("error") or {}).get("Error"),
         "cause": str((event.get("error") or {}).get("Cause", ""))[:2000],
         "registry": "unchanged: nothing is registered before the last step",

@@ -64,7 +64,14 @@ def test_steps_run_in_order_with_retries_and_a_failure_path(templates):
         (retry,) = states[step]["Retry"]
         assert retry["ErrorEquals"] == TRANSIENT_ERRORS and retry["BackoffRate"] == 2
         (catch,) = states[step]["Catch"]
-        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "NotifyFailure"
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == f"{step}Failed"
+        named = states[f"{step}Failed"]  # names the failed step for the notification
+        assert (named["Type"], named["Result"], named["ResultPath"]) == (
+            "Pass",
+            step.lower(),
+            "$.failed_step",
+        )
+        assert named["Next"] == "NotifyFailure"
     assert states["NotifyFailure"]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
     # no step deploys: the only Lambda tasks are the retraining steps function
     assert {s["Parameters"]["step"] for s in states.values() if s["Type"] == "Task"} == {

@@ -81,6 +81,8 @@ def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, 
     alarm = f"sluice-dev-{MODEL}-drift-share"
     # Given v1 as champion and whatever the endpoint's live alias routes
     aliases_before = registry.aliases(MODEL)
+    topic = local_aws.physical_id("RetrainingNotifications", resource_type="AWS::SNS::Topic")
+    queue = _subscribe(local_aws, topic)
     # When the drift job's share metric breaches the alarm twice in a row
     for _ in range(2):
         cloudwatch.put_metric_data(
@@ -108,6 +110,14 @@ def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, 
     assert "reports/comparison.html" in v2.artifacts
     # and nothing moved: aliases (champion) are where they were
     assert registry.aliases(MODEL) == aliases_before
+    # and people are told, with the champion/challenger figures and the command that would deploy
+    notes: list[dict] = []
+    deadline = time.monotonic() + 30
+    while not notes and time.monotonic() < deadline:
+        notes = [b for b in map(json.loads, _messages(local_aws, queue)) if b.get("version") == 2]
+    assert notes and notes[0]["parent_version"] == 1
+    assert set(notes[0]["comparison"]) >= {"champion", "challenger", "primary_metric"}
+    assert notes[0]["deploy_command"].endswith(f"sluice endpoint deploy {MODEL} 2 --weight 0.1")
 
 
 def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
@@ -129,3 +139,35 @@ def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
         bodies = [json.loads(b) for b in _messages(local_aws, queue)]
     failure = [b for b in bodies if b.get("run_id") == "broken"]
     assert failure and failure[0]["registry"].startswith("unchanged")
+    assert failure[0]["step"] == "preprocess"  # the missing data file fails the first step
+
+
+def test_a_train_step_that_always_fails_notifies_and_leaves_the_registry_unchanged(local_aws, stage):
+    # Given a dataset the champion's form cannot be fitted on: every row has the same label, so
+    # preprocess splits it but the classifier refuses it in the train step, on every attempt
+    registry = stage["registry"]
+    topic = local_aws.physical_id("RetrainingNotifications", resource_type="AWS::SNS::Topic")
+    queue = _subscribe(local_aws, topic)
+    one_class = credit(600, seed=3).assign(**{TARGET: 1})
+    data = stage["data"].replace("latest.parquet", "one-class.parquet")
+    write_table(one_class, data)
+    versions_before = [r.version for r in registry.list_versions(MODEL)]
+    history_before = registry.history(MODEL)
+    # When a retraining run is started on it
+    arn = stage["sfn"].start_execution(
+        stateMachineArn=stage["machine"],
+        name="one-class",
+        input=json.dumps({"model": MODEL, "data_uri": data, "run_id": "one-class"}),
+    )["executionArn"]
+    # Then the run fails, the notification says the train step failed and nothing was registered
+    assert _wait(stage["sfn"], arn)["status"] == "FAILED"
+    bodies: list[dict] = []
+    deadline = time.monotonic() + 30
+    while not bodies and time.monotonic() < deadline:
+        bodies = [b for b in map(json.loads, _messages(local_aws, queue)) if b.get("run_id") == "one-class"]
+    assert bodies, "no failure notification"
+    assert bodies[0]["step"] == "train" and bodies[0]["registry"].startswith("unchanged")
+    assert "class" in bodies[0]["cause"]
+    # and the registry holds exactly what it held: same versions, same audit trail
+    assert [r.version for r in registry.list_versions(MODEL)] == versions_before
+    assert registry.history(MODEL) == history_before

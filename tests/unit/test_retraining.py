@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -10,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from sluice import retraining
+from sluice.cli import build_parser
 from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 from sluice.datasource import write_table
 from sluice.errors import Conflict, SluiceError
@@ -187,7 +189,11 @@ def test_cli_retrain_here_registers_pending_and_prints_deploy_command(env, monke
     assert main(["retrain", "--model", "credit-risk", "--data", DATA, "--here", "--json"]) == 0
     state = json.loads(capsys.readouterr().out)
     assert state["status"] == "PendingManualApproval" and state["parent_version"] == 1
-    assert "sluice endpoint deploy --model credit-risk --version 2" in state["deploy_command"]
+    # The printed (and notified) commands are ones the CLI accepts as they are
+    commands = [shlex.split(c) for c in state["deploy_command"].split("&&")]
+    assert [c[:3] for c in commands] == [["sluice", "models", "approve"], ["sluice", "endpoint", "deploy"]]
+    for command in commands:
+        assert build_parser().parse_args(command[1:]).version in ("2", 2)
 
 
 def test_cli_retrain_unknown_model_exits_2(env, monkeypatch, capsys):
