@@ -11,7 +11,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 CDK := npx --no-install cdk --no-notices
 
-.PHONY: install demo test lint synth synth-prod bench clean
+.PHONY: install demo test lint synth synth-prod bench bench-peers clean
 
 install: $(STAMP)
 
@@ -49,6 +49,15 @@ synth-prod: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## Peer tools the benchmarks compare against, each set in a venv of its own (their pins clash
+## with the runtime's): MLflow and BentoML for bench_serving, Evidently, NannyML and
+## alibi-detect for bench_drift. Without them those benchmarks skip the peers and say so.
+bench-peers:
+	$(PYTHON) -m venv build/serving-peers-venv
+	build/serving-peers-venv/bin/python -m pip install --quiet -r bench/requirements-peers-serving.txt
+	$(PYTHON) -m venv bench/.peers-venv
+	bench/.peers-venv/bin/python -m pip install --quiet -r bench/requirements-peers.txt
 
 clean:
 	rm -rf cdk.out .pytest_cache .ruff_cache demo-output

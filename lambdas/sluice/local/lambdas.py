@@ -291,6 +291,7 @@ class LambdaRuntime:
     _template_props: dict[str, dict[str, Any]] | None = None
     idle_s: float = field(default_factory=lambda: float(os.environ.get("SLUICE_LOCAL_IDLE_S", "600")))
     _stopping: threading.Event = field(default_factory=threading.Event)
+    telemetry: Telemetry = field(init=False)  # logs and EMF metrics on their way to CloudWatch
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.local)
