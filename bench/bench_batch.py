@@ -78,23 +78,14 @@ def _run() -> None:
     from sluice import aws, batch, datasets, scoring
     from sluice.capture import CaptureWriter
     from sluice.datasource import write_table
-    from sluice.registry import Lineage, ModelBundle, ModelRegistry
+    from sluice.registry import Lineage, ModelBundle, create_storage
     from sluice.settings import Settings
     from sluice.training import TrainingSpec, train
 
     aws.reset_clients()
-    ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    registry = create_storage(TABLE, ARTIFACTS)
     s3 = boto3.client("s3", region_name=REGION)
-    for bucket in (ARTIFACTS, WORK, CAPTURE):
+    for bucket in (WORK, CAPTURE):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     spec = TrainingSpec(
         target=datasets.TARGET,
@@ -103,7 +94,6 @@ def _run() -> None:
         hyperparameters={"max_iter": 300},
     )
     trained = train(datasets.credit(5_000, seed=1), spec)
-    registry = ModelRegistry(table_name=TABLE, bucket_name=ARTIFACTS)
     registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
     settings = Settings(
         registry_table=TABLE,

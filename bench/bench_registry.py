@@ -73,6 +73,7 @@ def _on_moto() -> None:
 
     from sluice import aws
     from sluice.local import moto_patches
+    from sluice.registry import create_storage
 
     os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = REGION
     moto_patches.apply()
@@ -86,21 +87,7 @@ def _on_moto() -> None:
     try:
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
         table, bucket = "bench-registry", "bench-registry-artifacts"
-        ddb, s3 = aws.client("dynamodb"), aws.client("s3")
-        ddb.create_table(
-            TableName=table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        create_storage(table, bucket)
         _measure(table, bucket, server="moto ThreadedMotoServer", api_url=None)
     finally:
         server.stop()

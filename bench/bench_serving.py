@@ -114,11 +114,10 @@ def _row(result) -> dict[str, float]:
 @contextlib.contextmanager
 def _moto_registry():
     """A moto server with a registry table and bucket; ``AWS_ENDPOINT_URL`` points at it meanwhile."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
     from sluice import aws
-    from sluice.registry import ModelRegistry
+    from sluice.registry import create_storage
 
     server = ThreadedMotoServer(port=0, verbose=False)
     server.start()
@@ -127,23 +126,7 @@ def _moto_registry():
     os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
     aws.reset_clients()
     try:
-        boto3.client("dynamodb").create_table(
-            TableName="bench-registry",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        boto3.client("s3").create_bucket(
-            Bucket="bench-artifacts",
-            CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]},
-        )
-        yield ModelRegistry(table_name="bench-registry", bucket_name="bench-artifacts")
+        yield create_storage("bench-registry", "bench-artifacts")
     finally:
         if saved is None:
             os.environ.pop("AWS_ENDPOINT_URL", None)

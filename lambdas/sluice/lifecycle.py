@@ -343,34 +343,14 @@ class Lifecycle:
     def _promote(self, registry) -> dict:
         """Promote M2 into the prod registry (a second registry on the same local server)."""
         from sluice.promotion import StageRegistry, promote
+        from sluice.registry import create_storage
 
         account = aws.client("sts").get_caller_identity()["Account"]
         region = aws.client("sts").meta.region_name
         source = StageRegistry("dev", account, region)
         target = StageRegistry("prod", account, region)
-        _create_registry(target)
+        create_storage(target.table_name, target.bucket_name, region=region)
         promoted = promote(self.stage.model, self.m2, source=source, target=target, actor=HUMAN).to_dict()
         # The embedded AWS runs one account; two-account promotion is tested in tests/unit/test_promotion.py.
         promoted["note"] = "prod registry on the same local server"
         return promoted
-
-
-def _create_registry(stage) -> None:
-    """The prod registry's table and bucket, as the prod stage's stateful stack would create them."""
-    ddb, s3 = aws.client("dynamodb"), aws.client("s3")
-    if stage.table_name not in ddb.list_tables()["TableNames"]:
-        ddb.create_table(
-            TableName=stage.table_name,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        s3.create_bucket(
-            Bucket=stage.bucket_name, CreateBucketConfiguration={"LocationConstraint": stage.region}
-        )

@@ -935,6 +935,41 @@ class ModelRegistry:
 # --------------------------------------------------------------------------------------------
 
 
+def create_storage(table_name: str, bucket_name: str, *, region: str | None = None) -> ModelRegistry:
+    """Create a registry's table and versioned bucket as the stateful stack does; return the registry.
+
+    For the embedded local AWS (the demo's prod registry), tests and benchmarks: in AWS the
+    stateful stack (``infra/constructs/registry.py``) creates them. Existing ones are kept.
+    """
+    ddb = sluice_aws.client("dynamodb", region=region)
+    s3 = sluice_aws.client("s3", region=region)
+    try:
+        ddb.create_table(
+            TableName=table_name,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ClientError as err:
+        if _code(err) != "ResourceInUseException":
+            raise
+    where = s3.meta.region_name
+    location = {} if where == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": where}}
+    try:
+        s3.create_bucket(Bucket=bucket_name, **location)
+    except ClientError as err:
+        if _code(err) != "BucketAlreadyOwnedByYou":
+            raise
+    s3.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration={"Status": "Enabled"})
+    return ModelRegistry(table_name=table_name, bucket_name=bucket_name)
+
+
 def code_version() -> str:
     """``SLUICE_CODE_VERSION`` if set, else the package version and, in a git checkout, the commit."""
     configured = os.environ.get("SLUICE_CODE_VERSION")

@@ -16,7 +16,7 @@ from moto import mock_aws
 from sluice import datasets, scoring
 from sluice.datasource import write_table
 from sluice.handlers import batch_notify, batch_postprocess, batch_preprocess, batch_score
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
+from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.training import TrainingSpec, train
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -50,23 +50,10 @@ def trained():
 @pytest.fixture
 def env(trained, monkeypatch):
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        registry = create_storage(TABLE, ARTIFACTS)
         s3 = boto3.client("s3", region_name=REGION)
-        for bucket in (ARTIFACTS, WORK, CAPTURE):
+        for bucket in (WORK, CAPTURE):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        registry = ModelRegistry(table_name=TABLE, bucket_name=ARTIFACTS)
         registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
         registry.approve("credit", 1, actor="tester")
         registry.set_alias("credit", "champion", 1, actor="tester")

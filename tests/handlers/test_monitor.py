@@ -15,7 +15,7 @@ from sluice import datasets
 from sluice.capture import CaptureWriter, capture_records
 from sluice.handlers import monitor
 from sluice.monitoring import ingest_labels
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
+from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.settings import Settings
 from sluice.training import TrainingSpec, train
 
@@ -47,29 +47,16 @@ def trained():
 @pytest.fixture
 def registry(trained, monkeypatch):
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
+        registry = create_storage(TABLE, BUCKET)
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket=CAPTURE, CreateBucketConfiguration={"LocationConstraint": REGION}
         )
-        s3 = boto3.client("s3", region_name=REGION)
-        for bucket in (BUCKET, CAPTURE):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         for key, value in {
             "SLUICE_REGISTRY_TABLE": TABLE,
             "SLUICE_REGISTRY_BUCKET": BUCKET,
             "SLUICE_CAPTURE_BUCKET": CAPTURE,
         }.items():
             monkeypatch.setenv(key, value)
-        registry = ModelRegistry(table_name=TABLE, bucket_name=BUCKET)
         record = registry.register("credit", ModelBundle.from_training(trained), lineage=Lineage())
         registry.approve("credit", record.version, actor="tester")
         registry.record_event("credit", "deployed", actor="tester", version=record.version)

@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from sluice import datasets, scoring
 from sluice.handlers import score
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
+from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.training import TrainingSpec, train
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -47,23 +47,10 @@ def trained():
 def endpoint(trained, monkeypatch):
     """A registered, approved v1 in a moto registry, and the handler's environment bound to it."""
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
+        registry = create_storage(TABLE, BUCKET)
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket=CAPTURE, CreateBucketConfiguration={"LocationConstraint": REGION}
         )
-        s3 = boto3.client("s3", region_name=REGION)
-        for bucket in (BUCKET, CAPTURE):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        registry = ModelRegistry(table_name=TABLE, bucket_name=BUCKET)
         record = registry.register("credit", ModelBundle.from_training(trained), lineage=Lineage())
         registry.approve("credit", record.version, actor="tester")
 

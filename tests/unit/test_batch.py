@@ -19,7 +19,7 @@ from moto import mock_aws
 from sluice import batch, datasets, scoring
 from sluice.batch import BatchRequest, EndpointShardScorer, plan_shards
 from sluice.errors import SluiceError
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
+from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.settings import Settings
 from sluice.training import TrainingSpec, train
 
@@ -94,23 +94,10 @@ def trained():
 @pytest.fixture
 def stage(trained):
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        registry = create_storage(TABLE, ARTIFACTS)
         s3 = boto3.client("s3", region_name=REGION)
-        for bucket in (ARTIFACTS, WORK, CAPTURE):
+        for bucket in (WORK, CAPTURE):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        registry = ModelRegistry(table_name=TABLE, bucket_name=ARTIFACTS)
         registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
         registry.approve("credit", 1, actor="tester")
         registry.set_alias("credit", "champion", 1, actor="tester")

@@ -11,7 +11,7 @@ from sluice import aws
 from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 from sluice.errors import Conflict
 from sluice.promotion import StageRegistry, promote
-from sluice.registry import Lineage, ModelBundle
+from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.training import TrainingSpec, train
 
 # moto's default account plays dev (MOTO_ACCOUNT_ID would pin every request, assumed roles too).
@@ -20,18 +20,7 @@ PROD = StageRegistry("prod", "222222222222", "eu-west-1")
 
 
 def _create_registry(stage: StageRegistry) -> None:
-    aws.client("dynamodb").create_table(
-        TableName=stage.table_name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    aws.client("s3").create_bucket(
-        Bucket=stage.bucket_name, CreateBucketConfiguration={"LocationConstraint": stage.region}
-    )
+    create_storage(stage.table_name, stage.bucket_name, region=stage.region)
 
 
 @pytest.fixture

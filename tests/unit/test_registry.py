@@ -35,6 +35,7 @@ from sluice.registry import (
     Lineage,
     ModelBundle,
     ModelRegistry,
+    create_storage,
 )
 from sluice.training import TrainingSpec, train
 
@@ -48,20 +49,7 @@ REGION = "eu-west-1"
 
 def create_registry_resources(table: str = TABLE, bucket: str = BUCKET) -> ModelRegistry:
     """The registry table and bucket with the key schema of ``infra/constructs/registry.py``."""
-    ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    return ModelRegistry(table_name=table, bucket_name=bucket)
+    return create_storage(table, bucket, region=REGION)
 
 
 def tiny_bundle(tag: str = "") -> ModelBundle:
@@ -163,6 +151,17 @@ def test_register_stores_content_addressed_artifacts_and_a_pending_record(regist
     assert record.lineage["role"].startswith("arn:aws:")
     assert record.lineage["hyperparameters"] == bundle.hyperparameters
     assert record.created_by == record.lineage["role"]
+
+
+def test_create_storage_keeps_what_exists_and_versions_the_bucket(registry):
+    # Given a registry holding one version
+    registry.register("m", tiny_bundle("a"), lineage=lineage())
+    # When its storage is "created" again (the demo re-run against a kept local stage)
+    again = create_storage(TABLE, BUCKET, region=REGION)
+    # Then nothing stored is lost, and the artifact bucket keeps object versions
+    assert [r.version for r in again.list_versions("m")] == [1]
+    versioning = boto3.client("s3", region_name=REGION).get_bucket_versioning(Bucket=BUCKET)
+    assert versioning["Status"] == "Enabled"
 
 
 def test_versions_are_consecutive_and_bytes_are_never_overwritten(registry):
@@ -271,18 +270,7 @@ def test_concurrent_retries_with_one_idempotency_key_create_one_version(moto_ser
 def _create_on_server(endpoint: str) -> ModelRegistry:
     for client in ("dynamodb", "s3"):
         assert sluice_aws.client(client).meta.endpoint_url == endpoint
-    ddb, s3 = sluice_aws.client("dynamodb"), sluice_aws.client("s3")
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return ModelRegistry(table_name=TABLE, bucket_name=BUCKET)
+    return create_storage(TABLE, BUCKET)
 
 
 # -- integrity and loading -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from moto import mock_aws
 from scipy import stats
 
 from sluice.errors import Conflict, NotFound, SluiceError
-from sluice.registry import REQUIRED_ARTIFACTS, Lineage, ModelBundle, ModelRegistry
+from sluice.registry import REQUIRED_ARTIFACTS, Lineage, ModelBundle, create_storage
 from sluice.traffic import EndpointTraffic, HealthPolicy, two_proportion_test
 
 REGION = "eu-west-1"
@@ -39,23 +39,7 @@ def _bundle(tag: str, *, onnx: bool = True) -> ModelBundle:
 def endpoint():
     """An endpoint function with a live alias on its first version, and a registry with v1-v3 (v3 pending)."""
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(
-            TableName="reg",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        boto3.client("s3", region_name=REGION).create_bucket(
-            Bucket="art", CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
-        registry = ModelRegistry(table_name="reg", bucket_name="art")
+        registry = create_storage("reg", "art")
         for tag in ("a", "b"):
             registry.approve(
                 "credit", registry.register("credit", _bundle(tag), lineage=Lineage()).version, actor="t"
