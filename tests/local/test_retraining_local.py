@@ -66,13 +66,17 @@ def _subscribe(local_aws, topic_arn: str) -> str:
     return queue
 
 
-def _messages(local_aws, queue: str) -> list[str]:
-    return [
-        m["Body"]
-        for m in local_aws.client("sqs")
-        .receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
-        .get("Messages", [])
-    ]
+def _notifications(local_aws, queue: str, **match) -> list[dict]:
+    """The JSON notifications in ``queue`` whose fields equal ``match`` (waits up to 30 s for one)."""
+    sqs = local_aws.client("sqs")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        found = [json.loads(m["Body"]) for m in received.get("Messages", [])]
+        found = [b for b in found if all(b.get(k) == v for k, v in match.items())]
+        if found:
+            return found
+    return []
 
 
 def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, stage):
@@ -111,10 +115,7 @@ def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, 
     # and nothing moved: aliases (champion) are where they were
     assert registry.aliases(MODEL) == aliases_before
     # and people are told, with the champion/challenger figures and the command that would deploy
-    notes: list[dict] = []
-    deadline = time.monotonic() + 30
-    while not notes and time.monotonic() < deadline:
-        notes = [b for b in map(json.loads, _messages(local_aws, queue)) if b.get("version") == 2]
+    notes = _notifications(local_aws, queue, version=2)
     assert notes and notes[0]["parent_version"] == 1
     assert set(notes[0]["comparison"]) >= {"champion", "challenger", "primary_metric"}
     assert notes[0]["deploy_command"].endswith(f"sluice endpoint deploy {MODEL} 2 --weight 0.1")
@@ -133,11 +134,7 @@ def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
     )["executionArn"]
     assert _wait(stage["sfn"], arn)["status"] == "FAILED"
     assert [r.version for r in registry.list_versions(MODEL)] == before
-    bodies = []
-    deadline = time.monotonic() + 30
-    while not bodies and time.monotonic() < deadline:
-        bodies = [json.loads(b) for b in _messages(local_aws, queue)]
-    failure = [b for b in bodies if b.get("run_id") == "broken"]
+    failure = _notifications(local_aws, queue, run_id="broken")
     assert failure and failure[0]["registry"].startswith("unchanged")
     assert failure[0]["step"] == "preprocess"  # the missing data file fails the first step
 
@@ -161,10 +158,7 @@ def test_a_train_step_that_always_fails_notifies_and_leaves_the_registry_unchang
     )["executionArn"]
     # Then the run fails, the notification says the train step failed and nothing was registered
     assert _wait(stage["sfn"], arn)["status"] == "FAILED"
-    bodies: list[dict] = []
-    deadline = time.monotonic() + 30
-    while not bodies and time.monotonic() < deadline:
-        bodies = [b for b in map(json.loads, _messages(local_aws, queue)) if b.get("run_id") == "one-class"]
+    bodies = _notifications(local_aws, queue, run_id="one-class")
     assert bodies, "no failure notification"
     assert bodies[0]["step"] == "train" and bodies[0]["registry"].startswith("unchanged")
     assert "class" in bodies[0]["cause"]
