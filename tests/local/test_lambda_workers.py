@@ -118,7 +118,11 @@ def test_logs_stream_to_the_function_log_group(local_aws, tiny):
     deadline = time.monotonic() + 20
     messages: list[str] = []
     while time.monotonic() < deadline and not any(m.startswith("REPORT RequestId") for m in messages):
-        streams = logs.describe_log_streams(logGroupName=f"/aws/lambda/{tiny}").get("logStreams", [])
+        time.sleep(0.2)  # logs arrive shortly after the invocation, as in Lambda (group included)
+        try:
+            streams = logs.describe_log_streams(logGroupName=f"/aws/lambda/{tiny}").get("logStreams", [])
+        except logs.exceptions.ResourceNotFoundException:
+            continue
         messages = [
             e["message"]
             for s in streams
@@ -126,9 +130,31 @@ def test_logs_stream_to_the_function_log_group(local_aws, tiny):
                 logGroupName=f"/aws/lambda/{tiny}", logStreamName=s["logStreamName"]
             )["events"]
         ]
-        time.sleep(0.2)
     assert any(m.startswith("START RequestId") for m in messages)
     assert any(m.startswith("REPORT RequestId") for m in messages)
+
+
+def test_logs_of_many_invocations_are_shipped_in_batches(local_aws, tiny, monkeypatch):
+    # Given the telemetry thread flushing every 2 s, and a count of its PutLogEvents batches
+    telemetry = local_aws.runtime.telemetry
+    monkeypatch.setattr(telemetry, "interval_s", 2.0)
+    batches: list[int] = []
+    put_logs = telemetry._put_logs
+
+    def counting(worker, events):
+        batches.append(len(events))
+        put_logs(worker, events)
+
+    monkeypatch.setattr(telemetry, "_put_logs", counting)
+    time.sleep(2.5)  # let a flush on the old interval pass, so the new one is in force
+    batches.clear()
+    # When the function is invoked 20 times
+    for _ in range(20):
+        _invoke(local_aws, tiny)
+    telemetry.flush()
+    # Then every invocation's START/END/REPORT lines went out, in far fewer calls than invocations
+    assert sum(batches) >= 20 * 3
+    assert 1 <= len(batches) < 20
 
 
 def test_unknown_function_is_404(local_aws):
