@@ -9,12 +9,17 @@ from constructs import Construct
 
 from infra.constructs.nag import acknowledge
 
+# API Gateway answers a body that fails the request model with a bare {"message": "Invalid
+# request body"}; this says what failed, as the functions' own 400s do.
+BAD_REQUEST_BODY_TEMPLATE = '{"message": "Invalid request body: $context.error.validationErrorString"}'
+
 
 class SecureRestApi(Construct):
     """An API Gateway REST API behind IAM (SigV4) auth.
 
     Every method requires IAM auth by default; the ``prod`` stage throttles, traces with
-    X-Ray and writes JSON access logs to its own log group.
+    X-Ray and writes JSON access logs to its own log group. A body that fails its request
+    model gets a 400 whose message carries the validator's reason (``bad_request_body``).
 
     Parameters
     ----------
@@ -69,6 +74,12 @@ class SecureRestApi(Construct):
         )
         self.validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.bad_request_body = self.api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="400",
+            templates={"application/json": BAD_REQUEST_BODY_TEMPLATE},
         )
         acknowledge(
             self.api,

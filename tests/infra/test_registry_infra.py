@@ -137,6 +137,22 @@ def test_decisions_are_validated_at_the_gateway(template, templates):
 
 
 @pytest.mark.parametrize("stage", STAGES)
+def test_every_api_says_why_a_body_failed_its_request_model(templates, stage):
+    # Each REST API (registry, endpoint) answers BAD_REQUEST_BODY with the validator's reason
+    from infra.constructs.api import BAD_REQUEST_BODY_TEMPLATE
+
+    service = templates[f"{stage}-Service"]
+    apis = set(resources_of(service, "AWS::ApiGateway::RestApi"))
+    responses = resources_of(service, "AWS::ApiGateway::GatewayResponse").values()
+    bad_body = [r["Properties"] for r in responses if r["Properties"]["ResponseType"] == "BAD_REQUEST_BODY"]
+    assert {p["RestApiId"]["Ref"] for p in bad_body} == apis and len(apis) >= 2
+    for props in bad_body:
+        assert props["StatusCode"] == "400"
+        assert props["ResponseTemplates"] == {"application/json": BAD_REQUEST_BODY_TEMPLATE}
+        assert "$context.error.validationErrorString" in BAD_REQUEST_BODY_TEMPLATE
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_registry_api_function_runs_the_handler_with_the_registry_names(template, stage):
     template(f"{stage}-Service").has_resource_properties(
         "AWS::Lambda::Function",

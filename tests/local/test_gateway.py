@@ -155,8 +155,26 @@ def test_registry_api_from_the_template_is_served(local_aws):
     status, body = _request(
         conn, "POST", f"{url}/models/m/versions/1/approve", json.dumps({"bogus": 1}).encode()
     )
-    assert (status, body) == (400, {"message": "Invalid request body"})
+    # and its BAD_REQUEST_BODY gateway response says what failed
+    assert status == 400 and body["message"].startswith("Invalid request body: ")
+    assert "bogus" in body["message"]
     assert _request(conn, "GET", f"{url}/unknown")[0] == 403
+
+
+def test_endpoint_gateway_names_the_feature_a_bad_body_gets_wrong(local_aws):
+    # Given the dev stage's endpoint API, whose request model is the credit-risk feature schema
+    url = local_aws.gateway_url("EndpointRest")
+    conn = _connect(url)
+    # When a row carries text where a number belongs, or misses the envelope
+    row = {"income": 52000, "debt_ratio": 0.3, "age": "old", "credit_lines": 7, "utilisation": 0.4,
+           "late_payments": 1, "tenure": 8, "loan_amount": 18000, "region": "north", "product": "card"}  # fmt: skip
+    status, body = _request(conn, "POST", f"{url}/predict", json.dumps({"instances": [row]}).encode())
+    # Then the gateway's 400 names the value's path, before any function runs
+    assert status == 400 and "instances[0].age" in body["message"], body
+    status, body = _request(conn, "POST", f"{url}/predict", b'{"rows": []}')
+    assert status == 400 and "instances" in body["message"], body
+    status, body = _request(conn, "POST", f"{url}/predict", b"{not json")
+    assert status == 400 and body["message"].startswith("Invalid request body: body is not JSON"), body
 
 
 @pytest.mark.parametrize(

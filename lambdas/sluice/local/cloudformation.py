@@ -72,6 +72,7 @@ RESOURCE_SUPPORT: dict[str, str] = {
     "AWS::SSM::Parameter": MOTO,
     "AWS::StepFunctions::StateMachine": MOTO,
     # Skipped by moto's CloudFormation; created here through moto's regular APIs.
+    "AWS::ApiGateway::GatewayResponse": FILLED,
     "AWS::ApiGateway::Model": FILLED,
     "AWS::ApiGateway::RequestValidator": FILLED,
     "AWS::ApiGateway::Stage": FILLED,
@@ -326,6 +327,18 @@ def _fill_stage(props: dict, ctx: FillContext) -> tuple[str, dict]:
             tracingEnabled=bool(props.get("TracingEnabled", False)),
         )
     return name, {}
+
+
+@_filler("AWS::ApiGateway::GatewayResponse")
+def _fill_gateway_response(props: dict, ctx: FillContext) -> tuple[str, dict]:
+    aws.client("apigateway", region=ctx.region).put_gateway_response(
+        restApiId=props["RestApiId"],
+        responseType=props["ResponseType"],
+        **({"statusCode": str(props["StatusCode"])} if props.get("StatusCode") else {}),
+        responseParameters=props.get("ResponseParameters") or {},
+        responseTemplates=props.get("ResponseTemplates") or {},
+    )
+    return f"{props['RestApiId']}-{props['ResponseType']}", {}
 
 
 @_filler("AWS::ApiGateway::RequestValidator")

@@ -8,7 +8,11 @@ moto 5.2.5 stores REST APIs but raises NotImplementedError for ``AWS_PROXY`` int
   (``ANY`` included); unknown paths or methods get API Gateway's 403
   ``{"message": "Missing Authentication Token"}``, an unknown stage 404;
 * when the method's request validator validates bodies, checks the body against the
-  method's request model (JSON Schema); a mismatch is 400 ``{"message": "Invalid request body"}``;
+  method's request model (JSON Schema); a mismatch is 400 ``{"message": "Invalid request body"}``
+  or, when the API defines a ``BAD_REQUEST_BODY`` gateway response, that response's template
+  with ``$context.error.validationErrorString`` filled in. Locally that string is the path of
+  the failing value and jsonschema's reason (``instances[0].age: 'old' is not of type
+  'number'``); API Gateway's own validator words its reasons differently;
 * builds the REST proxy event (payload format 1.0), invokes the integration's Lambda
   through :class:`sluice.local.lambdas.LambdaRuntime` (so an alias's weighted routing
   applies) and maps the proxy response; a function error or malformed response is 502
@@ -168,8 +172,9 @@ class ApiGateway:
         route = self.match(method, path)
         if route is None:
             return _message(403, "Missing Authentication Token")
-        if not self._body_is_valid(route.method, headers, body):
-            return _message(400, "Invalid request body")
+        invalid = self._body_error(route.method, headers, body)
+        if invalid is not None:
+            return self._bad_request_body(invalid)
         integration = route.method.method_integration
         uri = getattr(integration, "uri", "") or ""
         target = _LAMBDA_URI.match(uri)
@@ -188,30 +193,47 @@ class ApiGateway:
             return _message(502, "Internal server error")
         return _proxy_response(result.json())
 
-    def _body_is_valid(self, method: Any, headers: Any, body: bytes) -> bool:
+    def _body_error(self, method: Any, headers: Any, body: bytes) -> str | None:
+        """Why ``body`` fails the method's request model, or ``None`` when it passes (or none applies)."""
         validator_id = getattr(method, "request_validator_id", None)
         models = getattr(method, "request_models", None) or {}
         if not validator_id or not models:
-            return True
+            return None
         validator = self.api().request_validators.get(validator_id)
         if validator is None or not validator.validate_request_body:
-            return True
+            return None
         content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip()
         model_name = models.get(content_type) or models.get("$default")
         if model_name is None:
-            return True
+            return None
         model = next((m for m in self.api().models.values() if m.name == model_name), None)
         if model is None or not model.schema:
-            return True
+            return None
         import jsonschema
 
         schema = json.loads(model.schema) if isinstance(model.schema, str) else model.schema
         try:
             document = json.loads(body or b"null")
-            jsonschema.validate(document, schema, cls=jsonschema.Draft4Validator)
-        except (ValueError, jsonschema.ValidationError):
-            return False
-        return True
+        except ValueError as err:
+            return f"body is not JSON: {err}"
+        error = jsonschema.exceptions.best_match(jsonschema.Draft4Validator(schema).iter_errors(document))
+        if error is None:
+            return None
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        return f"{where}: {error.message}" if where else error.message
+
+    def _bad_request_body(self, reason: str) -> tuple[int, dict, bytes]:
+        """The API's ``BAD_REQUEST_BODY`` gateway response for ``reason``, else API Gateway's default."""
+        response = self.api().gateway_responses.get("BAD_REQUEST_BODY")
+        template = ((response.response_templates or {}) if response else {}).get("application/json")
+        if not template:
+            return _message(400, "Invalid request body")
+        # Inside the template's JSON string, the reason must stay a valid JSON string.
+        escaped = json.dumps(reason)[1:-1]
+        rendered = template.replace("$context.error.validationErrorString", escaped).replace(
+            "$context.error.messageString", json.dumps("Invalid request body")
+        )
+        return int(response.status_code or 400), {"Content-Type": "application/json"}, rendered.encode()
 
     def proxy_event(
         self,
