@@ -8,8 +8,11 @@ the drift report and a lifecycle report (HTML) to the output folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -208,11 +211,11 @@ def _keep(console: Console, env, stage) -> None:
         f"-d '{json.dumps(example)}'",
         soft_wrap=True,
     )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("stopping")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it as cleanly as Ctrl-C
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    console.print("stopping")
 
 
 def _short(value: Any) -> str:
