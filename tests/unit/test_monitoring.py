@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import numpy as np
 import pytest
 from moto import mock_aws
 
@@ -310,6 +311,33 @@ def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
     assert metric_values("Sluice/Quality", "AccuracyDelta", {"Model": MODEL}) == [pytest.approx(-0.15)]
     assert metric_values("Sluice/Quality", "F1", {"Model": MODEL, "Version": 1}) == [
         pytest.approx(result.metrics["f1"])
+    ]
+
+
+def test_concept_drift_of_a_regressor_is_mae_and_rmse_against_the_registered_ones(aws, profile):
+    # Given a regression model's predictions captured over 60 rows, every one labelled later,
+    # with errors of +2 on the first 30 rows and -1 on the rest
+    frame = credit(60, seed=11)
+    truth = np.linspace(10.0, 40.0, 60)
+    predictions = truth + np.where(np.arange(60) < 30, 2.0, -1.0)
+    ids = capture(
+        frame, version=1, start=NOW - timedelta(minutes=20), per_request=10, predictions=predictions.tolist()
+    )
+    labels = [{"request_id": ids[i // 10], "row": i % 10, "label": float(truth[i])} for i in range(60)]
+    assert monitoring.ingest_labels(SETTINGS, model=MODEL, labels=labels, now=NOW) == 60
+    # When the concept check runs against v1, registered with MAE 0.5 and RMSE 0.8
+    registry = FakeRegistry(profile, metrics={"mae": 0.5, "rmse": 0.8}, task="regression")
+    (result,) = monitoring.run_concept_check(
+        SETTINGS, model=MODEL, versions=[1], now=NOW, registry=registry, min_labels=10
+    )
+    # Then MAE and RMSE are those of the live errors, with their deltas, and they are published
+    expected_mae, expected_rmse = 1.5, float(np.sqrt((30 * 4 + 30 * 1) / 60))
+    assert (result.task, result.labelled_rows) == ("regression", 60)
+    assert result.metrics["mae"] == pytest.approx(expected_mae)
+    assert result.metrics["rmse"] == pytest.approx(expected_rmse)
+    assert result.deltas == pytest.approx({"mae": expected_mae - 0.5, "rmse": expected_rmse - 0.8})
+    assert metric_values("Sluice/Quality", "MAE", {"Model": MODEL, "Version": 1}) == [
+        pytest.approx(expected_mae)
     ]
 
 
