@@ -54,6 +54,16 @@ def _wait(sfn, arn: str, timeout: float = 180.0) -> dict:
     raise AssertionError(f"{arn} still running after {timeout} s")
 
 
+def _run(stage, run_id: str, data_uri: str) -> dict:
+    """Start a retraining run by hand (as ``sluice retrain`` does) and wait for its end."""
+    arn = stage["sfn"].start_execution(
+        stateMachineArn=stage["machine"],
+        name=run_id,
+        input=json.dumps({"model": MODEL, "data_uri": data_uri, "run_id": run_id}),
+    )["executionArn"]
+    return _wait(stage["sfn"], arn)
+
+
 def _subscribe(local_aws, topic_arn: str) -> str:
     sqs = local_aws.client("sqs")
     queue = sqs.create_queue(QueueName=f"inbox-{time.time_ns()}")["QueueUrl"]
@@ -127,12 +137,7 @@ def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
     queue = _subscribe(local_aws, topic)
     before = [r.version for r in registry.list_versions(MODEL)]
     missing = stage["data"].replace("latest.parquet", "missing.parquet")
-    arn = stage["sfn"].start_execution(
-        stateMachineArn=stage["machine"],
-        name="broken",
-        input=json.dumps({"model": MODEL, "data_uri": missing, "run_id": "broken"}),
-    )["executionArn"]
-    assert _wait(stage["sfn"], arn)["status"] == "FAILED"
+    assert _run(stage, "broken", missing)["status"] == "FAILED"
     assert [r.version for r in registry.list_versions(MODEL)] == before
     failure = _notifications(local_aws, queue, run_id="broken")
     assert failure and failure[0]["registry"].startswith("unchanged")
@@ -151,13 +156,9 @@ def test_a_train_step_that_always_fails_notifies_and_leaves_the_registry_unchang
     versions_before = [r.version for r in registry.list_versions(MODEL)]
     history_before = registry.history(MODEL)
     # When a retraining run is started on it
-    arn = stage["sfn"].start_execution(
-        stateMachineArn=stage["machine"],
-        name="one-class",
-        input=json.dumps({"model": MODEL, "data_uri": data, "run_id": "one-class"}),
-    )["executionArn"]
+    done = _run(stage, "one-class", data)
     # Then the run fails, the notification says the train step failed and nothing was registered
-    assert _wait(stage["sfn"], arn)["status"] == "FAILED"
+    assert done["status"] == "FAILED"
     bodies = _notifications(local_aws, queue, run_id="one-class")
     assert bodies, "no failure notification"
     assert bodies[0]["step"] == "train" and bodies[0]["registry"].startswith("unchanged")
