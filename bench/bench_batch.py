@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
-from bench._common import emit, log, median
+from bench._common import emit, log, median, timings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = "batch"
@@ -60,13 +59,7 @@ def main() -> None:
 
 def _best(fn, repeat: int = REPEAT) -> float:
     """Median wall-clock seconds of ``repeat`` calls (after one warm-up call)."""
-    fn()
-    out = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - started)
-    return median(out)
+    return median(timings(fn, repeat=repeat, warmup=1))
 
 
 def _run() -> None:
