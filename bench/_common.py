@@ -36,15 +36,24 @@ def emit(
     return line
 
 
-def timings(fn: Callable[[], object], *, repeat: int, warmup: int = 5) -> list[float]:
-    """Wall-clock seconds of ``repeat`` calls of ``fn`` after ``warmup`` calls."""
+def timings(
+    fn: Callable[[], object], *, repeat: int, warmup: int = 5, interval_s: float = 0.0
+) -> list[float]:
+    """Wall-clock seconds of ``repeat`` calls of ``fn`` after ``warmup`` calls.
+
+    With ``interval_s`` the calls are paced: each starts ``interval_s`` after the previous one
+    started (or at once if that one took longer), as independent clients' requests arrive.
+    """
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        out.append(elapsed)
+        if interval_s > elapsed:
+            time.sleep(interval_s - elapsed)
     return out
 
 

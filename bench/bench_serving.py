@@ -328,13 +328,25 @@ class _Http:
         self.connection.close()
 
 
-def _latency(url: str, body: bytes, n: int) -> list[float]:
+# Two ways requests arrive: one client sending the next request as soon as it has the answer
+# (on this 2-core machine that keeps every core busy), and requests paced PACE_S apart, as
+# independent callers' requests arrive (an API client over a network is tens of ms away).
+MODES = ("back-to-back", "paced")
+PACE_S = float(os.environ.get("BENCH_SERVING_PACE_S", "0.01"))
+
+
+def _latency(url: str, body: bytes, n: int) -> dict[str, list[float]]:
     client = _Http(url)
     status, raw = client.post(body)
     if status != 200:
         raise RuntimeError(f"{url} answered {status}: {raw[:300]!r}")
     try:
-        return timings(lambda: client.post(body), repeat=n, warmup=50)
+        return {
+            mode: timings(
+                lambda: client.post(body), repeat=n, warmup=50, interval_s=PACE_S if mode == "paced" else 0.0
+            )
+            for mode in MODES
+        }
     finally:
         client.close()
 
@@ -378,11 +390,28 @@ class Model:
 """
 
 
-def _peers(trained, row, n: int, tmp: Path) -> dict[str, dict[str, float]]:
-    """p50 (ms) per peer and model; empty where a peer is not installed."""
+def _record_peer(results, peer: str, name: str, lat: dict[str, list[float]], startup: float, **extra) -> None:
+    for mode, values in lat.items():
+        results[peer][(name, mode)] = median(values) * 1000
+        emit(BENCH, "peer_p50_ms", median(values) * 1000, unit="ms", peer=peer, model=name, mode=mode,
+             p99_ms=round(percentile(values, 99) * 1000, 4), **extra)  # fmt: skip
+    emit(BENCH, "peer_startup_s", startup, unit="s", peer=peer, model=name, **extra)
+
+
+def _peers(trained, row, n: int, tmp: Path) -> dict[str, dict[tuple[str, str], float]]:
+    """p50 (ms) per peer, model and mode; empty where a peer is not installed.
+
+    MLflow serves the model as ``mlflow.sklearn.save_model`` saves it with a signature (inferred
+    from the training columns, as ``log_model`` users do), so it checks the request's schema as
+    the endpoint does; the model saved without one is measured too, as "MLflow (no signature)".
+    """
     import joblib
 
-    results: dict[str, dict[str, float]] = {"MLflow": {}, "BentoML": {}}
+    results: dict[str, dict[tuple[str, str], float]] = {
+        "MLflow": {},
+        "MLflow (no signature)": {},
+        "BentoML": {},
+    }
     python = PEERS_VENV / "bin" / "python"
     if not all((PEERS_VENV / "bin" / tool).exists() for tool in ("python", "mlflow", "bentoml")):
         log(f"peers skipped: {python} missing (see bench/requirements-peers-serving.txt)")
@@ -393,36 +422,8 @@ def _peers(trained, row, n: int, tmp: Path) -> dict[str, dict[str, float]]:
         joblib.dump(result.estimator, model_path)
         matrix = result.preprocessor.transform(result.holdout.head(1)).tolist()
         columns = [str(i) for i in range(len(matrix[0]))]
-        # MLflow
-        mlflow_dir = tmp / f"mlflow-{name}"
-        saved = subprocess.run(
-            [str(python), "-c", "import joblib, mlflow.sklearn, sys; "
-             "mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2], serialization_format='cloudpickle')", str(model_path), str(mlflow_dir)],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if saved.returncode == 0:
-            port = _free_port()
-            proc = subprocess.Popen(
-                [str(PEERS_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(mlflow_dir), "-p", str(port),
-                 "--env-manager", "local", "--host", "127.0.0.1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env={**os.environ, "PATH": f"{PEERS_VENV / 'bin'}:{os.environ['PATH']}"},
-            )  # fmt: skip
-            try:
-                startup = _wait(f"http://127.0.0.1:{port}/ping", 120, proc)
-                body = json.dumps({"dataframe_split": {"columns": columns, "data": matrix}}).encode()
-                lat = _latency(f"http://127.0.0.1:{port}/invocations", body, n)
-                results["MLflow"][name] = median(lat) * 1000
-                emit(BENCH, "peer_p50_ms", median(lat) * 1000, unit="ms", peer="MLflow", model=name,
-                     p99_ms=round(percentile(lat, 99) * 1000, 4))  # fmt: skip
-                emit(BENCH, "peer_startup_s", startup, unit="s", peer="MLflow", model=name)
-            except RuntimeError as err:
-                log(f"MLflow {name}: {err}")
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-        else:
-            log(f"MLflow save_model failed: {saved.stderr[-1000:]}")
+        for peer, signed in (("MLflow", True), ("MLflow (no signature)", False)):
+            _mlflow(results, peer, signed, name, model_path, matrix, columns, n, tmp)
         # BentoML
         service_dir = tmp / f"bento-{name}"
         service_dir.mkdir()
@@ -436,16 +437,51 @@ def _peers(trained, row, n: int, tmp: Path) -> dict[str, dict[str, float]]:
         try:
             startup = _wait(f"http://127.0.0.1:{port}/readyz", 120, proc)
             lat = _latency(f"http://127.0.0.1:{port}/predict", json.dumps({"x": matrix}).encode(), n)
-            results["BentoML"][name] = median(lat) * 1000
-            emit(BENCH, "peer_p50_ms", median(lat) * 1000, unit="ms", peer="BentoML", model=name,
-                 p99_ms=round(percentile(lat, 99) * 1000, 4))  # fmt: skip
-            emit(BENCH, "peer_startup_s", startup, unit="s", peer="BentoML", model=name)
+            _record_peer(results, "BentoML", name, lat, startup)
         except RuntimeError as err:
             log(f"BentoML {name}: {err}")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     return results
+
+
+def _mlflow(
+    results, peer: str, signed: bool, name: str, model_path: Path, matrix, columns, n: int, tmp: Path
+) -> None:
+    python = PEERS_VENV / "bin" / "python"
+    mlflow_dir = tmp / f"mlflow-{name}-{'signed' if signed else 'unsigned'}"
+    save = (
+        "import joblib, sys, pandas as pd, mlflow.sklearn; from mlflow.models import infer_signature; "
+        "model = joblib.load(sys.argv[1]); columns = sys.argv[3].split(','); "
+        "example = pd.DataFrame([[0.0] * len(columns)], columns=columns); "
+        "signature = infer_signature(example, model.predict(example.values)) if sys.argv[4] == '1' else None; "
+        "mlflow.sklearn.save_model(model, sys.argv[2], serialization_format='cloudpickle', signature=signature)"
+    )
+    saved = subprocess.run(
+        [str(python), "-c", save, str(model_path), str(mlflow_dir), ",".join(columns), "1" if signed else "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if saved.returncode != 0:
+        log(f"{peer} save_model failed: {saved.stderr[-1000:]}")
+        return
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(PEERS_VENV / "bin" / "mlflow"), "models", "serve", "-m", str(mlflow_dir), "-p", str(port),
+         "--env-manager", "local", "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PATH": f"{PEERS_VENV / 'bin'}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    try:
+        startup = _wait(f"http://127.0.0.1:{port}/ping", 120, proc)
+        body = json.dumps({"dataframe_split": {"columns": columns, "data": matrix}}).encode()
+        lat = _latency(f"http://127.0.0.1:{port}/invocations", body, n)
+        _record_peer(results, peer, name, lat, startup)
+    except RuntimeError as err:
+        log(f"{peer} {name}: {err}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --- through the local gateway ---------------------------------------------------------------
@@ -482,8 +518,8 @@ def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path
             version = registry.register(model, _bundle(result), lineage=_lineage()).version
             registry.approve(model, version, actor="bench")
             body = json.dumps({"instances": [row]}).encode()
-            # As deployed (every request captured through Firehose), then with capture off, to
-            # show what the synchronous capture call costs on the request path.
+            # As deployed (every request captured through Firehose, sent after the response by the
+            # endpoint's extension), then with capture off, to show what capture costs.
             for capture in (True, False):
                 log(f"gateway: {name}, capture {'on' if capture else 'off'}")
                 variables = dict(env)
@@ -492,23 +528,29 @@ def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path
                 lam.update_function_configuration(FunctionName=function, Environment={"Variables": variables})
                 traffic.deploy(version)
                 traffic.promote(version)
-                lat = _latency(api_url, body, n)
-                p50, p99 = median(lat) * 1000, percentile(lat, 99) * 1000
-                extra = {
-                    "model": name,
-                    "p99_ms": round(p99, 4),
-                    "flavour": "onnx (zip)",
-                    "path": "local gateway",
-                    "capture": capture,
-                }
-                for peer, target in (
-                    ("MLflow", "0.1" if name == "LogisticRegression" else "0.6"),
-                    ("BentoML", "0.6"),
-                ):
-                    if name in peers.get(peer, {}):
-                        emit(BENCH, "gateway_p50_ms", p50, unit="ms", baseline=peers[peer][name],
-                             baseline_name=f"{peer} p50 (same estimator)", target=f"<= {target}x", **extra)  # fmt: skip
-                    elif peer == "MLflow":
+                for mode, lat in _latency(api_url, body, n).items():
+                    p50, p99 = median(lat) * 1000, percentile(lat, 99) * 1000
+                    extra = {
+                        "model": name,
+                        "mode": mode,
+                        "p99_ms": round(p99, 4),
+                        "flavour": "onnx (zip)",
+                        "path": "local gateway",
+                        "capture": capture,
+                    }
+                    targets = (
+                        ("MLflow", "0.1" if name == "LogisticRegression" else "0.6"),
+                        ("MLflow (no signature)", None),
+                        ("BentoML", "0.6"),
+                    )
+                    compared = [
+                        (peer, target) for peer, target in targets if (name, mode) in peers.get(peer, {})
+                    ]
+                    for peer, target in compared:
+                        emit(BENCH, "gateway_p50_ms", p50, unit="ms", baseline=peers[peer][(name, mode)],
+                             baseline_name=f"{peer} p50 (same estimator, {mode})",
+                             target=f"<= {target}x" if target else None, **extra)  # fmt: skip
+                    if not compared:
                         emit(BENCH, "gateway_p50_ms", p50, unit="ms", **extra)
         lam.update_function_configuration(FunctionName=function, Environment={"Variables": env})
 

@@ -298,22 +298,31 @@ class Lifecycle:
     def _routes(endpoint) -> dict[str, float]:
         return {f"v{r.model_version}": r.weight for r in endpoint.routes()}
 
-    def _captured(self) -> dict[str, Any]:
-        """Rows captured for M1 so far, and whether every request id sent came back in capture."""
+    def _captured(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Rows captured for M1 so far, and whether every request id sent came back in capture.
+
+        The endpoint sends capture after each response, so the last requests' records may
+        still be on their way: read again until they are all there or ``timeout_s`` passes.
+        """
         from sluice.capture import iter_capture
 
-        now = datetime.now(UTC)
-        request_ids: set[str] = set()
-        rows = 0
-        for chunk in iter_capture(
-            self.stage.capture_bucket,
-            model=self.stage.model,
-            version=self.m1,
-            start=self.started - timedelta(minutes=1),
-            end=now + timedelta(minutes=1),
-        ):
-            rows += len(chunk)
-            request_ids.update(r["request_id"] for r in chunk)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = datetime.now(UTC)
+            request_ids: set[str] = set()
+            rows = 0
+            for chunk in iter_capture(
+                self.stage.capture_bucket,
+                model=self.stage.model,
+                version=self.m1,
+                start=self.started - timedelta(minutes=1),
+                end=now + timedelta(minutes=1),
+            ):
+                rows += len(chunk)
+                request_ids.update(r["request_id"] for r in chunk)
+            if request_ids >= set(self.request_ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         return {
             "rows": rows,
             "sent": self.rows_sent,

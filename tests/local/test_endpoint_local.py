@@ -288,11 +288,17 @@ def test_7_every_scored_request_is_captured_with_its_request_id(stage):
             destination.get("ExtendedS3DestinationDescription") or destination["S3DestinationDescription"]
         )["BucketARN"]
         bucket = arn.split(":::")[-1]
-    captured: Counter = Counter()
-    for chunk in iter_capture(
-        bucket, model=MODEL, version=1, start=start, end=datetime.now(UTC) + timedelta(minutes=1)
-    ):
-        for record in chunk:
-            if record["request_id"] in sent:
-                captured[record["request_id"]] += 1
+    # (sent after each response by the endpoint's extension: the last ones may still be on the way)
+    deadline = time.monotonic() + 30
+    while True:
+        captured: Counter = Counter()
+        for chunk in iter_capture(
+            bucket, model=MODEL, version=1, start=start, end=datetime.now(UTC) + timedelta(minutes=1)
+        ):
+            for record in chunk:
+                if record["request_id"] in sent:
+                    captured[record["request_id"]] += 1
+        if dict(captured) == sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert dict(captured) == sent

@@ -4,6 +4,10 @@ Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` 
 per Lambda version by ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET;
 SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
 
+Capture is sent after the response, by an internal Lambda extension registered at import
+(:mod:`sluice.extension`), so the Firehose call is not on the caller's path; outside a Lambda
+runtime it is sent inline before returning.
+
 Responses are JSON. A request the client got wrong is a 4xx naming the field; a model that
 cannot be loaded is a 503 (counted in ``Errors``, which the canary alarm watches). Metrics go
 out as Embedded Metric Format, namespace ``Sluice/Endpoint``: Invocations, Rows, Latency,
@@ -18,6 +22,7 @@ import base64
 import binascii
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -25,6 +30,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from sluice.capture import CaptureWriter, capture_records
 from sluice.errors import SluiceError
+from sluice.extension import AfterResponse
 from sluice.scoring import CHAMPION_ALIAS, RequestError, Scored, get_scorer
 from sluice.settings import Settings
 
@@ -53,6 +59,11 @@ def _capture(settings: Settings) -> CaptureWriter:
     if found is None:
         found = _state["capture"] = CaptureWriter.from_settings(settings)
     return found
+
+
+# Registered during init (this import), as the Extensions API requires; None without capture or
+# outside a Lambda runtime.
+after_response = AfterResponse.start("sluice-capture") if _capture(_settings()).enabled else None
 
 
 def _response(status: int, body: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -116,6 +127,14 @@ def _record_prediction_metrics(scored: Scored) -> None:
 @model_metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        return _handle(event, context)
+    finally:
+        if after_response is not None:
+            after_response.done()
+
+
+def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     settings = _settings()
     request_id = _request_id(event, context)
@@ -148,17 +167,28 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _both("Errors", MetricUnit.Count, 1)
         body = {"error": "internal error while scoring", "status": 500, "request_id": request_id}
         return _response(500, body, settings)
-    _capture(settings).put(
-        capture_records(
-            request_id=request_id,
-            model=scored.model,
-            version=scored.version,
-            rows=scored.instances,
-            predictions=scored.predictions,
-            probabilities=scored.positive_probabilities,
-            source="endpoint",
-        )
-    )
+    writer = _capture(settings)
+    if writer.enabled:
+        ts = datetime.now(UTC)  # scoring time, whenever the records are sent
+
+        def capture() -> None:
+            writer.put(
+                capture_records(
+                    request_id=request_id,
+                    model=scored.model,
+                    version=scored.version,
+                    rows=scored.instances,
+                    predictions=scored.predictions,
+                    probabilities=scored.positive_probabilities,
+                    source="endpoint",
+                    ts=ts,
+                )
+            )
+
+        if after_response is not None:
+            after_response.defer(capture)
+        else:
+            capture()
     _record_prediction_metrics(scored)
     _both("Latency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
     return _response(200, scored.to_dict(), settings)

@@ -129,6 +129,12 @@ class Worker:
         self._lines: list[str] = []
         self._lines_lock = threading.Lock()
         self._invocation_lines: list[str] = []
+        # Post-invoke phase (internal extensions still working): the id last reported done, and
+        # what to call when the current one is.
+        self._done_lock = threading.Lock()
+        self._done_id = 0
+        self._call_id = 0
+        self._on_done: Callable[[], None] | None = None
         threading.Thread(target=self._read_stdout, daemon=True, name=f"worker-{self.pid}-out").start()
         threading.Thread(target=self._read_stderr, daemon=True, name=f"worker-{self.pid}-err").start()
 
@@ -137,8 +143,9 @@ class Worker:
 
     def call(self, event: Any, *, request_id: str, invoked_arn: str, cold: bool) -> dict[str, Any]:
         timeout = self.spec.timeout_s + (INIT_ALLOWANCE_S if cold else 0.0)
+        self._call_id = next(self._ids)
         request = {
-            "id": next(self._ids),
+            "id": self._call_id,
             "request_id": request_id,
             "invoked_arn": invoked_arn,
             "timeout_ms": self.spec.timeout_s * 1000,  # the context's clock starts with the handler
@@ -184,6 +191,14 @@ class Worker:
                 self.invocations += 1
                 return response
 
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the last invocation's post-invoke phase is over (maybe now)."""
+        with self._done_lock:
+            if self._done_id < self._call_id and self.alive():
+                self._on_done = callback
+                return
+        callback()
+
     def kill(self) -> None:
         if self.alive():
             self.process.kill()
@@ -211,6 +226,16 @@ class Worker:
                 continue
             if "id" in message:
                 self._responses.put(message)
+            elif "done" in message:
+                with self._done_lock:
+                    self._done_id = int(message["done"])
+                    callback, self._on_done = self._on_done, None
+                if callback is not None:
+                    callback()
+        with self._done_lock:  # the process ended: nothing is left to wait for
+            callback, self._on_done = self._on_done, None
+        if callback is not None:
+            callback()
 
     def _read_stderr(self) -> None:
         batch: list[str] = []
@@ -339,10 +364,16 @@ class LambdaRuntime:
     def _run(self, spec: FunctionSpec, event: Any, request_id: str, invoked_arn: str) -> InvokeResult:
         pool = self._pool(spec)
         worker, cold = pool.acquire()
+        response: dict[str, Any] = {}
         try:
             response = worker.call(event, request_id=request_id, invoked_arn=invoked_arn, cold=cold)
         finally:
-            pool.release(worker)
+            if response.get("post_invoke"):
+                # Its extensions are still at work: like Lambda, other invocations go to other
+                # environments until they are done.
+                worker.when_done(lambda: pool.release(worker))
+            else:
+                pool.release(worker)
         logs = "\n".join(worker.take_lines())
         if response.get("ok"):
             payload = response["result"].encode()

@@ -1,0 +1,72 @@
+"""sluice.extension against the Extensions API the local worker serves (in-process here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sluice.extension import AfterResponse
+from sluice.local.worker import ExtensionsApi
+
+
+@pytest.fixture
+def api(monkeypatch):
+    api = ExtensionsApi()
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", api.address)
+    return api
+
+
+def _invoke(api: ExtensionsApi, request_id: str) -> None:
+    api.invoke(
+        {"request_id": request_id, "invoked_arn": "arn:aws:lambda:eu-west-1:1:function:f"},
+        time.time() * 1000 + 5000,
+    )
+
+
+def test_outside_a_lambda_runtime_there_is_no_extension(monkeypatch):
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    assert AfterResponse.start("x") is None
+
+
+def test_an_unreachable_api_means_no_extension(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")  # discard port: nothing listens
+    assert AfterResponse.start("x") is None
+
+
+def test_tasks_run_after_done_and_a_failing_task_does_not_stop_the_extension(api):
+    extension = AfterResponse.start("capture")
+    assert extension is not None and extension.extension_id
+    api.end_init()
+    ran: list[str] = []
+    gate = threading.Event()
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    # Invocation 1: tasks wait for done()
+    _invoke(api, "r1")
+    extension.defer(failing)
+    extension.defer(lambda: (gate.wait(5), ran.append("r1")))
+    assert not api.wait_idle(time.time() * 1000 + 50)  # the extension holds the environment
+    extension.done()
+    gate.set()
+    assert api.wait_idle(time.time() * 1000 + 5000)
+    assert ran == ["r1"] and extension.failures == 1
+    # Invocation 2: the extension still serves
+    _invoke(api, "r2")
+    extension.defer(lambda: ran.append("r2"))
+    extension.done()
+    assert api.wait_idle(time.time() * 1000 + 5000)
+    assert ran == ["r1", "r2"] and extension.invocations == 2
+
+
+def test_registration_rules(api):
+    assert api.register("x", b'{"events": ["INVOKE", "SHUTDOWN"]}')[0] == 400  # internal: no SHUTDOWN
+    assert api.register("", b'{"events": ["INVOKE"]}')[0] == 400
+    assert api.register("x", b"not json")[0] == 400
+    assert api.register("x", b'{"events": ["INVOKE"]}')[0] == 200
+    api.end_init(timeout_s=0.05)
+    assert api.register("y", b'{"events": ["INVOKE"]}')[0] == 403  # after init
+    assert api.next("unknown-id")[0] == 403
