@@ -123,17 +123,18 @@ def _record_prediction_metrics(scored: Scored) -> None:
         )
 
 
-@metrics.log_metrics
-@model_metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         return _handle(event, context)
     finally:
+        # Last, after the metrics are printed: from here the extension thread competes for the GIL.
         if after_response is not None:
             after_response.done()
 
 
+@metrics.log_metrics
+@model_metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
 def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     settings = _settings()
