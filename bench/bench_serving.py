@@ -271,19 +271,7 @@ print(time.perf_counter() - t0, t1 - t0)
 """
 
 
-def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
-    env = {
-        **os.environ,
-        "SLUICE_REGISTRY_TABLE": registry.table_name,
-        "SLUICE_REGISTRY_BUCKET": registry.bucket_name,
-        "SLUICE_MODEL_NAME": name.lower(),
-        "SLUICE_MODEL_VERSION": str(version),
-        "SLUICE_MODEL_FLAVOUR": flavour,
-        "SLUICE_CAPTURE_STREAM": "",
-        "SLUICE_CAPTURE_BUCKET": "",
-        "BENCH_EVENT": json.dumps(_event(row)),
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }
+def _cold_runs(env: dict[str, str], flavour: str) -> list[dict[str, float]] | None:
     runs = []
     for _ in range(5):
         done = subprocess.run(
@@ -291,9 +279,35 @@ def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
         )
         if done.returncode != 0:
             log(f"cold start ({flavour}) failed: {done.stderr[-2000:]}")
-            return
+            return None
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
+    from sluice.registry import serving_manifest
+
+    env = {
+        **os.environ,
+        "SLUICE_REGISTRY_TABLE": registry.table_name,
+        "SLUICE_REGISTRY_BUCKET": registry.bucket_name,
+        "SLUICE_MODEL_NAME": name.lower(),
+        "SLUICE_MODEL_VERSION": str(version),
+        "SLUICE_MODEL_FLAVOUR": flavour,
+        # as `sluice endpoint deploy` binds it: the cold start reads no registry table
+        "SLUICE_MODEL_ARTIFACTS": serving_manifest(registry.get(name.lower(), version=version), flavour),
+        "SLUICE_CAPTURE_STREAM": "",
+        "SLUICE_CAPTURE_BUCKET": "",
+        "BENCH_EVENT": json.dumps(_event(row)),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    runs = _cold_runs(env, flavour)
+    # The Lambda version `cdk deploy` creates serves the champion alias: it reads the table.
+    table_runs = _cold_runs({**env, "SLUICE_MODEL_ARTIFACTS": ""}, flavour)
+    if runs is None or table_runs is None:
+        return
     total = median([r["total"] for r in runs])
+    with_table = round(median([r["total"] for r in table_runs]), 4)
     imports = median([r["import"] for r in runs])
     floors, ml_floors = [], []
     for _ in range(5):
@@ -304,11 +318,11 @@ def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
         ml_floors.append(figures[-1])
     if flavour == "onnx":
         emit(BENCH, "cold_start_s", total, unit="s", flavour="onnx (zip)", model=name, import_s=round(imports, 4),
-             target="<= 0.5 s", baseline=median(floors),
+             reading_the_table_s=with_table, target="<= 0.5 s", baseline=median(floors),
              baseline_name="import floor: numpy + onnxruntime + boto3 + powertools, fresh process")  # fmt: skip
         return
     emit(BENCH, "cold_start_s", total, unit="s", flavour="sklearn (container)", model=name,
-         import_s=round(imports, 4), baseline=median(floors),
+         import_s=round(imports, 4), reading_the_table_s=with_table, baseline=median(floors),
          baseline_name="import floor: numpy + joblib + sklearn estimators + boto3 + powertools, fresh process",
          ml_only_floor_s=round(median(ml_floors), 4), ratio_vs_ml_only=round(total / median(ml_floors), 4),
          target="<= 1.1x the import floor")  # fmt: skip

@@ -89,6 +89,35 @@ PREPROCESSING_ARTIFACTS = {
 }
 REQUIRED_ARTIFACTS = (MODEL_ARTIFACT, SCHEMA_ARTIFACT, SPEC_ARTIFACT, *PREPROCESSING_ARTIFACTS.values())
 FLAVOURS = ("sklearn", "onnx")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def artifact_key(model: str, digest: str, artifact: str) -> str:
+    """Where an artifact lives in the registry bucket: content-addressed by its sha256."""
+    return f"artifacts/{model}/{digest}/{artifact}"
+
+
+def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
+    """The artifacts serving ``flavour`` needs: model file, schema, spec, preprocessing.
+
+    Raises
+    ------
+    Conflict
+        If the version has no such flavour (no ``model.onnx`` for ``onnx``).
+    """
+    model_artifact = MODEL_ARTIFACT if flavour == "sklearn" else ONNX_ARTIFACT
+    if model_artifact not in record.artifacts:
+        raise Conflict(
+            f"model {record.name!r} version {record.version} has no {flavour} flavour (no {model_artifact} artifact)"
+        )
+    return [model_artifact, SCHEMA_ARTIFACT, SPEC_ARTIFACT, *PREPROCESSING_ARTIFACTS.values()]
+
+
+def serving_manifest(record: VersionRecord, flavour: str) -> str:
+    """Compact JSON ``{artifact: sha256}`` of what serving ``flavour`` needs (see ``load_manifest``)."""
+    wanted = serving_artifacts(record, flavour)
+    return json.dumps({a: record.artifacts[a]["sha256"] for a in wanted}, separators=(",", ":"))
+
 
 #: Audit event kinds written by the registry itself; others (deployed, traffic, promoted,
 #: rolled_back, ...) come through :meth:`ModelRegistry.record_event`.
@@ -279,6 +308,18 @@ class VersionRecord:
         out = asdict(self)
         out["flavours"] = list(self.flavours)
         return out
+
+    @classmethod
+    def from_manifest(cls, name: str, version: int, digests: Mapping[str, str]) -> VersionRecord:
+        """The part of a record a :func:`serving_manifest` carries: name, version, artifacts."""
+        artifacts = {
+            artifact: {"sha256": digest, "key": artifact_key(name, digest, artifact)}
+            for artifact, digest in digests.items()
+        }
+        return cls(
+            name=name, version=version, status="", artifacts=artifacts, metrics={},
+            hyperparameters={}, lineage={}, created_at="", created_by="",
+        )  # fmt: skip
 
     @classmethod
     def _from_item(cls, name: str, item: Mapping[str, Any]) -> VersionRecord:
@@ -491,7 +532,7 @@ class ModelRegistry:
         def put(item: tuple[str, bytes]) -> tuple[str, dict[str, Any]]:
             artifact, body = item
             digest = hashlib.sha256(body).hexdigest()
-            key = f"artifacts/{name}/{digest}/{artifact}"
+            key = artifact_key(name, digest, artifact)
             try:
                 self._s3.head_object(Bucket=self.bucket_name, Key=key)
             except ClientError as err:
@@ -643,14 +684,39 @@ class ModelRegistry:
         if flavour not in FLAVOURS:
             raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}")
         record = self.get(name, version=version, alias=alias)
-        model_artifact = MODEL_ARTIFACT if flavour == "sklearn" else ONNX_ARTIFACT
-        if model_artifact not in record.artifacts:
-            raise Conflict(
-                f"model {name!r} version {record.version} has no {flavour} flavour (no {model_artifact} artifact)"
-            )
-        wanted = [model_artifact, SCHEMA_ARTIFACT, SPEC_ARTIFACT, *PREPROCESSING_ARTIFACTS.values()]
+        wanted = serving_artifacts(record, flavour)
         if PROFILE_ARTIFACT in record.artifacts:
             wanted.append(PROFILE_ARTIFACT)
+        return self._load(record, wanted, flavour)
+
+    def load_manifest(
+        self, name: str, version: int, manifest: str, *, flavour: str = "sklearn"
+    ) -> LoadedModel:
+        """Like :meth:`load` for serving, from a :func:`serving_manifest` instead of the table.
+
+        An endpoint's Lambda version carries the manifest of the model version it serves (bound
+        at deploy), so its cold start fetches and verifies the artifacts without a DynamoDB
+        client or round trip. The returned record holds the name, version and artifacts only.
+
+        Raises
+        ------
+        SluiceError
+            If ``manifest`` is not the JSON object of artifact names to sha256 digests.
+        """
+        try:
+            digests = json.loads(manifest)
+            if not isinstance(digests, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and _SHA256.fullmatch(v) for k, v in digests.items()
+            ):
+                raise ValueError
+        except ValueError:
+            raise SluiceError(
+                "SLUICE_MODEL_ARTIFACTS must be a JSON object of artifact names to sha256 digests"
+            ) from None
+        record = VersionRecord.from_manifest(name, int(version), digests)
+        return self._load(record, serving_artifacts(record, flavour), flavour)
+
+    def _load(self, record: VersionRecord, wanted: list[str], flavour: str) -> LoadedModel:
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             bodies = dict(zip(wanted, pool.map(lambda a: self._fetch(record, a), wanted), strict=True))
 

@@ -362,14 +362,20 @@ _cache_lock = threading.Lock()
 
 
 def get_scorer(
-    name: str, version: int | str | None, flavour: str = "sklearn", *, registry: Any = None
+    name: str,
+    version: int | str | None,
+    flavour: str = "sklearn",
+    *,
+    registry: Any = None,
+    manifest: str = "",
 ) -> Scorer:
     """The process-wide :class:`Scorer` for a model version: loaded once, reused while warm.
 
     An empty ``version`` serves the registry's :data:`CHAMPION_ALIAS` version (resolved once
     per process): the Lambda version that ``cdk deploy`` creates is bound to no model version,
     so after a redeploy the endpoint serves the promoted model. ``registry`` defaults to
-    :meth:`ModelRegistry.from_settings` on the environment.
+    :meth:`ModelRegistry.from_settings` on the environment. ``manifest`` (the version's
+    ``SLUICE_MODEL_ARTIFACTS``, bound at deploy) lets the load skip the registry table.
     """
     if not name:
         raise SluiceError("SLUICE_MODEL_NAME is not set: deploy a model version to this endpoint first")
@@ -394,7 +400,13 @@ def get_scorer(
                     raise SluiceError(
                         f"SLUICE_MODEL_VERSION must be a version number, got {version!r}"
                     ) from None
-            found = Scorer.from_registry(registry, name, number, flavour=flavour)
+            if manifest and version not in (None, ""):
+                if flavour not in FLAVOURS:
+                    raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
+                loaded = registry.load_manifest(name, number, manifest, flavour=flavour)
+                found = Scorer.from_loaded(loaded, flavour=flavour)
+            else:
+                found = Scorer.from_registry(registry, name, number, flavour=flavour)
             _cache[key] = found
         return found
 

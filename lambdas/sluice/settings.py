@@ -30,6 +30,8 @@ class Settings:
     model_name: str = ""
     model_version: str = ""
     model_flavour: str = ""
+    # {artifact: sha256} of what that version serves, bound at deploy (see registry.serving_manifest).
+    model_artifacts: str = ""
     region: str = ""
 
     @classmethod

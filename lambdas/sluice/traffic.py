@@ -25,6 +25,7 @@ from typing import Any
 
 from sluice import aws
 from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.registry import serving_manifest
 
 ALIAS = "live"
 NAMESPACE = "Sluice/Endpoint"
@@ -261,6 +262,7 @@ class EndpointTraffic:
             SLUICE_MODEL_NAME=self.model_name,
             SLUICE_MODEL_VERSION=str(record.version),
             SLUICE_MODEL_FLAVOUR=flavour,
+            SLUICE_MODEL_ARTIFACTS=serving_manifest(record, flavour),
         )
         updated = self._lambda.update_function_configuration(
             FunctionName=self.function_name, Environment={"Variables": variables}

@@ -28,6 +28,8 @@ from sluice.errors import Conflict, IntegrityError, NotFound, SluiceError
 from sluice.local import moto_patches
 from sluice.registry import (
     MODEL_ARTIFACT,
+    ONNX_ARTIFACT,
+    PREPROCESSING_ARTIFACTS,
     PROFILE_ARTIFACT,
     REQUIRED_ARTIFACTS,
     SCHEMA_ARTIFACT,
@@ -36,6 +38,7 @@ from sluice.registry import (
     ModelBundle,
     ModelRegistry,
     create_storage,
+    serving_manifest,
 )
 from sluice.training import TrainingSpec, train
 
@@ -520,3 +523,42 @@ def test_status_follows_the_transition_table_for_any_decision_sequence(registry,
     # Then the stored status and the audit trail agree with the table
     assert registry.get(name, version=1).status == expected
     assert [e["kind"] for e in registry.history(name)] == ["registered", *recorded]
+
+
+# -- serving manifest ----------------------------------------------------------------------------
+
+
+def test_a_serving_manifest_loads_without_the_table_and_still_verifies(registry, bundle, trained):
+    record = registry.register("credit", bundle, lineage=lineage())
+    manifest = serving_manifest(record, "sklearn")
+    # Given the manifest names the serving artifacts by sha256 (no drift profile, no ONNX)
+    assert set(json.loads(manifest)) == {
+        MODEL_ARTIFACT, SCHEMA_ARTIFACT, "spec.json", *PREPROCESSING_ARTIFACTS.values()
+    }  # fmt: skip
+    # When the registry table is gone, the manifest still loads the version and it predicts
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
+    loaded = registry.load_manifest("credit", 1, manifest)
+    holdout = trained.holdout.drop(columns=[trained.spec.target])
+    np.testing.assert_array_equal(
+        loaded.estimator.predict(loaded.preprocessor.transform(holdout)), trained.predict(holdout)
+    )
+    assert (loaded.record.name, loaded.record.version) == ("credit", 1)
+    # And a tampered object is still refused
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=BUCKET, Key=record.artifacts[SCHEMA_ARTIFACT]["key"], Body=b"{}"
+    )
+    with pytest.raises(IntegrityError, match=r"'schema.json' of model 'credit' version 1"):
+        registry.load_manifest("credit", 1, manifest)
+
+
+@pytest.mark.parametrize("manifest", ["not json", "[]", '{"model.joblib": "abc"}', '{"model.joblib": 1}'])
+def test_a_malformed_manifest_is_refused_by_name(registry, manifest):
+    with pytest.raises(SluiceError, match="SLUICE_MODEL_ARTIFACTS must be a JSON object"):
+        registry.load_manifest("m", 1, manifest)
+
+
+def test_a_manifest_without_the_flavour_is_a_conflict(registry):
+    record = registry.register("m", tiny_bundle(), lineage=lineage())
+    assert ONNX_ARTIFACT not in json.loads(serving_manifest(record, "sklearn"))
+    with pytest.raises(Conflict, match="no onnx flavour"):
+        serving_manifest(record, "onnx")

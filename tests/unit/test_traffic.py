@@ -90,6 +90,10 @@ def test_deploy_publishes_a_version_bound_to_the_model_version(endpoint):
     assert (
         env["Variables"]["SLUICE_MODEL_VERSION"] == "1" and env["Variables"]["SLUICE_MODEL_FLAVOUR"] == "onnx"
     )
+    # with the served artifacts' digests, so that its cold start needs no registry table read
+    artifacts = registry.get("credit", version=1).artifacts
+    bound = json.loads(env["Variables"]["SLUICE_MODEL_ARTIFACTS"])
+    assert "model.onnx" in bound and bound == {name: artifacts[name]["sha256"] for name in bound}
     assert traffic.lambda_version_of(1) == route.lambda_version
     assert shares(traffic) == {None: 1.0}
     deployed = [e for e in registry.history("credit") if e["kind"] == "deployed"]

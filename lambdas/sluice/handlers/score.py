@@ -1,6 +1,7 @@
 """Model endpoint. Trigger: API Gateway REST proxy (``POST /predict``), through the ``live`` alias.
 
-Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``), bound
+Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``) and
+SLUICE_MODEL_ARTIFACTS (the artifacts' sha256, so a cold start skips the registry table), bound
 per Lambda version by ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET;
 SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
 
@@ -144,7 +145,12 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     model_metrics.add_dimension(name="Model", value=settings.model_name or "unbound")
     _both("Invocations", MetricUnit.Count, 1)
     try:
-        scorer = get_scorer(settings.model_name, settings.model_version, settings.model_flavour or "sklearn")
+        scorer = get_scorer(
+            settings.model_name,
+            settings.model_version,
+            settings.model_flavour or "sklearn",
+            manifest=settings.model_artifacts,
+        )
     except Exception as err:  # the client cannot fix this: 503, never a stack trace
         logger.exception("model %s version %s cannot be loaded", settings.model_name, settings.model_version)
         _both("Errors", MetricUnit.Count, 1)
