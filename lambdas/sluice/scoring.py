@@ -28,9 +28,11 @@ checks), preprocessing is :meth:`Preprocessor.transform_columns` on the validate
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -400,15 +402,46 @@ def get_scorer(
                     raise SluiceError(
                         f"SLUICE_MODEL_VERSION must be a version number, got {version!r}"
                     ) from None
-            if manifest and version not in (None, ""):
-                if flavour not in FLAVOURS:
-                    raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
-                loaded = registry.load_manifest(name, number, manifest, flavour=flavour)
-                found = Scorer.from_loaded(loaded, flavour=flavour)
-            else:
-                found = Scorer.from_registry(registry, name, number, flavour=flavour)
+            with _collector_paused():
+                # the manifest belongs to the bound version; the champion is resolved by the table
+                found = _load_scorer(
+                    registry, name, number, flavour, manifest if version not in (None, "") else ""
+                )
             _cache[key] = found
         return found
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a model loads, then freeze what is loaded.
+
+    Unpickling a scikit-learn model imports scikit-learn and allocates a few hundred thousand
+    objects; with numpy, boto3 and its service models already in memory, every collection that
+    triggers walks them all. What the load leaves (modules, the model, clients) lives as long
+    as the process, so it goes to the permanent generation (``gc.freeze``), which later
+    collections skip: without that, the first collection after the load would walk everything
+    it allocated. The little cyclic garbage a load makes is kept. ``bench_serving`` measures the
+    container's cold start with it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
+
+
+def _load_scorer(registry: Any, name: str, number: int, flavour: str, manifest: str) -> Scorer:
+    """From the version's deploy-time manifest when it has one, else from the registry table."""
+    if not manifest:
+        return Scorer.from_registry(registry, name, number, flavour=flavour)
+    if flavour not in FLAVOURS:
+        raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
+    return Scorer.from_loaded(
+        registry.load_manifest(name, number, manifest, flavour=flavour), flavour=flavour
+    )
 
 
 def clear_cache() -> None:
