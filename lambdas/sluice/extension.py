@@ -123,7 +123,7 @@ class AfterResponse:
     def _loop(self) -> None:
         try:
             while True:
-                event = self.next_event()
+                event = self._next_event_retrying()
                 if event.get("eventType") != "INVOKE":
                     continue
                 deadline_ms = event.get("deadlineMs")
@@ -146,6 +146,17 @@ class AfterResponse:
                 tasks, self._tasks = self._tasks, []
             for task in tasks:
                 self._run(task)
+
+    def _next_event_retrying(self, attempts: int = 50) -> dict[str, Any]:
+        # A registered extension that stops asking for events holds every later invocation until
+        # it times out: a dropped connection is retried (reconnecting) for about 5 s first.
+        for _ in range(attempts - 1):
+            try:
+                return self.next_event()
+            except (OSError, http.client.HTTPException) as err:
+                logger.warning("extension %s: event/next failed (%s); retrying", self.name, err)
+                time.sleep(0.1)
+        return self.next_event()
 
     def next_event(self) -> dict[str, Any]:
         """``GET /extension/event/next``: blocks until Lambda sends the next event."""

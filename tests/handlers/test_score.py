@@ -185,6 +185,37 @@ def test_warm_invocations_reuse_the_loaded_model(endpoint):
     assert scoring.get_scorer("credit", 1, "sklearn") is first
 
 
+def test_a_cold_load_pauses_the_collector_and_freezes_what_it_loaded(endpoint):
+    import gc
+
+    # Given a collector that runs, and records when it does
+    gc.unfreeze()
+    runs: list[int] = []
+
+    def record(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        scoring.clear_cache()
+        scoring.get_scorer("credit", 1, "sklearn")  # the cold load
+    finally:
+        gc.callbacks.remove(record)
+    # Then no collection ran during the load, the collector is back on, and the model and its
+    # modules sit in the permanent generation that later collections skip
+    assert runs == [] and gc.isenabled() and gc.get_freeze_count() > 0
+    # And a collector someone had switched off stays off
+    gc.unfreeze()
+    gc.disable()
+    try:
+        scoring.clear_cache()
+        scoring.get_scorer("credit", 1, "sklearn")
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+
+
 def test_model_level_metrics_for_the_alarms(endpoint, capsys):
     # The alarms follow the model whatever version serves: a second EMF line has dimension Model only
     score.lambda_handler(event("single"), Context())

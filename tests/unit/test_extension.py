@@ -70,3 +70,23 @@ def test_registration_rules(api):
     api.end_init(timeout_s=0.05)
     assert api.register("y", b'{"events": ["INVOKE"]}')[0] == 403  # after init
     assert api.next("unknown-id")[0] == 403
+
+
+def test_a_dropped_connection_is_retried_not_fatal(monkeypatch):
+    # A registered extension that stopped asking for events would hold every later invocation
+    extension = AfterResponse("127.0.0.1:9", "capture")
+    answers: list = [ConnectionResetError("reset"), ConnectionResetError("reset"), {"eventType": "INVOKE"}]
+
+    def next_event():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(extension, "next_event", next_event)
+    monkeypatch.setattr("sluice.extension.time.sleep", lambda s: None)
+    assert extension._next_event_retrying() == {"eventType": "INVOKE"} and answers == []
+    # and it gives up (the thread ends; later work runs inline) only after its attempts
+    answers[:] = [ConnectionResetError("reset")] * 3
+    with pytest.raises(ConnectionResetError):
+        extension._next_event_retrying(attempts=3)
