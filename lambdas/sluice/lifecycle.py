@@ -57,6 +57,8 @@ class Stage:
     registry_table: str
     registry_bucket: str
     alarm_names: list[str]
+    # The account the prod stage's registry lives in (cdk.json's prod:account); "" for the same one.
+    prod_account: str = ""
 
 
 class Lifecycle:
@@ -350,16 +352,20 @@ class Lifecycle:
         raise SluiceError(f"no version after v{after} was registered within {self.wait_s:.0f} s")
 
     def _promote(self, registry) -> dict:
-        """Promote M2 into the prod registry (a second registry on the same local server)."""
+        """Promote M2 into the prod stage's registry, in the prod account (through its promotion role)."""
         from sluice.promotion import StageRegistry, promote
         from sluice.registry import create_storage
 
         account = aws.client("sts").get_caller_identity()["Account"]
         region = aws.client("sts").meta.region_name
         source = StageRegistry("dev", account, region)
-        target = StageRegistry("prod", account, region)
-        create_storage(target.table_name, target.bucket_name, region=region)
+        target = StageRegistry("prod", self.stage.prod_account or account, region)
+        # The prod stage's stateful stack holds its registry; locally it is created here, in the
+        # prod account, as CloudFormation's execution role there would.
+        deployer = f"arn:aws:iam::{target.account}:role/cdk-hnb659fds-cfn-exec-role-{target.account}-{region}"
+        with aws.assumed_role(deployer, session_name="sluice-demo-prod-registry", region=region):
+            create_storage(target.table_name, target.bucket_name, region=region)
         promoted = promote(self.stage.model, self.m2, source=source, target=target, actor=HUMAN).to_dict()
-        # The embedded AWS runs one account; two-account promotion is tested in tests/unit/test_promotion.py.
-        promoted["note"] = "prod registry on the same local server"
+        if target.account == account:
+            promoted["note"] = "no prod account configured: the prod registry is in the dev account"
         return promoted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,10 @@ def test_demo_runs_the_eight_steps(demo):
     assert 0.03 <= figures[8]["observed_share_m2"] <= 0.2
     assert figures[8]["canary"] == "promoted" and figures[8]["routes"] == {"v2": 1.0}
     assert figures[8]["prod"]["from"]["version"] == 2
+    # into the prod account of cdk.json, not beside the dev registry
+    context = json.loads(Path("cdk.json").read_text())["context"]
+    assert figures[8]["prod"]["to"]["account"] == context["prod:account"]
+    assert figures[8]["prod"]["from"]["account"] == context["dev:account"] != context["prod:account"]
 
 
 def test_demo_writes_the_drift_report(demo):

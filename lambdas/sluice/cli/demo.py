@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_stage(env):
+def resolve_stage(env, cdk_json: str = "cdk.json"):
     from sluice.lifecycle import Stage
     from sluice.naming import registry_table_name, stage_bucket_name
 
@@ -129,7 +129,16 @@ def resolve_stage(env):
         registry_table=registry_table_name("dev"),
         registry_bucket=bucket("artifacts"),
         alarm_names=[f"sluice-dev-{model}-drift-share"],
+        prod_account=_prod_account(Path(cdk_json)),
     )
+
+
+def _prod_account(cdk_json: Path) -> str:
+    """``prod:account`` from the app's cdk.json context ("" without one)."""
+    try:
+        return str(json.loads(cdk_json.read_text()).get("context", {}).get("prod:account", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def _model_name(env) -> str:

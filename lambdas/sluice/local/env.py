@@ -46,7 +46,7 @@ STATE_FILE = "state.json"
 # Local Lambda invokes can run for minutes (training); never re-run one on a read timeout.
 INVOKE_CONFIG = Config(read_timeout=900, connect_timeout=10, retries={"max_attempts": 0})
 # moto patches from sibling modules, applied before the server serves: ``install()``.
-PATCH_COMPONENTS = ("sluice.local.firehose",)
+PATCH_COMPONENTS = ("sluice.local.firehose", "sluice.local.accounts")
 # Components started once the stacks exist: ``install(local_aws)`` returns an object with
 # ``stop()``. ``events.install`` also starts the alarm evaluator and Step Functions execution.
 RUNTIME_COMPONENTS = ("sluice.local.events",)
