@@ -125,32 +125,20 @@ class ExtensionsApi:
         try:
             events = list(json.loads(raw or b"{}").get("events") or [])
         except (ValueError, AttributeError):
-            return 400, {"errorMessage": "register body is not JSON", "errorType": "InvalidRequestFormat"}, {}
+            return _refused(400, "InvalidRequestFormat", "register body is not JSON")
         if not name:
-            return (
-                400,
-                {"errorMessage": "Lambda-Extension-Name is missing", "errorType": "InvalidRequestFormat"},
-                {},
-            )
+            return _refused(400, "InvalidRequestFormat", "Lambda-Extension-Name is missing")
         if "SHUTDOWN" in events:
-            return (
+            return _refused(
                 400,
-                {"errorMessage": "internal extensions cannot register for SHUTDOWN",
-                 "errorType": "ShutdownEventNotSupportedForInternalExtension"},
-                {},
-            )  # fmt: skip
+                "ShutdownEventNotSupportedForInternalExtension",
+                "internal extensions cannot register for SHUTDOWN",
+            )
         if set(events) - {"INVOKE"}:
-            return 400, {"errorMessage": f"unknown events {events}", "errorType": "InvalidRequestFormat"}, {}
+            return _refused(400, "InvalidRequestFormat", f"unknown events {events}")
         with self._cond:
             if self._init_done:
-                return (
-                    403,
-                    {
-                        "errorMessage": "extensions register during init only",
-                        "errorType": "Extension.InvalidState",
-                    },
-                    {},
-                )
+                return _refused(403, "Extension.InvalidState", "extensions register during init only")
             identifier = str(uuid.uuid4())
             self._extensions[identifier] = _Extension(name, events)
         body = {"functionName": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
@@ -162,11 +150,7 @@ class ExtensionsApi:
         with self._cond:
             extension = self._extensions.get(identifier)
             if extension is None:
-                return (
-                    403,
-                    {"errorMessage": "unknown extension id", "errorType": "Extension.UnknownExtension"},
-                    {},
-                )
+                return _refused(403, "Extension.UnknownExtension", "unknown extension id")
             extension.waiting = True
             self._cond.notify_all()
             while not extension.queue:
@@ -207,6 +191,10 @@ class ExtensionsApi:
                 return False
             self._cond.wait(timeout=left)
         return True
+
+
+def _refused(status: int, error_type: str, message: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return status, {"errorMessage": message, "errorType": error_type}, {}
 
 
 def main() -> int:
