@@ -21,19 +21,20 @@ def local_aws(assembly_dir, tmp_path_factory):
         yield aws
 
 
-def tiny_zip() -> bytes:
-    """``tests/local/fixtures/tiny_handler.py`` as a Lambda zip."""
+def fixture_zip(module: str = "tiny_handler") -> bytes:
+    """``tests/local/fixtures/<module>.py`` as a Lambda zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(FIXTURES / "tiny_handler.py", "tiny_handler.py")
+        archive.write(FIXTURES / f"{module}.py", f"{module}.py")
     return buffer.getvalue()
 
 
-def create_tiny_function(aws, *, timeout: int = 30, colour: str = "blue") -> str:
-    """Create the tiny function through the Lambda API; returns its name."""
-    name = f"tiny-{uuid.uuid4().hex[:8]}"
-    iam = aws.client("iam")
-    role = iam.create_role(
+def create_fixture_function(
+    aws, module: str, *, timeout: int = 30, environment: dict[str, str] | None = None
+) -> str:
+    """Create a function running ``tests/local/fixtures/<module>.py`` through the Lambda API."""
+    name = f"{module.split('_')[0]}-{uuid.uuid4().hex[:8]}"
+    role = aws.client("iam").create_role(
         RoleName=f"{name}-role",
         AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
         '"Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
@@ -42,13 +43,18 @@ def create_tiny_function(aws, *, timeout: int = 30, colour: str = "blue") -> str
         FunctionName=name,
         Runtime="python3.12",
         Role=role,
-        Handler="tiny_handler.lambda_handler",
-        Code={"ZipFile": tiny_zip()},
+        Handler=f"{module}.lambda_handler",
+        Code={"ZipFile": fixture_zip(module)},
         Timeout=timeout,
         MemorySize=256,
-        Environment={"Variables": {"COLOUR": colour}},
+        Environment={"Variables": environment or {}},
     )
     return name
+
+
+def create_tiny_function(aws, *, timeout: int = 30, colour: str = "blue") -> str:
+    """Create the tiny function through the Lambda API; returns its name."""
+    return create_fixture_function(aws, "tiny_handler", timeout=timeout, environment={"COLOUR": colour})
 
 
 def create_two_versions(aws) -> str:

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import uuid
-import zipfile
 
 import pytest
 
-from tests.local.conftest import FIXTURES
+from tests.local.conftest import create_fixture_function
 
 pytestmark = pytest.mark.local
 
 
 @pytest.fixture(scope="module")
 def function(local_aws):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(FIXTURES / "extension_handler.py", "extension_handler.py")
-    name = f"ext-{uuid.uuid4().hex[:8]}"
-    role = local_aws.client("iam").create_role(
-        RoleName=f"{name}-role",
-        AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
-        '"Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
-    )["Role"]["Arn"]
-    local_aws.client("lambda").create_function(
-        FunctionName=name,
-        Runtime="python3.12",
-        Role=role,
-        Handler="extension_handler.lambda_handler",
-        Code={"ZipFile": buffer.getvalue()},
-        Timeout=30,
-    )
-    return name
+    return create_fixture_function(local_aws, "extension_handler")
 
 
 def _invoke(aws, name: str, payload: dict) -> dict:
