@@ -84,9 +84,8 @@ class AfterResponse:
         except (ExtensionError, OSError) as err:
             logger.warning("extension %s not registered (%s); its work runs inline", name, err)
             return None
-        thread = threading.Thread(target=extension._loop, name=f"extension-{name}", daemon=True)
         extension._alive = True
-        thread.start()
+        threading.Thread(target=extension._loop, name=f"extension-{name}", daemon=True).start()
         return extension
 
     @property
@@ -108,11 +107,11 @@ class AfterResponse:
 
     def defer(self, task: Callable[[], Any]) -> None:
         """Run ``task`` after this invocation's response (inline if the thread is gone)."""
-        if not self._alive:
-            self._run(task)
-            return
         with self._lock:
-            self._tasks.append(task)
+            if self._alive:
+                self._tasks.append(task)
+                return
+        self._run(task)
 
     def done(self) -> None:
         """The handler has finished: the thread may run this invocation's tasks now."""
@@ -141,8 +140,8 @@ class AfterResponse:
         except Exception:  # the API went away: later work runs inline
             logger.exception("extension %s stopped", self.name)
         finally:
-            self._alive = False
             with self._lock:
+                self._alive = False
                 tasks, self._tasks = self._tasks, []
             for task in tasks:
                 self._run(task)
@@ -186,9 +185,10 @@ class AfterResponse:
         # One keep-alive connection: the thread makes one call per invocation.
         if self._connection is None:
             host, _, port = self.runtime_api.partition(":")
-            self._connection = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
-            self._connection.connect()
-            self._connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+            connection.connect()
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._connection = connection
         self._connection.timeout = timeout
         if self._connection.sock is not None:
             self._connection.sock.settimeout(timeout)
