@@ -31,6 +31,7 @@ ALIAS = "live"
 NAMESPACE = "Sluice/Endpoint"
 FLAVOURS = ("onnx", "sklearn")
 _UPDATE_TIMEOUT_S = 120.0
+ENVIRONMENT_LIMIT = 4096  # bytes of environment variable names and values Lambda allows a function
 
 
 def default_function_name(model: str, stage: str = "dev") -> str:
@@ -264,6 +265,10 @@ class EndpointTraffic:
             SLUICE_MODEL_FLAVOUR=flavour,
             SLUICE_MODEL_ARTIFACTS=serving_manifest(record, flavour),
         )
+        if sum(len(k) + len(v) for k, v in variables.items()) > ENVIRONMENT_LIMIT:
+            # Lambda caps a function's variables at 4 KB: without the digests the version still
+            # serves, its cold start reading them from the registry table.
+            variables.pop("SLUICE_MODEL_ARTIFACTS")
         updated = self._lambda.update_function_configuration(
             FunctionName=self.function_name, Environment={"Variables": variables}
         )

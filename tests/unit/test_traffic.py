@@ -100,6 +100,21 @@ def test_deploy_publishes_a_version_bound_to_the_model_version(endpoint):
     assert deployed[-1]["version"] == 1 and deployed[-1]["detail"]["lambda_version"] == route.lambda_version
 
 
+def test_without_room_in_the_environment_a_version_deploys_without_its_digests(endpoint):
+    traffic, _, lam = endpoint
+    # Given a function whose own variables leave no room for the artifact digests
+    variables = lam.get_function_configuration(FunctionName=FUNCTION)["Environment"]["Variables"]
+    lam.update_function_configuration(
+        FunctionName=FUNCTION, Environment={"Variables": {**variables, "PADDING": "x" * 3600}}
+    )
+    # Then the deployed version is bound to the model version, within Lambda's 4 KB
+    route = traffic.deploy(1)
+    bound = lam.get_function_configuration(FunctionName=FUNCTION, Qualifier=route.lambda_version)
+    bound = bound["Environment"]["Variables"]
+    assert bound["SLUICE_MODEL_VERSION"] == "1" and "SLUICE_MODEL_ARTIFACTS" not in bound
+    assert sum(len(k) + len(v) for k, v in bound.items()) <= 4096
+
+
 def test_only_approved_versions_with_the_flavour_deploy(endpoint):
     traffic, registry, _ = endpoint
     with pytest.raises(Conflict, match="PendingManualApproval"):
