@@ -102,9 +102,13 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
 
     Raises
     ------
+    SluiceError
+        If ``flavour`` is not one of :data:`FLAVOURS`.
     Conflict
         If the version has no such flavour (no ``model.onnx`` for ``onnx``).
     """
+    if flavour not in FLAVOURS:
+        raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}")
     model_artifact = MODEL_ARTIFACT if flavour == "sklearn" else ONNX_ARTIFACT
     if model_artifact not in record.artifacts:
         raise Conflict(
@@ -681,8 +685,6 @@ class ModelRegistry:
         ``flavour="sklearn"`` unpickles the estimator (only after its sha256 matched);
         ``flavour="onnx"`` returns the ONNX graph's bytes and needs neither joblib nor scikit-learn.
         """
-        if flavour not in FLAVOURS:
-            raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}")
         record = self.get(name, version=version, alias=alias)
         wanted = serving_artifacts(record, flavour)
         if PROFILE_ARTIFACT in record.artifacts:

@@ -437,8 +437,6 @@ def _load_scorer(registry: Any, name: str, number: int, flavour: str, manifest: 
     """From the version's deploy-time manifest when it has one, else from the registry table."""
     if not manifest:
         return Scorer.from_registry(registry, name, number, flavour=flavour)
-    if flavour not in FLAVOURS:
-        raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
     return Scorer.from_loaded(
         registry.load_manifest(name, number, manifest, flavour=flavour), flavour=flavour
     )

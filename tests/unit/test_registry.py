@@ -562,3 +562,5 @@ def test_a_manifest_without_the_flavour_is_a_conflict(registry):
     assert ONNX_ARTIFACT not in json.loads(serving_manifest(record, "sklearn"))
     with pytest.raises(Conflict, match="no onnx flavour"):
         serving_manifest(record, "onnx")
+    with pytest.raises(SluiceError, match="flavour must be one of"):
+        registry.load_manifest("m", 1, serving_manifest(record, "sklearn"), flavour="pytorch")
