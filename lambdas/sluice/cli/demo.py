@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice.assembly import read_assembly
+from sluice.errors import SluiceError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -135,9 +136,11 @@ def resolve_stage(env, cdk_json: str = "cdk.json"):
 
 def _prod_account(cdk_json: Path) -> str:
     """``prod:account`` from the app's cdk.json context ("" without one)."""
+    from sluice.cli.promote import cdk_context
+
     try:
-        return str(json.loads(cdk_json.read_text()).get("context", {}).get("prod:account", ""))
-    except (OSError, ValueError):
+        return str(cdk_context(cdk_json).get("prod:account", ""))
+    except SluiceError:
         return ""
 
 

@@ -33,6 +33,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def cdk_context(path: Path) -> dict:
+    """The ``context`` object of the app's ``cdk.json`` (the stages' accounts and regions)."""
+    try:
+        return dict(json.loads(path.read_text())["context"])
+    except FileNotFoundError:
+        raise SluiceError(f"{path} not found (run from the app directory or pass --cdk-json)") from None
+    except (ValueError, KeyError, TypeError):
+        raise SluiceError(f"{path} is not a CDK app file with a 'context' object") from None
+
+
 def stage_registry(context: dict, stage: str) -> StageRegistry:
     try:
         return StageRegistry(stage, str(context[f"{stage}:account"]), str(context[f"{stage}:region"]))
@@ -43,13 +53,7 @@ def stage_registry(context: dict, stage: str) -> StageRegistry:
 def run(args: argparse.Namespace) -> int:
     if args.source == args.target:
         raise SluiceError("--from and --to must name different stages")
-    path = Path(args.cdk_json)
-    try:
-        context = json.loads(path.read_text())["context"]
-    except FileNotFoundError:
-        raise SluiceError(f"{path} not found (run from the app directory or pass --cdk-json)") from None
-    except (ValueError, KeyError):
-        raise SluiceError(f"{path} is not a CDK app file with a 'context' object") from None
+    context = cdk_context(Path(args.cdk_json))
     source, target = stage_registry(context, args.source), stage_registry(context, args.target)
     actor = args.actor or source.registry().caller()
     console = Console(stderr=True)
