@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sluice.extension import AfterResponse
-from sluice.local.worker import ExtensionsApi
+from sluice.local.extensions_api import ExtensionsApi
 
 
 @pytest.fixture
@@ -90,3 +90,30 @@ def test_a_dropped_connection_is_retried_not_fatal(monkeypatch):
     answers[:] = [ConnectionResetError("reset")] * 3
     with pytest.raises(ConnectionResetError):
         extension._next_event_retrying(attempts=3)
+
+
+def test_when_idle_waits_for_every_extension_to_poll_again(api):
+    extension = AfterResponse.start("capture")
+    api.end_init()
+    freed: list[str] = []
+    # Right after init the environment is idle: the callback runs at once
+    api.when_idle(lambda: freed.append("init"))
+    assert freed == ["init"]
+    # During an invocation's post-response work it waits until the extension polls again
+    gate = threading.Event()
+    _invoke(api, "r1")
+    extension.defer(lambda: gate.wait(5))
+    extension.done()
+    api.when_idle(lambda: freed.append("r1"))
+    assert freed == ["init"]
+    gate.set()
+    assert api.wait_idle(time.time() * 1000 + 5000)
+    deadline = time.monotonic() + 5
+    while freed != ["init", "r1"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert freed == ["init", "r1"]
+    # and a callback still pending can be taken back (the environment went away)
+    _invoke(api, "r2")
+    api.when_idle(lambda: freed.append("r2"))
+    assert api.cancel_idle() is not None and api.cancel_idle() is None
+    extension.done()

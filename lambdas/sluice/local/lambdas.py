@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sluice.errors import NotFound
+from sluice.local.extensions_api import ExtensionsApi
 
 if TYPE_CHECKING:
     from sluice.local.env import LocalAws
@@ -113,7 +114,15 @@ class Worker:
         self.idle_since = time.monotonic()
         self.log_stream_created = False
         self.log_stream = f"{time.strftime('%Y/%m/%d')}/[{spec.version}]{uuid.uuid4().hex}"
+        # The environment's Extensions API, served from here as Lambda serves it from outside the
+        # runtime process: its events then never compete with the handler for the worker's GIL.
+        self.extensions = ExtensionsApi(
+            function_name=spec.name, function_version=spec.version, handler=spec.handler
+        )
+        self._initialised = threading.Event()  # the worker imported its handler, extensions polling
+        self._post_invoke_deadline = float("inf")
         env = runtime.worker_environment(spec, self.log_stream)
+        env["AWS_LAMBDA_RUNTIME_API"] = self.extensions.address
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sluice.local.worker"],
             stdin=subprocess.PIPE,
@@ -129,12 +138,6 @@ class Worker:
         self._lines: list[str] = []
         self._lines_lock = threading.Lock()
         self._invocation_lines: list[str] = []
-        # Post-invoke phase (internal extensions still working): the id last reported done, and
-        # what to call when the current one is.
-        self._done_lock = threading.Lock()
-        self._done_id = 0
-        self._call_id = 0
-        self._on_done: Callable[[], None] | None = None
         threading.Thread(target=self._read_stdout, daemon=True, name=f"worker-{self.pid}-out").start()
         threading.Thread(target=self._read_stderr, daemon=True, name=f"worker-{self.pid}-err").start()
 
@@ -143,9 +146,16 @@ class Worker:
 
     def call(self, event: Any, *, request_id: str, invoked_arn: str, cold: bool) -> dict[str, Any]:
         timeout = self.spec.timeout_s + (INIT_ALLOWANCE_S if cold else 0.0)
-        self._call_id = next(self._ids)
+        init_deadline = time.monotonic() + INIT_ALLOWANCE_S
+        while not self._initialised.wait(timeout=0.5):  # the INVOKE event goes out after init
+            if not self.alive() or time.monotonic() > init_deadline:
+                break
+        self.extensions.invoke(
+            {"request_id": request_id, "invoked_arn": invoked_arn},
+            time.time() * 1000 + self.spec.timeout_s * 1000,
+        )
         request = {
-            "id": self._call_id,
+            "id": next(self._ids),
             "request_id": request_id,
             "invoked_arn": invoked_arn,
             "timeout_ms": self.spec.timeout_s * 1000,  # the context's clock starts with the handler
@@ -192,12 +202,22 @@ class Worker:
                 return response
 
     def when_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the last invocation's post-invoke phase is over (maybe now)."""
-        with self._done_lock:
-            if self._done_id < self._call_id and self.alive():
-                self._on_done = callback
-                return
-        callback()
+        """Call ``callback`` once the last invocation's post-invoke phase is over (maybe now):
+        when every extension polls again, or (see :meth:`check_post_invoke`) at the timeout."""
+        self._post_invoke_deadline = time.monotonic() + self.spec.timeout_s
+        self.extensions.when_idle(callback)
+
+    def check_post_invoke(self, now: float) -> None:
+        """Reset the environment if an extension is still busy past the function's timeout."""
+        if now < self._post_invoke_deadline:
+            return
+        pending = self.extensions.cancel_idle()
+        if pending is not None:
+            log.warning(
+                "%s: an extension did not finish within the timeout; environment reset", self.spec.name
+            )
+            self.kill()  # as Lambda resets an environment whose invoke phase timed out
+            pending()
 
     def kill(self) -> None:
         if self.alive():
@@ -226,16 +246,15 @@ class Worker:
                 continue
             if "id" in message:
                 self._responses.put(message)
-            elif "done" in message:
-                with self._done_lock:
-                    self._done_id = int(message["done"])
-                    callback, self._on_done = self._on_done, None
-                if callback is not None:
-                    callback()
-        with self._done_lock:  # the process ended: nothing is left to wait for
-            callback, self._on_done = self._on_done, None
-        if callback is not None:
-            callback()
+            elif message.get("ready"):
+                self.extensions.end_init()  # init ends when every extension polls for events
+                self._initialised.set()
+        # The process ended: nothing is left to wait for.
+        self._initialised.set()
+        pending = self.extensions.cancel_idle()
+        self.extensions.close()
+        if pending is not None:
+            pending()
 
     def _read_stderr(self) -> None:
         batch: list[str] = []
@@ -284,8 +303,13 @@ class WorkerPool:
             self._cond.notify()
 
     def reap(self, idle_s: float) -> int:
-        """Stop workers idle for longer than ``idle_s`` (Lambda recycles idle environments too)."""
+        """Stop workers idle for longer than ``idle_s`` (Lambda recycles idle environments too),
+        and reset those whose extensions overran the timeout."""
         now = time.monotonic()
+        with self._cond:
+            busy = [w for w in self.workers if w not in self._idle]
+        for worker in busy:
+            worker.check_post_invoke(now)
         with self._cond:
             stale = [w for w in self._idle if now - w.idle_since > idle_s]
             self._idle = [w for w in self._idle if w not in stale]
@@ -368,7 +392,7 @@ class LambdaRuntime:
         try:
             response = worker.call(event, request_id=request_id, invoked_arn=invoked_arn, cold=cold)
         finally:
-            if response.get("post_invoke"):
+            if worker.extensions.extensions and worker.alive():
                 # Its extensions are still at work: like Lambda, other invocations go to other
                 # environments until they are done.
                 worker.when_done(lambda: pool.release(worker))
