@@ -73,19 +73,14 @@ def _run() -> None:
     from sluice.datasource import write_table
     from sluice.registry import Lineage, ModelBundle, create_storage
     from sluice.settings import Settings
-    from sluice.training import TrainingSpec, train
+    from sluice.training import train
 
     aws.reset_clients()
     registry = create_storage(TABLE, ARTIFACTS)
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in (WORK, CAPTURE):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     trained = train(datasets.credit(5_000, seed=1), spec)
     registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
     settings = Settings(

@@ -101,7 +101,7 @@ def _on_moto() -> None:
 def _measure(table: str, bucket: str, *, server: str, api_url: str | None) -> None:
     import joblib
 
-    from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+    from sluice.datasets import credit, credit_spec
     from sluice.features import Preprocessor
     from sluice.registry import (
         MODEL_ARTIFACT,
@@ -114,14 +114,11 @@ def _measure(table: str, bucket: str, *, server: str, api_url: str | None) -> No
         ModelRegistry,
     )
     from sluice.schema import FeatureSchema
-    from sluice.training import TrainingSpec, train
+    from sluice.training import train
 
     registry = ModelRegistry(table_name=table, bucket_name=bucket)
     log("training the credit model (5000 rows) and registering it")
-    spec = TrainingSpec(
-        target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL, hyperparameters={"max_iter": 500}
-    )
-    result = train(credit(5000, seed=0), spec)
+    result = train(credit(5000, seed=0), credit_spec(max_iter=500))
     bundle = ModelBundle.from_training(result)
     lineage = Lineage(data_uri="sluice:datasets/credit?rows=5000&seed=0", data_rows=5000)
     record = registry.register("credit", bundle, lineage=lineage)

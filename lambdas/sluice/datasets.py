@@ -6,8 +6,13 @@ known logistic relationship, so that drift and concept drift can be injected del
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from sluice.training import TrainingSpec
 
 NUMERIC = (
     "income",
@@ -23,6 +28,15 @@ CATEGORICAL = ("region", "product")
 TARGET = "default"
 _REGIONS = ("north", "south", "east", "west")
 _PRODUCTS = ("card", "loan", "mortgage")
+
+
+def credit_spec(**hyperparameters: Any) -> TrainingSpec:
+    """The training spec of :func:`credit` data: its target, numeric and categorical columns."""
+    from sluice.training import TrainingSpec
+
+    return TrainingSpec(
+        target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL, hyperparameters=hyperparameters
+    )
 
 
 def credit(

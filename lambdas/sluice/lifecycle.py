@@ -154,7 +154,7 @@ class Lifecycle:
     # -- the steps ----------------------------------------------------------------------------
 
     def run(self) -> list[Step]:
-        from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+        from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit, credit_spec
         from sluice.datasource import write_table
         from sluice.training import TrainingSpec
 
@@ -210,9 +210,7 @@ class Lifecycle:
         def monitoring(step: Step) -> None:
             from sluice.training import split
 
-            _, holdout = split(
-                self.data, TrainingSpec(target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL)
-            )
+            _, holdout = split(self.data, credit_spec())
             self.holdout = holdout
             responses, _ = self._score(holdout.head(self.requests))
             runs = self._drift_check()

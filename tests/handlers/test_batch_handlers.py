@@ -17,7 +17,7 @@ from sluice import datasets, scoring
 from sluice.datasource import write_table
 from sluice.handlers import batch_notify, batch_postprocess, batch_preprocess, batch_score
 from sluice.registry import Lineage, ModelBundle, create_storage
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -38,12 +38,7 @@ def event(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     return train(datasets.credit(2000, seed=5), spec)
 
 

@@ -17,7 +17,7 @@ from sluice.handlers import monitor
 from sluice.monitoring import ingest_labels
 from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.settings import Settings
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -35,12 +35,7 @@ class Context:
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     return train(datasets.credit(2000, seed=5, missing_rate=0.0), spec)
 
 

@@ -13,7 +13,7 @@ from moto import mock_aws
 from sluice import datasets, scoring
 from sluice.handlers import score
 from sluice.registry import Lineage, ModelBundle, create_storage
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -34,12 +34,7 @@ def event(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     return train(datasets.credit(2000, seed=5, missing_rate=0.0), spec)
 
 

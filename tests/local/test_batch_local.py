@@ -19,7 +19,7 @@ from sluice import datasets
 from sluice.datasource import write_table
 from sluice.naming import batch_state_machine_name, registry_table_name, stage_bucket_name
 from sluice.registry import Lineage, ModelBundle, ModelRegistry
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 MODEL = "credit-risk"
 
@@ -29,12 +29,7 @@ def stage(local_aws):
     def bucket(purpose: str) -> str:
         return stage_bucket_name(purpose, stage="dev", account=local_aws.account, region=local_aws.region)
 
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     trained = train(datasets.credit(3_000, seed=21), spec)
     registry = ModelRegistry(table_name=registry_table_name("dev"), bucket_name=bucket("artifacts"))
     version = registry.register(MODEL, ModelBundle.from_training(trained), lineage=Lineage()).version

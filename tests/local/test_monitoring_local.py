@@ -18,7 +18,7 @@ import pytest
 from sluice import datasets
 from sluice.capture import CaptureWriter, capture_records
 from sluice.registry import Lineage, ModelBundle, ModelRegistry
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 pytestmark = pytest.mark.local
 
@@ -55,12 +55,7 @@ def deployed(local_aws):
     aws = local_aws
     job = aws.physical_id("MonitoringDriftJobFunction", resource_type="AWS::Lambda::Function")
     env = aws.client("lambda").get_function_configuration(FunctionName=job)["Environment"]["Variables"]
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 200},
-    )
+    spec = datasets.credit_spec(max_iter=200)
     trained = train(datasets.credit(1500, seed=1, missing_rate=0.0), spec)
     registry = ModelRegistry(
         table_name=env["SLUICE_REGISTRY_TABLE"], bucket_name=env["SLUICE_REGISTRY_BUCKET"]

@@ -21,7 +21,7 @@ from sluice.batch import BatchRequest, EndpointShardScorer, plan_shards
 from sluice.errors import SluiceError
 from sluice.registry import Lineage, ModelBundle, create_storage
 from sluice.settings import Settings
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 REGION = "eu-west-1"
 TABLE, ARTIFACTS, WORK, CAPTURE = "batch-registry", "batch-artifacts", "batch-work", "batch-capture"
@@ -82,12 +82,7 @@ def test_reject_reasons_name_every_problem_of_a_row():
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 300},
-    )
+    spec = datasets.credit_spec(max_iter=300)
     return train(datasets.credit(2000, seed=5), spec)
 
 

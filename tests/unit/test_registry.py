@@ -22,7 +22,7 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from sluice import aws as sluice_aws
-from sluice.datasets import credit
+from sluice.datasets import credit, credit_spec
 from sluice.drift import DriftProfile
 from sluice.errors import Conflict, IntegrityError, NotFound, SluiceError
 from sluice.local import moto_patches
@@ -40,7 +40,7 @@ from sluice.registry import (
     create_storage,
     serving_manifest,
 )
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 TABLE = "sluice-test-registry"
 BUCKET = "sluice-test-artifacts"
@@ -62,12 +62,7 @@ def tiny_bundle(tag: str = "") -> ModelBundle:
 
 
 def train_credit(rows: int = 400, seed: int = 0):
-    from sluice.datasets import CATEGORICAL, NUMERIC, TARGET
-
-    spec = TrainingSpec(
-        target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL, hyperparameters={"max_iter": 200}
-    )
-    return train(credit(rows, seed=seed), spec)
+    return train(credit(rows, seed=seed), credit_spec(max_iter=200))
 
 
 # -- fixtures ------------------------------------------------------------------------------------

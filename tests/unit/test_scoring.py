@@ -26,17 +26,12 @@ from sluice.scoring import (
     SklearnPredictor,
     parse_request,
 )
-from sluice.training import TrainingSpec, train
+from sluice.training import train
 
 
 @pytest.fixture(scope="module")
 def trained():
-    spec = TrainingSpec(
-        target=datasets.TARGET,
-        numeric=datasets.NUMERIC,
-        categorical=datasets.CATEGORICAL,
-        hyperparameters={"max_iter": 500},
-    )
+    spec = datasets.credit_spec(max_iter=500)
     # No missing values, so every feature is required by the inferred schema.
     return train(datasets.credit(3000, seed=3, missing_rate=0.0), spec)
 
