@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.naming import deployer_role_name, promotion_role_name, role_arn
+from sluice.names import deployer_role_name, promotion_role_name, role_arn
 
 STAGE_NAMES = ("dev", "prod")
 _ACCOUNT = re.compile(r"^\d{12}$")

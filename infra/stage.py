@@ -18,7 +18,7 @@ from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 from sluice import datasets
-from sluice.naming import batch_state_machine_name, registry_table_name
+from sluice.names import batch_state_machine_name, registry_table_name
 
 
 class StatefulStack(cdk.Stack):

@@ -22,7 +22,7 @@ from infra.constructs.registry import Registry
 from infra.constructs.retraining import TRANSIENT_ERRORS
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
-from sluice.batch import RETRY_ATTEMPTS, SUCCEEDED
+from sluice.names import BATCH_RETRY_ATTEMPTS, SUCCEEDED
 
 WORK_PREFIX = "batch/"
 # The score step's own transient error (endpoint throttling/5xx, network, fault drills).
@@ -65,7 +65,7 @@ class BatchPipeline(Construct):
     schedule, scheduled_input_uri
         An EventBridge Scheduler expression and the input it scores. Default: no schedule.
     state_machine_name
-        Physical name, so ``sluice batch run`` finds it (``sluice.naming``). Default generated.
+        Physical name, so ``sluice batch run`` finds it (``sluice.names``). Default generated.
     notify_topic
         Failure notifications; a KMS-encrypted topic is created if omitted.
     retry_interval
@@ -189,7 +189,7 @@ class BatchPipeline(Construct):
         score.add_retry(
             errors=BATCH_TRANSIENT_ERRORS,
             interval=retry_interval or cdk.Duration.seconds(2),
-            max_attempts=RETRY_ATTEMPTS - 1,
+            max_attempts=BATCH_RETRY_ATTEMPTS - 1,
             backoff_rate=2.0,
             jitter_strategy=sfn.JitterType.FULL,
         )

@@ -21,7 +21,7 @@ from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
-from sluice.retraining import STEP_NAMES
+from sluice.names import RETRAINING_STEPS
 
 # Errors worth retrying: Lambda's own transient failures and throttling, not the step's errors.
 TRANSIENT_ERRORS = [
@@ -120,7 +120,7 @@ class RetrainingPipeline(Construct):
         notify_failure = self._step("NotifyFailure", "notify_failure").next(failed)
         chain: sfn.INextable | None = None
         first: sfn.IChainable | None = None
-        for step in STEP_NAMES:
+        for step in RETRAINING_STEPS:
             task = self._step(step.capitalize(), step)
             task.add_retry(
                 errors=TRANSIENT_ERRORS,

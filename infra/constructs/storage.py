@@ -7,7 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from sluice.naming import stage_bucket_name
+from sluice.names import stage_bucket_name
 
 __all__ = ["bucket_in", "secure_bucket", "stage_bucket_name"]
 

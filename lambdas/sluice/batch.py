@@ -46,6 +46,7 @@ import numpy as np
 
 from sluice import aws
 from sluice.errors import SluiceError
+from sluice.names import BATCH_RETRY_ATTEMPTS, FAILED, SUCCEEDED
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,9 +59,6 @@ DEFAULT_SHARD_ROWS = 10_000
 # Distributed Map runs up to 10,000 children in parallel; more shards only queue.
 MAX_SHARDS = 10_000
 DEFAULT_MAX_REJECT_SHARE = 0.05
-SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
-# Attempts per shard (the first + retries), here and in the state machine's Retry.
-RETRY_ATTEMPTS = 3
 OUTPUT_FORMATS = ("csv", "parquet")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _SHARD = re.compile(r"shard-(\d{5,})\.parquet$")
@@ -830,7 +828,7 @@ def run_local(
 # ---------------------------------------------------------------------------------------------
 
 
-def _with_retries(step: Callable[[], dict[str, Any]], *, attempts: int = RETRY_ATTEMPTS) -> dict[str, Any]:
+def _with_retries(step: Callable[[], dict[str, Any]], *, attempts: int = BATCH_RETRY_ATTEMPTS) -> dict[str, Any]:
     """Retry transient errors as the state machine does (without its backoff: this is local)."""
     for attempt in range(attempts):
         try:

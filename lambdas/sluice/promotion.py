@@ -15,7 +15,7 @@ from typing import Any
 
 from sluice import aws
 from sluice.errors import IntegrityError
-from sluice.naming import promotion_role_name, registry_table_name, role_arn, stage_bucket_name
+from sluice.names import promotion_role_name, registry_table_name, role_arn, stage_bucket_name
 
 
 @dataclass(frozen=True)

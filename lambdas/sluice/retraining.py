@@ -22,10 +22,10 @@ from typing import Any
 
 from sluice import aws
 from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.names import RETRAINING_STEPS
 from sluice.settings import Settings
 
 CHAMPION_ALIAS = "champion"
-STEP_NAMES = ("preprocess", "train", "evaluate", "register")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 # How much worse (absolute) the candidate's primary metric may be before the notification says so.
 PRIMARY_METRIC = {"classification": "f1", "regression": "rmse"}
@@ -310,7 +310,7 @@ def run_all(settings: Settings, request: RetrainRequest, *, registry=None, progr
     """Run the four steps in-process (CLI and tests); ``progress(step, seconds)`` after each."""
     steps = {"train": train_candidate, "evaluate": evaluate, "register": register}
     state: dict[str, Any] = {}
-    for name in STEP_NAMES:
+    for name in RETRAINING_STEPS:
         started = time.perf_counter()
         if name == "preprocess":
             state = preprocess(settings, request, registry=registry)

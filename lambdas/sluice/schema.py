@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 
 from sluice.errors import SluiceError
+from sluice.names import JSON_SCHEMA_DRAFT4
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +40,6 @@ Kind = Literal["numeric", "categorical"]
 UnknownPolicy = Literal["reject", "ignore"]
 KINDS: tuple[str, ...] = ("numeric", "categorical")
 UNKNOWN_POLICIES: tuple[str, ...] = ("reject", "ignore")
-JSON_SCHEMA_DRAFT4 = "http://json-schema.org/draft-04/schema#"
 # Cells quoted in an error message, so one bad batch cannot produce a megabyte of text.
 _EXAMPLES = 3
 _NONE_TYPE = type(None)

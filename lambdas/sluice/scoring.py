@@ -40,12 +40,12 @@ import numpy as np
 
 from sluice.errors import SluiceError
 from sluice.features import Preprocessor
+from sluice.names import MAX_INSTANCES
 from sluice.schema import FeatureError, FeatureSchema
 
 FLAVOURS = ("sklearn", "onnx")
 # Lambda's synchronous payload limit is 6 MB for the event (body + headers) and the response.
 MAX_BODY_BYTES = 5 * 1024 * 1024
-MAX_INSTANCES = 10_000
 # Errors listed in a 400 response, so one bad batch cannot produce a huge body.
 MAX_LISTED_ERRORS = 10
 

@@ -8,7 +8,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra.constructs.batch_pipeline import BATCH_TRANSIENT_ERRORS
-from sluice.batch import RETRY_ATTEMPTS
+from sluice.names import BATCH_RETRY_ATTEMPTS
 from tests.infra.conftest import resources_of
 from tests.infra.test_iam import flatten
 
@@ -92,7 +92,7 @@ def test_shards_retry_transient_errors_with_backoff_then_are_recorded_as_failed(
         {
             "ErrorEquals": BATCH_TRANSIENT_ERRORS,
             "IntervalSeconds": 2,
-            "MaxAttempts": RETRY_ATTEMPTS - 1,
+            "MaxAttempts": BATCH_RETRY_ATTEMPTS - 1,
             "BackoffRate": 2,
             "JitterStrategy": "FULL",
         }

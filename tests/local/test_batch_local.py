@@ -17,7 +17,7 @@ import pytest
 
 from sluice import datasets
 from sluice.datasource import write_table
-from sluice.naming import batch_state_machine_name, registry_table_name, stage_bucket_name
+from sluice.names import batch_state_machine_name, registry_table_name, stage_bucket_name
 from sluice.registry import Lineage, ModelBundle, ModelRegistry
 from sluice.training import train
 

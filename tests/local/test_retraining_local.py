@@ -13,7 +13,7 @@ import pytest
 
 from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 from sluice.datasource import write_table
-from sluice.naming import registry_table_name, stage_bucket_name
+from sluice.names import registry_table_name, stage_bucket_name
 from sluice.registry import ModelRegistry
 from sluice.training import TrainingSpec
 

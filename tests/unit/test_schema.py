@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.errors import SluiceError
-from sluice.schema import JSON_SCHEMA_DRAFT4, Feature, FeatureError, FeatureSchema
+from sluice.names import JSON_SCHEMA_DRAFT4
+from sluice.schema import Feature, FeatureError, FeatureSchema
 
 
 @pytest.fixture

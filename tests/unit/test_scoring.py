@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from sluice import datasets
 from sluice.errors import SluiceError
+from sluice.names import MAX_INSTANCES
 from sluice.onnx_export import to_onnx
 from sluice.schema import FeatureSchema
 from sluice.scoring import (
     MAX_BODY_BYTES,
-    MAX_INSTANCES,
     OnnxPredictor,
     RequestError,
     Scorer,

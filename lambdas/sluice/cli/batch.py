@@ -4,7 +4,7 @@ By default it starts the stage's batch pipeline (Step Functions) and follows it:
 and a progress bar of scored shards, then the manifest's counts. ``--via-endpoint`` runs the
 variant whose score step calls the deployed endpoint; ``--here`` runs the same steps in this
 process. The pipeline is ``SLUICE_BATCH_STATE_MACHINE_ARN``, ``--state-machine``, or found by
-name (``sluice.naming``) from ``--stage`` and the caller's account and region.
+name (``sluice.names``) from ``--stage`` and the caller's account and region.
 
 Exit codes: 0 when the run succeeded, 1 when it failed (failed shards, too many rejects; the
 manifest says why), 2 for a request the user got wrong.
@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sluice import aws, batch
 from sluice.errors import SluiceError
-from sluice.naming import batch_state_machine_name, stage_bucket_name
+from sluice.names import batch_state_machine_name, stage_bucket_name
 from sluice.settings import Settings
 
 STEPS = {"PreprocessInput": "preprocess", "ScoreShards": "score", "PostprocessOutput": "postprocess"}

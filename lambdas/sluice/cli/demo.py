@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_stage(env, cdk_json: str = "cdk.json"):
     from sluice.lifecycle import Stage
-    from sluice.naming import registry_table_name, stage_bucket_name
+    from sluice.names import registry_table_name, stage_bucket_name
 
     model = _model_name(env)
 

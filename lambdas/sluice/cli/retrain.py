@@ -17,7 +17,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from sluice import aws
 from sluice.errors import SluiceError
-from sluice.retraining import STEP_NAMES, RetrainRequest, run_all, run_id_for
+from sluice.names import RETRAINING_STEPS
+from sluice.retraining import RetrainRequest, run_all, run_id_for
 from sluice.settings import Settings
 
 
@@ -52,10 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
-        tasks = {name: bar.add_task(f"{name}", total=1, start=False) for name in STEP_NAMES}
+        tasks = {name: bar.add_task(f"{name}", total=1, start=False) for name in RETRAINING_STEPS}
         if args.here:
             request = RetrainRequest(args.model, args.data, run_id, spec=_read_spec(args.spec))
-            current = iter(STEP_NAMES)
+            current = iter(RETRAINING_STEPS)
             bar.start_task(tasks[next(current)])
 
             def advance(step: str, seconds: float) -> None:
