@@ -35,12 +35,14 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CDK) synth --quiet --output cdk.out
 	$(BIN)/sluice demo --assembly cdk.out $(DEMO_ARGS)
 
-## The whole test suite (unit, handlers, infra, local end to end) plus ruff.
+## The whole test suite (unit, handlers, infra, local end to end) plus ruff and mypy.
 test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## ruff, then mypy (strict for the runtime and the CDK app; files and flags in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 synth: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(CDK) synth --quiet --output cdk.out

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
@@ -17,7 +18,7 @@ from infra.stage import SluiceStage
 ROOT = Path(__file__).resolve().parent
 
 
-def build_app(context: dict | None = None, outdir: str | None = None) -> cdk.App:
+def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> cdk.App:
     """Build the app.
 
     Context comes from the CDK CLI (``cdk.json`` plus ``-c``) or, when run as ``python app.py``

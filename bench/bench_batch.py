@@ -14,11 +14,11 @@ Metrics (rows per second; ``ratio`` = value / baseline; the issue's target is â‰
   makes it (rows preprocess already validated: columns, vectorised preprocessing, predict +
   probabilities), against the in-memory loop;
 * ``score_predict_revalidated_rows_per_s``: the same with the schema validated again;
-* ``score_step_rows_per_s``: :func:`sluice.batch.score_shard` per shard as the Lambda runs it:
+* ``score_step_rows_per_s``: :func:`sluice.pipelines.batch_score.score_shard` per shard as the Lambda runs it:
   read the shard from S3, score, write the scored shard, no capture; against the loop with
   the same S3 reads and writes, and (``score_step_vs_in_memory``) against the in-memory loop;
 * ``score_step_captured_rows_per_s``: the same with data capture to S3 (``source="batch"``);
-* ``pipeline_rows_per_s``: preprocess + every shard + postprocess (:func:`sluice.batch.run_local`).
+* ``pipeline_rows_per_s``: preprocess + every shard + postprocess (:func:`sluice.pipelines.batch.run_local`).
 
 Run: ``python -m bench bench_batch`` (``SLUICE_BENCH_REPEAT`` repeats, default 3; the median counts).
 """
@@ -68,12 +68,18 @@ def _run() -> None:
     import boto3
     import pandas as pd
 
-    from sluice import aws, batch, datasets, scoring
-    from sluice.capture import CaptureWriter
-    from sluice.datasource import write_table
-    from sluice.registry import Lineage, ModelBundle, create_storage
+    from sluice import aws
+    from sluice.models.packaging import bundle_from_training
+    from sluice.models.training import train
+    from sluice.pipelines import batch, batch_preprocess, batch_score, batch_scorers, batch_shards
+    from sluice.pipelines.batch_request import BatchRequest
+    from sluice.pipelines.datasource import write_table
+    from sluice.registry.lineage import Lineage
+    from sluice.registry.store import create_storage
+    from sluice.serving import scoring
+    from sluice.serving.capture import CaptureWriter
     from sluice.settings import Settings
-    from sluice.training import train
+    from sluice_demo import datasets
 
     aws.reset_clients()
     registry = create_storage(TABLE, ARTIFACTS)
@@ -82,7 +88,7 @@ def _run() -> None:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     spec = datasets.credit_spec(max_iter=300)
     trained = train(datasets.credit(5_000, seed=1), spec)
-    registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+    registry.register("credit", bundle_from_training(trained, onnx=False), lineage=Lineage())
     settings = Settings(
         registry_table=TABLE,
         registry_bucket=ARTIFACTS,
@@ -94,19 +100,19 @@ def _run() -> None:
     write_table(frame, f"s3://{WORK}/in/bench.parquet")
     log(f"batch bench: {ROWS} rows, shards of {SHARD_ROWS}, median of {REPEAT}")
 
-    request = batch.BatchRequest(
+    request = BatchRequest(
         model="credit",
         version=1,
         input_uri=f"s3://{WORK}/in/bench.parquet",
         run_id="bench",
         shard_rows=SHARD_ROWS,
     )
-    state = batch.preprocess(settings, request, registry=registry)
-    keys = [f"{state['shard_prefix']}{batch.shard_name(i)}.parquet" for i in range(state["shards"])]
+    state = batch_preprocess.preprocess(settings, request, registry=registry)
+    keys = [f"{state['shard_prefix']}{batch_shards.shard_name(i)}.parquet" for i in range(state["shards"])]
     features = list(spec.features)
-    shards = [frame.iloc[a:b][features] for a, b in batch.plan_shards(ROWS, SHARD_ROWS)]
+    shards = [frame.iloc[a:b][features] for a, b in batch_shards.plan_shards(ROWS, SHARD_ROWS)]
     scoring.clear_cache()
-    scorer = batch.ModelShardScorer.load("credit", 1, registry=registry)
+    scorer = batch_scorers.ModelShardScorer.load("credit", 1, registry=registry)
 
     def plain() -> None:
         for shard in shards:
@@ -134,7 +140,7 @@ def _run() -> None:
 
     def step(capture) -> None:
         for key in keys:
-            batch.score_shard(settings, {"key": key, "run": state["run"]}, scorer=scorer, capture=capture)
+            batch_score.score_shard(settings, {"key": key, "run": state["run"]}, scorer=scorer, capture=capture)
 
     def pipeline() -> None:
         batch.run_local(settings, request, registry=registry, scorer=scorer)

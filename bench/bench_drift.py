@@ -171,7 +171,7 @@ def _reset_peak() -> int:
 
 
 def _alpha_per_test() -> float:
-    from sluice.drift import DriftPolicy
+    from sluice.monitoring.policy import DriftPolicy
 
     return DriftPolicy().alpha_per_test(2 * (len(NUMERIC) + len(CATEGORICAL)))
 
@@ -179,7 +179,7 @@ def _alpha_per_test() -> float:
 def worker_sluice(baseline: str, target: str) -> dict:
     import pandas as pd
 
-    from sluice.drift import DriftProfile
+    from sluice.monitoring.profile import DriftProfile
 
     ref, cur = pd.read_parquet(baseline), pd.read_parquet(target)
     loaded = _reset_peak()
@@ -230,7 +230,7 @@ def worker_scipy(baseline: str, target: str) -> dict:
 
 
 def worker_sluice_parquet(profile_json: str, target: str) -> dict:
-    from sluice.drift import DriftProfile
+    from sluice.monitoring.profile import DriftProfile
 
     profile = DriftProfile.from_dict(json.loads(Path(profile_json).read_text()))
     loaded = _reset_peak()
@@ -314,7 +314,7 @@ def agreement_sweep(
     import pandas as pd
     from scipy import stats
 
-    from sluice.drift import DriftProfile
+    from sluice.monitoring.profile import DriftProfile
 
     rng = np.random.default_rng(seed)
     ref = pd.DataFrame({c: _numeric(c, baseline_rows, rng, False) for c in NUMERIC})

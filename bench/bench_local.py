@@ -46,7 +46,7 @@ def main() -> None:
         build_app(outdir=f"{tmp}/cdk.out").synth()
         synth_s = time.perf_counter() - t0
 
-        from sluice.local import LocalAws
+        from localaws import LocalAws
 
         # Cold: directory assets zipped (the scoring layer is 136 MB); warm: zips cached by hash.
         os.environ["SLUICE_LOCAL_ASSET_CACHE"] = f"{tmp}/asset-cache"

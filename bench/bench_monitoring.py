@@ -25,8 +25,8 @@ BENCH = "monitoring"
 
 
 def _capture_cost() -> None:
-    from sluice.capture import capture_records, encode_line
-    from sluice.datasets import CATEGORICAL, NUMERIC, credit
+    from sluice.serving.capture import capture_records, encode_line
+    from sluice_demo.datasets import CATEGORICAL, NUMERIC, credit
 
     row = credit(1, seed=0)[[*NUMERIC, *CATEGORICAL]].to_dict("records")[0]
 
@@ -56,8 +56,9 @@ def _window(n_rows: int, profile, frame_rows: list[dict]) -> None:
     from moto import mock_aws
 
     from sluice import aws
-    from sluice.capture import CaptureWriter, capture_records, encode_line, iter_capture
-    from sluice.monitoring import sketch_capture
+    from sluice.monitoring.drift_job import sketch_capture
+    from sluice.serving.capture import CaptureWriter, capture_records, encode_line
+    from sluice.serving.capture_reader import iter_capture
 
     start = datetime(2026, 11, 25, 10, tzinfo=UTC)
     end = start + timedelta(hours=1)
@@ -122,8 +123,8 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    from sluice.datasets import CATEGORICAL, NUMERIC, credit
-    from sluice.drift import DriftProfile
+    from sluice.monitoring.profile import DriftProfile
+    from sluice_demo.datasets import CATEGORICAL, NUMERIC, credit
 
     _capture_cost()
     baseline = credit(5000, seed=0)[[*NUMERIC, *CATEGORICAL]]

@@ -1,6 +1,6 @@
 """Registry latency on the embedded local AWS: alias -> records -> verified artifacts -> model in memory.
 
-By default the synthesized dev stage runs on :class:`sluice.local.LocalAws` (moto's threaded
+By default the synthesized dev stage runs on :class:`localaws.LocalAws` (moto's threaded
 server, with the registry table and bucket created from the templates, and the registry API
 served by its local gateway and a warm Lambda worker). ``SLUICE_BENCH_REGISTRY=moto`` skips the
 synthesis and uses a bare moto threaded server with the same table layout instead (no API).
@@ -55,7 +55,7 @@ def main() -> None:
 
 def _on_local_aws() -> None:
     from app import build_app
-    from sluice.local import LocalAws
+    from localaws import LocalAws
 
     with tempfile.TemporaryDirectory() as tmp:
         log("synthesizing the app and starting the local AWS")
@@ -65,15 +65,15 @@ def _on_local_aws() -> None:
             log(f"local AWS up in {time.perf_counter() - t0:.1f} s")
             table = aws.physical_id("RegistryTable", resource_type="AWS::DynamoDB::Table")
             bucket = aws.physical_id("RegistryArtifacts", resource_type="AWS::S3::Bucket")
-            _measure(table, bucket, server="sluice.local.LocalAws", api_url=aws.gateway_url("RegistryApi"))
+            _measure(table, bucket, server="localaws.LocalAws", api_url=aws.gateway_url("RegistryApi"))
 
 
 def _on_moto() -> None:
     from moto.server import ThreadedMotoServer
 
+    from localaws import dynamodb as moto_patches
     from sluice import aws
-    from sluice.local import moto_patches
-    from sluice.registry import create_storage
+    from sluice.registry.store import create_storage
 
     os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = REGION
     moto_patches.apply()
@@ -101,25 +101,25 @@ def _on_moto() -> None:
 def _measure(table: str, bucket: str, *, server: str, api_url: str | None) -> None:
     import joblib
 
-    from sluice.datasets import credit, credit_spec
-    from sluice.features import Preprocessor
-    from sluice.registry import (
+    from sluice.models.features import Preprocessor
+    from sluice.models.packaging import bundle_from_training
+    from sluice.models.schema import FeatureSchema
+    from sluice.models.training import train
+    from sluice.registry.bundle import (
         MODEL_ARTIFACT,
         PREPROCESSING_ARTIFACTS,
         PROFILE_ARTIFACT,
         SCHEMA_ARTIFACT,
         SPEC_ARTIFACT,
-        Lineage,
-        ModelBundle,
-        ModelRegistry,
     )
-    from sluice.schema import FeatureSchema
-    from sluice.training import train
+    from sluice.registry.lineage import Lineage
+    from sluice.registry.store import ModelRegistry
+    from sluice_demo.datasets import credit, credit_spec
 
     registry = ModelRegistry(table_name=table, bucket_name=bucket)
     log("training the credit model (5000 rows) and registering it")
     result = train(credit(5000, seed=0), credit_spec(max_iter=500))
-    bundle = ModelBundle.from_training(result)
+    bundle = bundle_from_training(result)
     lineage = Lineage(data_uri="sluice:datasets/credit?rows=5000&seed=0", data_rows=5000)
     record = registry.register("credit", bundle, lineage=lineage)
     registry.approve("credit", record.version, actor="bench")

@@ -106,7 +106,7 @@ def _frame(rows: int, seed: int):
 
 
 def _train(estimator: str, params: dict):
-    from sluice.training import TrainingSpec, train
+    from sluice.models.training import TrainingSpec, train
 
     spec = TrainingSpec(
         target="label",
@@ -127,7 +127,7 @@ def _moto_registry():
     from moto.server import ThreadedMotoServer
 
     from sluice import aws
-    from sluice.registry import create_storage
+    from sluice.registry.store import create_storage
 
     server = ThreadedMotoServer(port=0, verbose=False)
     server.start()
@@ -147,10 +147,11 @@ def _moto_registry():
 
 
 def _register(registry, name: str, result) -> int:
-    from sluice.registry import Lineage, ModelBundle
+    from sluice.models.packaging import bundle_from_training
+    from sluice.registry.lineage import Lineage
 
     model = name.lower()
-    record = registry.register(model, ModelBundle.from_training(result), lineage=Lineage())
+    record = registry.register(model, bundle_from_training(result), lineage=Lineage())
     registry.approve(model, record.version, actor="bench")
     if "model.onnx" not in record.artifacts:
         log(f"{name}: no ONNX artifact (parity check failed?)")
@@ -173,8 +174,8 @@ def _event(row: dict[str, float]) -> dict[str, Any]:
 
 
 def _handler_overhead(registry, name: str, version: int, flavour: str, result, row, n: int) -> None:
-    from sluice import scoring
     from sluice.handlers import score
+    from sluice.serving import scoring
 
     env = {
         "SLUICE_REGISTRY_TABLE": registry.table_name,
@@ -288,7 +289,7 @@ def _cold_runs(env: dict[str, str], flavour: str) -> list[dict[str, float]] | No
 
 
 def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
-    from sluice.registry import serving_manifest
+    from sluice.registry.manifest import serving_manifest
 
     env = {
         **os.environ,
@@ -516,9 +517,9 @@ def _mlflow(
 
 def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path) -> None:
     from app import build_app
-    from sluice.local import LocalAws
-    from sluice.registry import ModelRegistry
-    from sluice.traffic import EndpointTraffic
+    from localaws import LocalAws
+    from sluice.registry.store import ModelRegistry
+    from sluice.serving.traffic import EndpointTraffic
 
     log("synthesizing the dev stage and starting the local AWS")
     try:
@@ -583,13 +584,13 @@ def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path
 
 
 def _bundle(result):
-    from sluice.registry import ModelBundle
+    from sluice.models.packaging import bundle_from_training
 
-    return ModelBundle.from_training(result)
+    return bundle_from_training(result)
 
 
 def _lineage():
-    from sluice.registry import Lineage
+    from sluice.registry.lineage import Lineage
 
     return Lineage()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.batch_pipeline import BatchPipeline
 from infra.constructs.capture import CaptureStream
-from infra.constructs.endpoint import Endpoint, load_feature_schema
+from infra.constructs.endpoint import Endpoint
 from infra.constructs.monitoring import MonitoredModel, Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.registry import Registry
@@ -17,14 +20,14 @@ from infra.constructs.registry_api import RegistryApi
 from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
-from sluice import datasets
+from infra.model_schemas import feature_names, load_request_schema
 from sluice.names import batch_state_machine_name, registry_table_name
 
 
 class StatefulStack(cdk.Stack):
     """Buckets and tables: what must survive a redeploy of the service stack."""
 
-    def __init__(self, scope: Construct, id: str, *, config: StageConfig, **kwargs) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: StageConfig, **kwargs: Any) -> None:
         super().__init__(scope, id, termination_protection=config.retain_data, **kwargs)
         retain = config.retain_data
 
@@ -47,9 +50,7 @@ class StatefulStack(cdk.Stack):
         )
         # Label files dropped under labels/incoming/ reach the monitoring's labels function as
         # EventBridge "Object Created" events (no notification custom resource needed).
-        self.capture_bucket.node.default_child.add_property_override(
-            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
-        )
+        _send_events_to_eventbridge(self.capture_bucket)
         # Scratch space of pipeline runs (staged splits, candidates, reports); runs are short-lived.
         self.work_bucket = secure_bucket(
             self, "Work", bucket_name=name("work"), retain=retain, access_logs=self.access_logs
@@ -58,9 +59,7 @@ class StatefulStack(cdk.Stack):
             id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30)
         )
         # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
-        self.work_bucket.node.default_child.add_property_override(
-            "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
-        )
+        _send_events_to_eventbridge(self.work_bucket)
         acknowledge(
             self.access_logs,
             {"AwsSolutions-S1": "This is the access-log bucket; logging it to itself would loop."},
@@ -68,12 +67,21 @@ class StatefulStack(cdk.Stack):
 
 
 class ServiceStack(cdk.Stack):
-    """Roles, functions, APIs and pipelines that use the stateful stack."""
+    """Roles, functions, APIs and pipelines that use the stateful stack.
+
+    Attributes
+    ----------
+    roles, registry_api, capture, monitoring, retraining, endpoint, batch, batch_via_endpoint
+        The stage's constructs; ``batch`` loads the model in the pipeline, ``batch_via_endpoint``
+        calls the endpoint.
+    """
 
     def __init__(
-        self, scope: Construct, id: str, *, config: StageConfig, stateful: StatefulStack, **kwargs
+        self, scope: Construct, id: str, *, config: StageConfig, stateful: StatefulStack, **kwargs: Any
     ) -> None:
         super().__init__(scope, id, **kwargs)
+        self.config = config
+        self.stateful = stateful
         self.roles = ServiceRoles(
             self,
             "Roles",
@@ -90,51 +98,67 @@ class ServiceStack(cdk.Stack):
         self.capture = CaptureStream(
             self, "Capture", bucket=stateful.capture_bucket, stream_name=f"sluice-{config.name}-capture"
         )
-        self.monitoring = Monitoring(
+        self.monitoring = self._build_monitoring()
+        self.retraining = self._build_retraining()
+        self.endpoint = self._build_endpoint()
+        self.endpoint.grant_deploy(self.roles.deployer)
+        self.batch, self.batch_via_endpoint = self._build_batch()
+        for pipeline in (self.batch, self.batch_via_endpoint):
+            pipeline.grant_start(self.roles.deployer)
+
+    def _build_monitoring(self) -> Monitoring:
+        config = self.config
+        return Monitoring(
             self,
             "Monitoring",
-            registry=stateful.registry,
-            capture_bucket=stateful.capture_bucket,
+            registry=self.stateful.registry,
+            capture_bucket=self.stateful.capture_bucket,
             role=self.roles.monitor,
-            # Per-feature alarms for the demo model's features (sluice.datasets.credit).
-            models=[
-                MonitoredModel(name=config.model_name, features=(*datasets.NUMERIC, *datasets.CATEGORICAL))
-            ],
+            # Per-feature alarms for the features of the model's committed schema (infra/schemas/).
+            models=[MonitoredModel(name=config.model_name, features=feature_names(config.model_name))],
             stage_name=config.name,
             api=self.registry_api.rest.api,
             alarm_email=config.alarm_email,
             retain_logs=config.retain_data,
         )
-        self.retraining = RetrainingPipeline(
+
+    def _build_retraining(self) -> RetrainingPipeline:
+        config, work_bucket = self.config, self.stateful.work_bucket
+        return RetrainingPipeline(
             self,
             "Retraining",
-            registry=stateful.registry,
-            work_bucket=stateful.work_bucket,
+            registry=self.stateful.registry,
+            work_bucket=work_bucket,
             role=self.roles.training,
             model_name=config.model_name,
-            data_uri=f"s3://{stateful.work_bucket.bucket_name}/datasets/{config.model_name}/latest.parquet",
+            data_uri=f"s3://{work_bucket.bucket_name}/datasets/{config.model_name}/latest.parquet",
             alarms=[
                 self.monitoring.drift_alarms[config.model_name],
                 self.monitoring.quality_alarms[config.model_name],
             ],
             retain_logs=config.retain_data,
         )
-        self.endpoint = Endpoint(
+
+    def _build_endpoint(self) -> Endpoint:
+        config = self.config
+        return Endpoint(
             self,
             "Endpoint",
-            registry=stateful.registry,
+            registry=self.stateful.registry,
             capture=self.capture,
             model_name=config.model_name,
-            feature_schema=load_feature_schema(config.model_name),
+            request_schema=load_request_schema(config.model_name),
             function_name=f"sluice-{config.name}-{config.model_name}-endpoint",
             retain_logs=config.retain_data,
         )
-        self.endpoint.grant_deploy(self.roles.deployer)
-        # Batch scoring (issue 7): loading the model in the pipeline, and calling the endpoint.
+
+    def _build_batch(self) -> tuple[BatchPipeline, BatchPipeline]:
+        """Batch scoring (issue 7): loading the model in the pipeline, and calling the endpoint."""
+        config, stateful = self.config, self.stateful
         work = "s3://" + stage_bucket_name(
             "work", stage=config.name, account=config.account, region=config.region
         )
-        self.batch = BatchPipeline(
+        in_pipeline = BatchPipeline(
             self,
             "Batch",
             registry=stateful.registry,
@@ -146,7 +170,7 @@ class ServiceStack(cdk.Stack):
             scheduled_input_uri=f"{work}/batch/scheduled/{config.model_name}/latest.parquet",
             retain_logs=config.retain_data,
         )
-        self.batch_via_endpoint = BatchPipeline(
+        via_endpoint = BatchPipeline(
             self,
             "BatchViaEndpoint",
             registry=stateful.registry,
@@ -158,8 +182,7 @@ class ServiceStack(cdk.Stack):
             state_machine_name=batch_state_machine_name(config.name, config.model_name, via_endpoint=True),
             retain_logs=config.retain_data,
         )
-        for pipeline in (self.batch, self.batch_via_endpoint):
-            pipeline.grant_start(self.roles.deployer)
+        return in_pipeline, via_endpoint
 
 
 class SluiceStage(cdk.Stage):
@@ -172,3 +195,10 @@ class SluiceStage(cdk.Stage):
         self.service = ServiceStack(self, "Service", config=config, stateful=self.stateful)
         for stack in (self.stateful, self.service):
             cdk.Tags.of(stack).add("sluice:stage", config.name)
+
+
+def _send_events_to_eventbridge(bucket: s3.Bucket) -> None:
+    """Turn on the bucket's EventBridge notifications (no notification custom resource needed)."""
+    cast(s3.CfnBucket, bucket.node.default_child).add_property_override(
+        "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
+    )

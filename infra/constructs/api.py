@@ -26,7 +26,14 @@ class SecureRestApi(Construct):
     description
         Shown in the console.
     rate_limit, burst_limit
-        Stage-wide throttling (requests per second, burst).
+        Stage-wide throttling (requests per second, burst); default 100 and 200.
+    retain_logs
+        Keep the access-log group when the stack is deleted.
+
+    Attributes
+    ----------
+    access_logs, api, validator, bad_request_body
+        The access-log group, the API, its body validator and its 400 gateway response.
     """
 
     def __init__(
@@ -53,24 +60,7 @@ class SecureRestApi(Construct):
             endpoint_types=[apigw.EndpointType.REGIONAL],
             cloud_watch_role=False,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
-            deploy_options=apigw.StageOptions(
-                stage_name="prod",
-                throttling_rate_limit=rate_limit,
-                throttling_burst_limit=burst_limit,
-                tracing_enabled=True,
-                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True,
-                    http_method=True,
-                    ip=True,
-                    protocol=True,
-                    request_time=True,
-                    resource_path=True,
-                    response_length=True,
-                    status=True,
-                    user=True,
-                ),
-            ),
+            deploy_options=self._stage_options(rate_limit=rate_limit, burst_limit=burst_limit),
         )
         self.validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
@@ -90,4 +80,25 @@ class SecureRestApi(Construct):
                 "which Sluice does not own; JSON access logs record every request instead.",
                 "AwsSolutions-COG4": "Methods use IAM authorization (SigV4) for non-personal roles, not Cognito.",
             },
+        )
+
+    def _stage_options(self, *, rate_limit: int, burst_limit: int) -> apigw.StageOptions:
+        """The ``prod`` stage: throttled, traced, JSON access logs with the standard fields."""
+        return apigw.StageOptions(
+            stage_name="prod",
+            throttling_rate_limit=rate_limit,
+            throttling_burst_limit=burst_limit,
+            tracing_enabled=True,
+            access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+            access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                caller=True,
+                http_method=True,
+                ip=True,
+                protocol=True,
+                request_time=True,
+                resource_path=True,
+                response_length=True,
+                status=True,
+                user=True,
+            ),
         )

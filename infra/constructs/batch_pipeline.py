@@ -7,7 +7,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
@@ -17,11 +16,17 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.constructs.endpoint import Endpoint
-from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
-from infra.constructs.retraining import TRANSIENT_ERRORS
 from infra.constructs.runtime import SluiceFunction
-from infra.constructs.storage import bucket_in
+from infra.constructs.storage import bucket_in, physical_bucket_name
+from infra.constructs.workflow import (
+    TRANSIENT_ERRORS,
+    encrypted_topic,
+    lambda_step,
+    logged_state_machine,
+    retry_transient,
+)
 from sluice.names import BATCH_RETRY_ATTEMPTS, SUCCEEDED
 
 WORK_PREFIX = "batch/"
@@ -72,6 +77,15 @@ class BatchPipeline(Construct):
         First retry delay of a shard (doubled per attempt, full jitter). Default 2 s.
     preprocess_memory_mb, score_memory_mb, postprocess_memory_mb
         Memory of each step (default 3008, 2048, 3008 MB); timeouts are 15 minutes.
+    retain_logs
+        Keep the functions' and the state machine's log groups when the stack is deleted.
+
+    Attributes
+    ----------
+    topic_key, notify_topic, work_bucket, role, preprocess, score, postprocess, notify, functions,
+    map, log_group, state_machine, rule, scheduler_role, schedule
+        Everything created; ``topic_key`` is ``None`` when ``notify_topic`` is given, and
+        ``scheduler_role``/``schedule`` are ``None`` without a ``schedule``.
     """
 
     def __init__(
@@ -104,47 +118,73 @@ class BatchPipeline(Construct):
         self.model_name = model_name
         self.score_via = score_via
         self.input_prefix = input_prefix or f"{WORK_PREFIX}input/{model_name}/"
+        self.topic_key: kms.Key | None = None
         if notify_topic is None:
-            topic_key = kms.Key(
-                self,
-                "TopicKey",
-                enable_key_rotation=True,
-                description=f"Sluice batch scoring of {model_name}",
+            self.topic_key, notify_topic = encrypted_topic(
+                self, "Notifications", description=f"Sluice batch scoring of {model_name}"
             )
-            notify_topic = sns.Topic(self, "Notifications", master_key=topic_key, enforce_ssl=True)
         self.notify_topic = notify_topic
-        work = bucket_in(self, work_bucket)
-        self.work_bucket = work
+        self.work_bucket = bucket_in(self, work_bucket)
         self._work_bucket_source = work_bucket
+        self.role = self._build_role(registry, work_bucket, capture_bucket)
+        self._build_functions(
+            self._environment(registry, capture_bucket),
+            memory_mb=(preprocess_memory_mb, score_memory_mb, postprocess_memory_mb),
+            retain_logs=retain_logs,
+        )
+        self._build_state_machine(
+            max_concurrency=max_concurrency,
+            retry_interval=retry_interval or cdk.Duration.seconds(2),
+            state_machine_name=state_machine_name,
+            retain_logs=retain_logs,
+        )
+        self._acknowledge_state_machine()
+        self.rule = self._build_input_rule()
+        self.schedule: scheduler.Schedule | None = None
+        self.scheduler_role: iam.Role | None = None
+        if schedule is not None and scheduled_input_uri is not None:
+            self._build_schedule(schedule, scheduled_input_uri)
 
-        self.role = iam.Role(
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _build_role(
+        self, registry: Registry, work_bucket: s3.IBucket, capture_bucket: s3.IBucket | None
+    ) -> iam.Role:
+        role = iam.Role(
             self,
             "StepsRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Sluice batch scoring steps of {model_name}",
+            description=f"Sluice batch scoring steps of {self.model_name}",
         )
-        registry.grant_read(self.role)
-        work.grant_read_write(self.role, f"{WORK_PREFIX}*")
-        notify_topic.grant_publish(self.role)
-        environment = {
-            "SLUICE_REGISTRY_TABLE": registry.table.table_name,
-            "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
-            "SLUICE_WORK_BUCKET": work.bucket_name,
-            "SLUICE_NOTIFY_TOPIC_ARN": notify_topic.topic_arn,
-        }
+        registry.grant_read(role)
+        self.work_bucket.grant_read_write(role, f"{WORK_PREFIX}*")
+        self.notify_topic.grant_publish(role)
         buckets = [registry.bucket, work_bucket]
-        if score_via is not None:
-            score_via.grant_invoke(self.role)
-            environment["SLUICE_BATCH_ENDPOINT_URL"] = score_via.url
+        if self.score_via is not None:
+            self.score_via.grant_invoke(role)
         elif capture_bucket is not None:
-            capture = bucket_in(self, capture_bucket)
-            capture.grant_put(self.role, "capture/*")
-            environment["SLUICE_CAPTURE_BUCKET"] = capture.bucket_name
+            bucket_in(self, capture_bucket).grant_put(role, "capture/*")
             buckets.append(capture_bucket)
         acknowledge_grant_wildcards(
-            self.role, buckets=buckets, object_prefixes=(WORK_PREFIX, "capture/", "artifacts/"), xray=True
+            role, buckets=buckets, object_prefixes=(WORK_PREFIX, "capture/", "artifacts/"), xray=True
         )
+        return role
 
+    def _environment(self, registry: Registry, capture_bucket: s3.IBucket | None) -> dict[str, str]:
+        environment = {
+            **registry.environment,
+            "SLUICE_WORK_BUCKET": self.work_bucket.bucket_name,
+            "SLUICE_NOTIFY_TOPIC_ARN": self.notify_topic.topic_arn,
+        }
+        if self.score_via is not None:
+            environment["SLUICE_BATCH_ENDPOINT_URL"] = self.score_via.url
+        elif capture_bucket is not None:
+            environment["SLUICE_CAPTURE_BUCKET"] = bucket_in(self, capture_bucket).bucket_name
+        return environment
+
+    def _build_functions(
+        self, environment: dict[str, str], *, memory_mb: tuple[int, int, int], retain_logs: bool
+    ) -> None:
         def step(name: str, handler: str, memory_mb: int, timeout_s: int = 900) -> SluiceFunction:
             return SluiceFunction(
                 self,
@@ -159,25 +199,28 @@ class BatchPipeline(Construct):
                 environment=environment,
             )
 
-        self.preprocess = step("Preprocess", "batch_preprocess", preprocess_memory_mb)
-        self.score = step("Score", "batch_score", score_memory_mb)
-        self.postprocess = step("Postprocess", "batch_postprocess", postprocess_memory_mb)
+        preprocess_mb, score_mb, postprocess_mb = memory_mb
+        self.preprocess = step("Preprocess", "batch_preprocess", preprocess_mb)
+        self.score = step("Score", "batch_score", score_mb)
+        self.postprocess = step("Postprocess", "batch_postprocess", postprocess_mb)
         self.notify = step("Notify", "batch_notify", 512, timeout_s=60)
         self.functions = [self.preprocess, self.score, self.postprocess, self.notify]
 
-        # --- the state machine ---------------------------------------------------------------
-        failed = sfn.Fail(
-            self, "Failed", error="BatchFailed", cause="see the failure notification and manifest"
-        )
-        notify = self._invoke("NotifyFailure", self.notify, None)
-        notify.add_retry(
-            errors=TRANSIENT_ERRORS, interval=cdk.Duration.seconds(2), max_attempts=2, backoff_rate=2.0
-        )
-        notify.next(failed)
+    # --- the state machine ---------------------------------------------------------------------
 
-        preprocess = self._invoke(
+    def _build_state_machine(
+        self,
+        *,
+        max_concurrency: int,
+        retry_interval: cdk.Duration,
+        state_machine_name: str | None,
+        retain_logs: bool,
+    ) -> None:
+        notify = self._build_failure_path()
+        preprocess = lambda_step(
+            self,
             "PreprocessInput",
-            self.preprocess,
+            self.preprocess.function,
             sfn.TaskInput.from_object(
                 {
                     "request": sfn.JsonPath.object_at("$"),
@@ -185,10 +228,43 @@ class BatchPipeline(Construct):
                 }
             ),
         )
-        score = self._invoke("ScoreShard", self.score, None)
+        self.map = self._build_score_map(max_concurrency=max_concurrency, retry_interval=retry_interval)
+        postprocess = lambda_step(
+            self, "PostprocessOutput", self.postprocess.function, result_path="$.summary"
+        )
+        for task in (preprocess, postprocess):
+            retry_transient(task)
+        for state in (preprocess, self.map, postprocess):
+            state.add_catch(notify, errors=["States.ALL"], result_path="$.error")
+        done = (
+            sfn.Choice(self, "RunSucceeded?")
+            .when(sfn.Condition.string_equals("$.summary.status", SUCCEEDED), sfn.Succeed(self, "Scored"))
+            .otherwise(notify)
+        )
+        self.log_group, self.state_machine = logged_state_machine(
+            self,
+            preprocess.next(self.map).next(postprocess).next(done),
+            timeout=cdk.Duration.hours(6),
+            retain_logs=retain_logs,
+            state_machine_name=state_machine_name,
+        )
+
+    def _build_failure_path(self) -> tasks.LambdaInvoke:
+        """Notify, then fail the run: where every failure ends."""
+        failed = sfn.Fail(
+            self, "Failed", error="BatchFailed", cause="see the failure notification and manifest"
+        )
+        notify = lambda_step(self, "NotifyFailure", self.notify.function)
+        retry_transient(notify, max_attempts=2, jitter=False)
+        notify.next(failed)
+        return notify
+
+    def _build_score_map(self, *, max_concurrency: int, retry_interval: cdk.Duration) -> sfn.DistributedMap:
+        """The Distributed Map scoring one shard per child, retrying transient errors per shard."""
+        score = lambda_step(self, "ScoreShard", self.score.function)
         score.add_retry(
             errors=BATCH_TRANSIENT_ERRORS,
-            interval=retry_interval or cdk.Duration.seconds(2),
+            interval=retry_interval,
             max_attempts=BATCH_RETRY_ATTEMPTS - 1,
             backoff_rate=2.0,
             jitter_strategy=sfn.JitterType.FULL,
@@ -206,8 +282,8 @@ class BatchPipeline(Construct):
         # A failed shard is recorded, not fatal at once: the other shards finish, postprocess
         # writes the manifest naming it, and the run then fails.
         score.add_catch(shard_failed, errors=["States.ALL"], result_path="$.error")
-
-        self.map = sfn.DistributedMap(
+        work = self.work_bucket
+        score_map = sfn.DistributedMap(
             self,
             "ScoreShards",
             max_concurrency=max_concurrency,
@@ -219,54 +295,45 @@ class BatchPipeline(Construct):
             result_writer_v2=sfn.ResultWriterV2(bucket=work, prefix=f"{WORK_PREFIX}map-results"),
             result_path="$.map",
         )
-        self.map.item_processor(score)
-        postprocess = self._invoke(
-            "PostprocessOutput",
-            self.postprocess,
-            None,
-            result_path="$.summary",
+        score_map.item_processor(score)
+        return score_map
+
+    def _acknowledge_state_machine(self) -> None:
+        rules = {
+            f"AwsSolutions-IAM5[Resource::<{logical_id(f.function)}.Arn>:*]": "Step Functions invokes each "
+            "step function by version or alias; CDK's LambdaInvoke grant adds the ':*' qualifier for that."
+            for f in self.functions
+        }
+        rules["AwsSolutions-IAM5[Resource::*]"] = (
+            "X-Ray tracing and CloudWatch Logs delivery of the state machine support only resource '*' "
+            "(AWS documents no narrower resource)."
         )
-        for task in (preprocess, postprocess):
-            task.add_retry(
-                errors=TRANSIENT_ERRORS,
-                interval=cdk.Duration.seconds(2),
-                max_attempts=3,
-                backoff_rate=2.0,
-                jitter_strategy=sfn.JitterType.FULL,
+        # The Distributed Map describes and stops its own child executions, whose ARNs end in
+        # ids Step Functions generates: CDK scopes the grant to this state machine's executions.
+        stack = cdk.Stack.of(self)
+        name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical_id(self.state_machine) + '"}]}]}'
+        executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
+        for suffix in (":*", "/*:*"):
+            rules[f"AwsSolutions-IAM5[Resource::{executions}{suffix}]"] = (
+                "Distributed Map child executions of this state machine only (DescribeExecution, "
+                "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
             )
-        for state in (preprocess, self.map, postprocess):
-            state.add_catch(notify, errors=["States.ALL"], result_path="$.error")
-        done = (
-            sfn.Choice(self, "RunSucceeded?")
-            .when(sfn.Condition.string_equals("$.summary.status", SUCCEEDED), sfn.Succeed(self, "Scored"))
-            .otherwise(notify)
+        work = physical_bucket_name(self._work_bucket_source)
+        rules[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{work}/*]"] = (
+            "The Distributed Map's ItemReader lists the run's shard prefix and its ResultWriter writes "
+            "child results: CDK scopes both to objects of the stage's work bucket."
         )
-        definition = preprocess.next(self.map).next(postprocess).next(done)
+        acknowledge(self.state_machine, rules)
 
-        self.log_group = logs.LogGroup(
-            self,
-            "StateMachineLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=state_machine_name,
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=cdk.Duration.hours(6),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-        )
-        self._acknowledge_state_machine()
+    # --- triggers ------------------------------------------------------------------------------
 
-        # --- triggers ------------------------------------------------------------------------
-        self.rule = events.Rule(
+    def _build_input_rule(self) -> events.Rule:
+        """Start a run for each object created under ``input_prefix``."""
+        work = self.work_bucket
+        return events.Rule(
             self,
             "OnInputObject",
-            description=f"Batch-score {model_name} when a file lands under {self.input_prefix}",
+            description=f"Batch-score {self.model_name} when a file lands under {self.input_prefix}",
             event_pattern=events.EventPattern(
                 source=["aws.s3"],
                 detail_type=["Object Created"],
@@ -280,7 +347,7 @@ class BatchPipeline(Construct):
                     self.state_machine,
                     input=events.RuleTargetInput.from_object(
                         {
-                            "model": model_name,
+                            "model": self.model_name,
                             "input_uri": f"s3://{work.bucket_name}/"
                             + events.EventField.from_path("$.detail.object.key"),
                             "trigger": "s3",
@@ -290,82 +357,31 @@ class BatchPipeline(Construct):
                 )
             ],
         )
-        self.schedule: scheduler.Schedule | None = None
-        self.scheduler_role: iam.Role | None = None
-        if schedule is not None:
-            self.scheduler_role = iam.Role(
-                self,
-                "SchedulerRole",
-                assumed_by=iam.ServicePrincipal(
-                    "scheduler.amazonaws.com",
-                    conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
-                ),
-                description=f"EventBridge Scheduler starting batch scoring of {model_name}",
-            )
-            self.schedule = scheduler.Schedule(
-                self,
-                "Schedule",
-                description=f"Scheduled batch scoring of {model_name}",
-                schedule=schedule,
-                target=scheduler_targets.StepFunctionsStartExecution(
-                    self.state_machine,
-                    input=scheduler.ScheduleTargetInput.from_object(
-                        {"model": model_name, "input_uri": scheduled_input_uri, "trigger": "schedule"}
-                    ),
-                    role=self.scheduler_role,
-                    retry_attempts=2,
-                ),
-            )
 
-    def _invoke(
-        self,
-        id: str,
-        function: SluiceFunction,
-        payload: sfn.TaskInput | None,
-        *,
-        result_path: str | None = None,
-    ) -> tasks.LambdaInvoke:
-        return tasks.LambdaInvoke(
+    def _build_schedule(self, schedule: scheduler.ScheduleExpression, input_uri: str) -> None:
+        self.scheduler_role = iam.Role(
             self,
-            id,
-            lambda_function=function.function,
-            payload=payload,
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path=result_path,
+            "SchedulerRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+            ),
+            description=f"EventBridge Scheduler starting batch scoring of {self.model_name}",
         )
-
-    def _acknowledge_state_machine(self) -> None:
-        stack = cdk.Stack.of(self)
-        rules = {
-            f"AwsSolutions-IAM5[Resource::<{stack.resolve(stack.get_logical_id(f.function.node.default_child))}"
-            ".Arn>:*]": "Step Functions invokes each step function by version or alias; CDK's LambdaInvoke "
-            "grant adds the ':*' qualifier for that."
-            for f in self.functions
-        }
-        rules["AwsSolutions-IAM5[Resource::*]"] = (
-            "X-Ray tracing and CloudWatch Logs delivery of the state machine support only resource '*' "
-            "(AWS documents no narrower resource)."
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            description=f"Scheduled batch scoring of {self.model_name}",
+            schedule=schedule,
+            target=scheduler_targets.StepFunctionsStartExecution(
+                self.state_machine,
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"model": self.model_name, "input_uri": input_uri, "trigger": "schedule"}
+                ),
+                role=self.scheduler_role,
+                retry_attempts=2,
+            ),
         )
-        # The Distributed Map describes and stops its own child executions, whose ARNs end in
-        # ids Step Functions generates: CDK scopes the grant to this state machine's executions.
-        name = (
-            '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"'
-            + stack.resolve(stack.get_logical_id(self.state_machine.node.default_child))
-            + '"}]}]}'
-        )
-        executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
-        for suffix in (":*", "/*:*"):
-            rules[f"AwsSolutions-IAM5[Resource::{executions}{suffix}]"] = (
-                "Distributed Map child executions of this state machine only (DescribeExecution, "
-                "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
-            )
-        work = self._work_bucket_source.node.default_child.bucket_name
-        rules[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{work}/*]"] = (
-            "The Distributed Map's ItemReader lists the run's shard prefix and its ResultWriter writes "
-            "child results: CDK scopes both to objects of the stage's work bucket."
-        )
-        acknowledge(self.state_machine, rules)
 
     def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` start runs (following them needs ``states:DescribeExecution`` too)."""

@@ -1,7 +1,7 @@
 """Data capture: a Firehose delivery stream that writes scored rows to the capture bucket.
 
 Dynamic partitioning (inline JQ parsing of each JSON line) lays the objects out as
-``capture/model=<m>/version=<v>/dt=YYYY-MM-DD/hour=HH/``, the layout ``sluice.capture`` reads.
+``capture/model=<m>/version=<v>/dt=YYYY-MM-DD/hour=HH/``, the layout ``sluice.serving.capture_reader`` reads.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from constructs import Construct
 from infra.constructs.nag import acknowledge_grant_wildcards
 from infra.constructs.storage import bucket_in
 
-# Kept in step with sluice.capture.partition_prefix (tests/infra checks both).
+# Kept in step with sluice.serving.capture.partition_prefix (tests/infra checks both).
 DATA_PREFIX = (
     "capture/model=!{partitionKeyFromQuery:model}/version=!{partitionKeyFromQuery:version}/"
     "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, cast
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
@@ -19,12 +19,23 @@ from infra.constructs.capture import CaptureStream
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import ARCHITECTURE, REPO_ROOT, RUNTIME, SluiceFunction
+from sluice.names import ENDPOINT_NAMESPACE, JSON_SCHEMA_DRAFT4, MAX_INSTANCES
 
 # numpy + ONNX Runtime for linux arm64, built by `make install` (containers/scoring/requirements-zip.txt).
 SCORING_LAYER_DIR = REPO_ROOT / "build" / "layers" / "scoring"
-NAMESPACE = "Sluice/Endpoint"
 Flavour = Literal["zip", "container"]
 FLAVOURS: dict[str, str] = {"zip": "onnx", "container": "sklearn"}
+
+
+class _AlarmSpec(NamedTuple):
+    """One deployment alarm on an endpoint metric (one-minute period, missing data not breaching)."""
+
+    id: str
+    metric: str
+    statistic: str
+    threshold: float
+    comparison: cloudwatch.ComparisonOperator
+    description: str
 
 
 class Endpoint(Construct):
@@ -37,8 +48,8 @@ class Endpoint(Construct):
     same code would resolve to the same version, so CDK keeps the alias on one.
 
     Routes: ``POST /predict`` with ``{"instances": [{feature: value, ...}, ...]}`` (IAM auth,
-    optional API key), validated by API Gateway against the JSON Schema of ``feature_schema``
-    before the function validates it again against the served version's schema.
+    optional API key), validated by API Gateway against ``request_schema`` before the function
+    validates it again against the served version's feature schema.
 
     Parameters
     ----------
@@ -53,9 +64,10 @@ class Endpoint(Construct):
         ``model.onnx``; fits the 250 MB limit and starts fast. ``"container"``: image from
         ``containers/scoring/Dockerfile`` serving the scikit-learn estimator (any estimator,
         bigger cold start). Synthesis needs no Docker; ``cdk deploy`` builds the image.
-    feature_schema
-        A ``FeatureSchema.to_dict()`` for request validation at the gateway; ``None`` checks
-        only the envelope (a non-empty list of objects).
+    request_schema
+        JSON Schema (draft-04) of a scoring request for validation at the gateway: the model's
+        committed ``infra/schemas/<model>.request.json`` (:mod:`infra.model_schemas`). ``None``
+        (default) checks only the envelope (a non-empty list of objects).
     function_name
         Physical function name, so ``sluice endpoint`` finds it; default generated.
     memory_mb, timeout_s
@@ -73,6 +85,16 @@ class Endpoint(Construct):
         p99 latency (default 1,000 ms), and the mean positive-class probability leaving
         ``quality_bounds`` (default 0.01-0.99) -- a prediction distribution no sane model
         version produces.
+    retain_logs
+        Keep the function's and the API's log groups when the stack is deleted.
+
+    Attributes
+    ----------
+    role, handler, function, layer, alias, rest, api, request_schema, request_model, predict,
+    predict_method, usage_plan, api_key, errors_alarm, latency_alarm, quality_high_alarm,
+    quality_low_alarm, alarms, deployment_group
+        Everything created; ``layer`` (container flavour) and ``usage_plan``/``api_key``
+        (without ``api_key``) are ``None`` when not created.
     """
 
     def __init__(
@@ -84,7 +106,7 @@ class Endpoint(Construct):
         capture: CaptureStream | None,
         model_name: str,
         flavour: Flavour = "zip",
-        feature_schema: Mapping[str, Any] | None = None,
+        request_schema: Mapping[str, Any] | None = None,
         function_name: str | None = None,
         memory_mb: int = 1024,
         timeout_s: int = 10,
@@ -104,26 +126,71 @@ class Endpoint(Construct):
         self.model_name = model_name
         self.flavour = flavour
         self.service = f"endpoint-{model_name}"
+        self.role = self._build_role(registry, capture)
+        self.handler = self._build_handler(
+            self._environment(registry, capture),
+            function_name=function_name,
+            memory_mb=memory_mb,
+            timeout_s=timeout_s,
+            retain_logs=retain_logs,
+        )
+        self.function = self.handler.function
+        self.layer = self._build_layer() if flavour == "zip" else None
+        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+        self._build_api(
+            request_schema,
+            api_key=api_key,
+            rate_limit=rate_limit,
+            burst_limit=burst_limit,
+            retain_logs=retain_logs,
+        )
+        self.usage_plan: apigw.UsagePlan | None = None
+        self.api_key: apigw.IApiKey | None = None
+        if api_key:
+            self._build_usage_plan(
+                rate_limit=rate_limit, burst_limit=burst_limit, quota_per_day=quota_per_day
+            )
+        self.alarms = [
+            self._build_alarm(spec) for spec in _alarm_specs(error_threshold, latency_p99_ms, quality_bounds)
+        ]
+        self.errors_alarm, self.latency_alarm, self.quality_high_alarm, self.quality_low_alarm = self.alarms
+        self.deployment_group = self._build_deployment_group(deployment_config)
 
-        self.role = iam.Role(
+    # --- function ------------------------------------------------------------------------------
+
+    def _build_role(self, registry: Registry, capture: CaptureStream | None) -> iam.Role:
+        role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Sluice endpoint of model {model_name}",
+            description=f"Sluice endpoint of model {self.model_name}",
         )
-        registry.grant_read(self.role)
+        registry.grant_read(role)
+        if capture is not None:
+            capture.grant_put(role)
+        acknowledge_grant_wildcards(role, buckets=[registry.bucket], xray=True)
+        return role
+
+    def _environment(self, registry: Registry, capture: CaptureStream | None) -> dict[str, str]:
         environment = {
-            "SLUICE_REGISTRY_TABLE": registry.table.table_name,
-            "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
-            "SLUICE_MODEL_NAME": model_name,
-            "SLUICE_MODEL_FLAVOUR": FLAVOURS[flavour],
+            **registry.environment,
+            "SLUICE_MODEL_NAME": self.model_name,
+            "SLUICE_MODEL_FLAVOUR": FLAVOURS[self.flavour],
         }
         if capture is not None:
-            capture.grant_put(self.role)
             environment["SLUICE_CAPTURE_STREAM"] = capture.stream_name
-        acknowledge_grant_wildcards(self.role, buckets=[registry.bucket], xray=True)
+        return environment
 
-        self.handler = SluiceFunction(
+    def _build_handler(
+        self,
+        environment: dict[str, str],
+        *,
+        function_name: str | None,
+        memory_mb: int,
+        timeout_s: int,
+        retain_logs: bool,
+    ) -> SluiceFunction:
+        handler = SluiceFunction(
             self,
             "Handler",
             handler="score",
@@ -133,35 +200,46 @@ class Endpoint(Construct):
             memory_mb=memory_mb,
             timeout_s=timeout_s,
             retain_logs=retain_logs,
-            container="scoring" if flavour == "container" else None,
+            container="scoring" if self.flavour == "container" else None,
         )
-        self.function = self.handler.function
         if function_name:
-            self.function.node.default_child.function_name = function_name
-        self.layer: lambda_.LayerVersion | None = None
-        if flavour == "zip":
-            self.layer = lambda_.LayerVersion(
-                self,
-                "ScoringLayer",
-                code=lambda_.Code.from_asset(str(_scoring_layer_dir())),
-                compatible_runtimes=[RUNTIME],
-                compatible_architectures=[ARCHITECTURE],
-                description="numpy + ONNX Runtime for the zip scoring flavour",
-            )
-            self.function.add_layers(self.layer)
-        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+            cast(lambda_.CfnFunction, handler.function.node.default_child).function_name = function_name
+        return handler
 
-        # --- API -----------------------------------------------------------------------------
+    def _build_layer(self) -> lambda_.LayerVersion:
+        # Added before the alias is made: the layers are part of the version it points to.
+        layer = lambda_.LayerVersion(
+            self,
+            "ScoringLayer",
+            code=lambda_.Code.from_asset(str(_scoring_layer_dir())),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="numpy + ONNX Runtime for the zip scoring flavour",
+        )
+        self.function.add_layers(layer)
+        return layer
+
+    # --- API -----------------------------------------------------------------------------------
+
+    def _build_api(
+        self,
+        request_schema: Mapping[str, Any] | None,
+        *,
+        api_key: bool,
+        rate_limit: int,
+        burst_limit: int,
+        retain_logs: bool,
+    ) -> None:
         self.rest = SecureRestApi(
             self,
             "Rest",
-            description=f"Sluice endpoint of model {model_name}",
+            description=f"Sluice endpoint of model {self.model_name}",
             rate_limit=rate_limit,
             burst_limit=burst_limit,
             retain_logs=retain_logs,
         )
         self.api = self.rest.api
-        self.request_schema = request_json_schema(feature_schema)
+        self.request_schema = request_json_schema(request_schema)
         self.request_model = self.api.add_model(
             "ScoringRequest",
             content_type="application/json",
@@ -176,72 +254,43 @@ class Endpoint(Construct):
             request_models={"application/json": self.request_model},
             api_key_required=api_key,
         )
-        self.usage_plan: apigw.UsagePlan | None = None
-        self.api_key: apigw.IApiKey | None = None
-        if api_key:
-            self.usage_plan = self.api.add_usage_plan(
-                "UsagePlan",
-                throttle=apigw.ThrottleSettings(rate_limit=rate_limit, burst_limit=burst_limit),
-                quota=apigw.QuotaSettings(limit=quota_per_day, period=apigw.Period.DAY)
-                if quota_per_day
-                else None,
-            )
-            self.usage_plan.add_api_stage(stage=self.api.deployment_stage)
-            self.api_key = self.api.add_api_key("ApiKey")
-            self.usage_plan.add_api_key(self.api_key)
 
-        # --- alarms and CodeDeploy -------------------------------------------------------------
-        dimensions = {"Model": model_name, "service": self.service}
+    def _build_usage_plan(self, *, rate_limit: int, burst_limit: int, quota_per_day: int | None) -> None:
+        self.usage_plan = self.api.add_usage_plan(
+            "UsagePlan",
+            throttle=apigw.ThrottleSettings(rate_limit=rate_limit, burst_limit=burst_limit),
+            quota=apigw.QuotaSettings(limit=quota_per_day, period=apigw.Period.DAY)
+            if quota_per_day
+            else None,
+        )
+        self.usage_plan.add_api_stage(stage=self.api.deployment_stage)
+        self.api_key = self.api.add_api_key("ApiKey")
+        self.usage_plan.add_api_key(self.api_key)
 
-        def metric(name: str, statistic: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=NAMESPACE,
-                metric_name=name,
-                dimensions_map=dimensions,
-                statistic=statistic,
-                period=cdk.Duration.minutes(1),
-            )
+    # --- alarms and CodeDeploy -------------------------------------------------------------------
 
-        not_breaching = cloudwatch.TreatMissingData.NOT_BREACHING
-        self.errors_alarm = metric("Errors", "Sum").create_alarm(
-            self,
-            "ErrorsAlarm",
-            alarm_description=f"{model_name} endpoint: server errors (model cannot load or predict)",
-            threshold=error_threshold,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=not_breaching,
+    def _build_alarm(self, spec: _AlarmSpec) -> cloudwatch.Alarm:
+        metric = cloudwatch.Metric(
+            namespace=ENDPOINT_NAMESPACE,
+            metric_name=spec.metric,
+            dimensions_map={"Model": self.model_name, "service": self.service},
+            statistic=spec.statistic,
+            period=cdk.Duration.minutes(1),
         )
-        self.latency_alarm = metric("Latency", "p99").create_alarm(
+        return metric.create_alarm(
             self,
-            "LatencyAlarm",
-            alarm_description=f"{model_name} endpoint: p99 latency above {latency_p99_ms} ms",
-            threshold=latency_p99_ms,
+            spec.id,
+            alarm_description=f"{self.model_name} endpoint: {spec.description}",
+            threshold=spec.threshold,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=not_breaching,
+            comparison_operator=spec.comparison,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        low, high = quality_bounds
-        self.quality_high_alarm = metric("PositiveProbability", "Average").create_alarm(
-            self,
-            "QualityHighAlarm",
-            alarm_description=f"{model_name} endpoint: mean positive probability above {high}",
-            threshold=high,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=not_breaching,
-        )
-        self.quality_low_alarm = metric("PositiveProbability", "Average").create_alarm(
-            self,
-            "QualityLowAlarm",
-            alarm_description=f"{model_name} endpoint: mean positive probability below {low}",
-            threshold=low,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-            treat_missing_data=not_breaching,
-        )
-        self.alarms = [self.errors_alarm, self.latency_alarm, self.quality_high_alarm, self.quality_low_alarm]
-        self.deployment_group = codedeploy.LambdaDeploymentGroup(
+
+    def _build_deployment_group(
+        self, deployment_config: codedeploy.ILambdaDeploymentConfig | None
+    ) -> codedeploy.LambdaDeploymentGroup:
+        group = codedeploy.LambdaDeploymentGroup(
             self,
             "Deployment",
             alias=self.alias,
@@ -253,13 +302,14 @@ class Endpoint(Construct):
             ),
         )
         acknowledge(
-            self.deployment_group,
+            group,
             {
                 "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                 "AWSCodeDeployRoleForLambdaLimited]": "AWS's own managed policy for CodeDeploy's Lambda "
                 "traffic shifting: it may only read and update the aliases CodeDeploy deploys."
             },
         )
+        return group
 
     @property
     def url(self) -> str:
@@ -295,6 +345,48 @@ class Endpoint(Construct):
         )
 
 
+def _alarm_specs(
+    error_threshold: int, latency_p99_ms: int, quality_bounds: tuple[float, float]
+) -> list[_AlarmSpec]:
+    """The deployment alarms: server errors, p99 latency, mean positive probability out of bounds."""
+    low, high = quality_bounds
+    op = cloudwatch.ComparisonOperator
+    return [
+        _AlarmSpec(
+            "ErrorsAlarm",
+            "Errors",
+            "Sum",
+            error_threshold,
+            op.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            "server errors (model cannot load or predict)",
+        ),
+        _AlarmSpec(
+            "LatencyAlarm",
+            "Latency",
+            "p99",
+            latency_p99_ms,
+            op.GREATER_THAN_THRESHOLD,
+            f"p99 latency above {latency_p99_ms} ms",
+        ),
+        _AlarmSpec(
+            "QualityHighAlarm",
+            "PositiveProbability",
+            "Average",
+            high,
+            op.GREATER_THAN_THRESHOLD,
+            f"mean positive probability above {high}",
+        ),
+        _AlarmSpec(
+            "QualityLowAlarm",
+            "PositiveProbability",
+            "Average",
+            low,
+            op.LESS_THAN_THRESHOLD,
+            f"mean positive probability below {low}",
+        ),
+    ]
+
+
 def _scoring_layer_dir() -> Path:
     if not (SCORING_LAYER_DIR / "python").is_dir():
         raise FileNotFoundError(
@@ -304,13 +396,10 @@ def _scoring_layer_dir() -> Path:
     return SCORING_LAYER_DIR
 
 
-def request_json_schema(feature_schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    """JSON Schema (draft-04) of a scoring request, from a feature schema dict or the bare envelope."""
-    from sluice.schema import JSON_SCHEMA_DRAFT4, FeatureSchema
-    from sluice.scoring import MAX_INSTANCES
-
-    if feature_schema is not None:
-        return FeatureSchema.from_dict(feature_schema).to_json_schema(max_instances=MAX_INSTANCES)
+def request_json_schema(request_schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """JSON Schema (draft-04) of a scoring request: ``request_schema`` as given, or the bare envelope."""
+    if request_schema is not None:
+        return dict(request_schema)
     return {
         "$schema": JSON_SCHEMA_DRAFT4,
         "title": "ScoringRequest",
@@ -361,14 +450,3 @@ def to_apigw_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
         else:
             raise ValueError(f"JSON Schema keyword {key!r} is not translated for API Gateway")
     return apigw.JsonSchema(**kwargs)
-
-
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
-
-
-def load_feature_schema(model_name: str) -> dict[str, Any] | None:
-    """``infra/schemas/<model>.json`` (a ``FeatureSchema.to_dict()``) if the repo has one, else ``None``."""
-    import json
-
-    path = SCHEMAS_DIR / f"{model_name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,7 +1,7 @@
 """Monitoring: the scheduled drift job, drift and quality alarms, labels intake and dashboards.
 
 No business logic here: the job is ``sluice.handlers.monitor`` (``sluice.monitoring``), labels
-are ``sluice.handlers.labels``. Metric names and dimensions are those ``sluice.monitoring``
+are ``sluice.handlers.labels``. Metric names and dimensions are those ``sluice.monitoring.cloudwatch``
 publishes; the alarms watch the per-model roll-ups because versions change at deploy time.
 """
 
@@ -18,6 +18,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
@@ -25,14 +26,14 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
+from infra.constructs.monitoring_dashboard import model_dashboard
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
+from infra.constructs.workflow import encrypted_topic
+from sluice.names import DRIFT_NAMESPACE, QUALITY_NAMESPACE
 
-DRIFT_NAMESPACE = "Sluice/Drift"
-QUALITY_NAMESPACE = "Sluice/Quality"
-ENDPOINT_NAMESPACE = "Sluice/Endpoint"
 LABELS_INCOMING = "labels/incoming/"
 
 
@@ -57,7 +58,7 @@ class MonitoredModel:
         Overrides of ``psi_tolerance`` by feature.
     share_tolerance
         Dataset alarm when the share of drifting features exceeds this. Default 0: any feature
-        flagged by the drift policy (family-wise 5% false-alarm rate, see ``sluice.drift``).
+        flagged by the drift policy (family-wise 5% false-alarm rate, see ``sluice.monitoring.policy``).
     f1_drop
         Concept-drift alarm when live F1 is more than this below the registered F1. Default 0.05.
     quality_rate_minutes
@@ -104,9 +105,11 @@ class Monitoring(Construct):
 
     Attributes
     ----------
-    topic, topic_key, job, labels, labels_role, scheduler_role, schedules, quality_schedules, alarms, drift_alarms,
-    feature_alarms, quality_alarms, dashboards, label_drop_rule
-        Everything created, by model name where there is one per model.
+    topic, topic_key, job, labels, labels_role, labels_resource, scheduler_role, schedules,
+    quality_schedules, alarms, drift_alarms, feature_alarms, quality_alarms, dashboards,
+    label_drop_rule
+        Everything created, by model name where there is one per model; ``labels_resource`` is
+        ``None`` without ``api``.
     """
 
     def __init__(
@@ -125,76 +128,10 @@ class Monitoring(Construct):
     ) -> None:
         super().__init__(scope, id)
         capture = bucket_in(self, capture_bucket)
-        self.topic_key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="Sluice alarm topic")
-        self.topic = sns.Topic(self, "Alarms", master_key=self.topic_key, enforce_ssl=True)
-        # CloudWatch alarms publish to the encrypted topic with the key on the service's behalf.
-        self.topic_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
-            )
-        )
-        if alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self.topic_key, self.topic = self._build_topic(alarm_email)
         alarm_action = cw_actions.SnsAction(self.topic)
-
-        self.job = SluiceFunction(
-            self,
-            "DriftJob",
-            handler="monitor",
-            container="training",
-            role=role,
-            service="sluice-monitor",
-            memory_mb=2048,
-            timeout_s=900,
-            retain_logs=retain_logs,
-            environment={
-                "SLUICE_REGISTRY_TABLE": registry.table.table_name,
-                "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
-                "SLUICE_CAPTURE_BUCKET": capture.bucket_name,
-                "SLUICE_REPORTS_BUCKET": capture.bucket_name,
-            },
-        ).function
-        registry.grant_read(role)
-        capture.grant_read(role, "capture/*")
-        capture.grant_read(role, "labels/*")
-        capture.grant_read_write(role, "reports/*")
-        self.grant_put_metrics(role)
-        acknowledge_grant_wildcards(
-            role,
-            buckets=[capture_bucket, registry.bucket],
-            object_prefixes=("artifacts/", "capture/", "labels/", "reports/"),
-            xray=True,
-            metrics=True,
-        )
-
-        self.labels_role = iam.Role(
-            self,
-            "LabelsRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Sluice ground-truth labels intake",
-        )
-        self.labels = SluiceFunction(
-            self,
-            "Labels",
-            handler="labels",
-            role=self.labels_role,
-            service="sluice-labels",
-            memory_mb=256,
-            timeout_s=60,
-            retain_logs=retain_logs,
-            environment={"SLUICE_CAPTURE_BUCKET": capture.bucket_name},
-        ).function
-        capture.grant_read(self.labels_role, f"{LABELS_INCOMING}*")
-        capture.grant_put(self.labels_role, "labels/model=*")
-        acknowledge_grant_wildcards(
-            self.labels_role,
-            buckets=[capture_bucket],
-            object_prefixes=(LABELS_INCOMING, "labels/model="),
-            xray=True,
-        )
+        self.job = self._build_job(registry, capture_bucket, role, retain_logs=retain_logs)
+        self.labels_role, self.labels = self._build_labels(capture_bucket, retain_logs=retain_logs)
         self.label_drop_rule = events.Rule(
             self,
             "LabelDrops",
@@ -213,28 +150,9 @@ class Monitoring(Construct):
         if api is not None:
             self.labels_resource = api.root.add_resource("labels")
             self.labels_resource.add_method(
-                "POST",
-                apigw.LambdaIntegration(self.labels),
-                authorization_type=apigw.AuthorizationType.IAM,
+                "POST", apigw.LambdaIntegration(self.labels), authorization_type=apigw.AuthorizationType.IAM
             )
-
-        self.scheduler_role = iam.Role(
-            self,
-            "SchedulerRole",
-            assumed_by=iam.ServicePrincipal(
-                "scheduler.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
-            ),
-            description="EventBridge Scheduler invoking the Sluice drift job",
-        )
-        self.job.grant_invoke(self.scheduler_role)
-        acknowledge(
-            self.scheduler_role,
-            {
-                f"AwsSolutions-IAM5[Resource::<{_logical_id(self.job)}.Arn>:*]": "grant_invoke covers the "
-                "drift job's versions and aliases (':*'); the role may invoke that one function only."
-            },
-        )
+        self.scheduler_role = self._build_scheduler_role()
         self.schedules: dict[str, scheduler.Schedule] = {}
         self.quality_schedules: dict[str, scheduler.Schedule] = {}
         self.drift_alarms: dict[str, cloudwatch.Alarm] = {}
@@ -265,202 +183,257 @@ class Monitoring(Construct):
         """Let ``grantee`` call the labels function directly."""
         return self.labels.grant_invoke(grantee)
 
+    # --- shared parts ----------------------------------------------------------------------------
+
+    def _build_topic(self, alarm_email: str | None) -> tuple[kms.Key, sns.Topic]:
+        key, topic = encrypted_topic(self, "Alarms", description="Sluice alarm topic")
+        # CloudWatch alarms publish to the encrypted topic with the key on the service's behalf.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+            )
+        )
+        if alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        return key, topic
+
+    def _build_job(
+        self, registry: Registry, capture_bucket: s3.IBucket, role: iam.Role, *, retain_logs: bool
+    ) -> lambda_.Function:
+        """The drift job (``sluice.handlers.monitor``), run by the stage's monitor role."""
+        capture = bucket_in(self, capture_bucket)
+        job = SluiceFunction(
+            self,
+            "DriftJob",
+            handler="monitor",
+            container="training",
+            role=role,
+            service="sluice-monitor",
+            memory_mb=2048,
+            timeout_s=900,
+            retain_logs=retain_logs,
+            environment={
+                **registry.environment,
+                "SLUICE_CAPTURE_BUCKET": capture.bucket_name,
+                "SLUICE_REPORTS_BUCKET": capture.bucket_name,
+            },
+        ).function
+        registry.grant_read(role)
+        capture.grant_read(role, "capture/*")
+        capture.grant_read(role, "labels/*")
+        capture.grant_read_write(role, "reports/*")
+        self.grant_put_metrics(role)
+        acknowledge_grant_wildcards(
+            role,
+            buckets=[capture_bucket, registry.bucket],
+            object_prefixes=("artifacts/", "capture/", "labels/", "reports/"),
+            xray=True,
+            metrics=True,
+        )
+        return job
+
+    def _build_labels(
+        self, capture_bucket: s3.IBucket, *, retain_logs: bool
+    ) -> tuple[iam.Role, lambda_.Function]:
+        """The labels intake (``sluice.handlers.labels``) and its own role."""
+        capture = bucket_in(self, capture_bucket)
+        role = iam.Role(
+            self,
+            "LabelsRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Sluice ground-truth labels intake",
+        )
+        labels = SluiceFunction(
+            self,
+            "Labels",
+            handler="labels",
+            role=role,
+            service="sluice-labels",
+            memory_mb=256,
+            timeout_s=60,
+            retain_logs=retain_logs,
+            environment={"SLUICE_CAPTURE_BUCKET": capture.bucket_name},
+        ).function
+        capture.grant_read(role, f"{LABELS_INCOMING}*")
+        capture.grant_put(role, "labels/model=*")
+        acknowledge_grant_wildcards(
+            role, buckets=[capture_bucket], object_prefixes=(LABELS_INCOMING, "labels/model="), xray=True
+        )
+        return role, labels
+
+    def _build_scheduler_role(self) -> iam.Role:
+        role = iam.Role(
+            self,
+            "SchedulerRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+            ),
+            description="EventBridge Scheduler invoking the Sluice drift job",
+        )
+        self.job.grant_invoke(role)
+        acknowledge(
+            role,
+            {
+                f"AwsSolutions-IAM5[Resource::<{logical_id(self.job)}.Arn>:*]": "grant_invoke covers the "
+                "drift job's versions and aliases (':*'); the role may invoke that one function only."
+            },
+        )
+        return role
+
+    # --- per model -------------------------------------------------------------------------------
+
     def _monitor(self, model: MonitoredModel, *, stage_name: str, alarm_action: cw_actions.SnsAction) -> None:
         if model.rate_minutes < 1 or model.quality_rate_minutes < 1:
             raise ValueError(f"monitored model {model.name!r}: rates must be at least one minute")
         prefix = f"sluice-{stage_name}-{model.name}"
-        period = cdk.Duration.minutes(model.rate_minutes)
         key = model.name
         scope = Construct(self, f"Model-{model.name}")
-
-        self.schedules[key] = scheduler.Schedule(
+        self.schedules[key] = self._build_schedule(
             scope,
             "Schedule",
-            schedule_name=f"{prefix}-drift",
+            name=f"{prefix}-drift",
             description=f"Data-drift check of {model.name}",
-            schedule=scheduler.ScheduleExpression.rate(period),
-            target=scheduler_targets.LambdaInvoke(
-                self.job,
-                input=scheduler.ScheduleTargetInput.from_object(
-                    {
-                        "model": model.name,
-                        "window_minutes": model.window_minutes or model.rate_minutes,
-                        "concept": False,
-                    }
-                ),
-                role=self.scheduler_role,
-                retry_attempts=2,
-            ),
+            rate_minutes=model.rate_minutes,
+            payload={
+                "model": model.name,
+                "window_minutes": model.window_minutes or model.rate_minutes,
+                "concept": False,
+            },
         )
-        quality_period = cdk.Duration.minutes(model.quality_rate_minutes)
-        self.quality_schedules[key] = scheduler.Schedule(
+        self.quality_schedules[key] = self._build_schedule(
             scope,
             "QualitySchedule",
-            schedule_name=f"{prefix}-quality",
+            name=f"{prefix}-quality",
             description=f"Concept-drift check of {model.name} on labelled predictions",
-            schedule=scheduler.ScheduleExpression.rate(quality_period),
+            rate_minutes=model.quality_rate_minutes,
+            payload={
+                "model": model.name,
+                "drift": False,
+                "quality_window_minutes": model.quality_window_minutes,
+            },
+        )
+        alarms = _ModelAlarms(scope, model, prefix=prefix, action=alarm_action)
+        self.drift_alarms[key] = alarms.dataset_drift()
+        self.feature_alarms[key] = {feature: alarms.feature_drift(feature) for feature in model.features}
+        self.quality_alarms[key] = alarms.concept_drift()
+        self.dashboards[key] = model_dashboard(
+            scope,
+            model_name=model.name,
+            dashboard_name=f"{prefix}-endpoint",
+            share_tolerance=model.share_tolerance,
+            alarms=[self.drift_alarms[key], self.quality_alarms[key], *self.feature_alarms[key].values()],
+        )
+
+    def _build_schedule(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        name: str,
+        description: str,
+        rate_minutes: int,
+        payload: dict[str, object],
+    ) -> scheduler.Schedule:
+        """Invoke the drift job every ``rate_minutes`` with ``payload``."""
+        return scheduler.Schedule(
+            scope,
+            id,
+            schedule_name=name,
+            description=description,
+            schedule=scheduler.ScheduleExpression.rate(cdk.Duration.minutes(rate_minutes)),
             target=scheduler_targets.LambdaInvoke(
                 self.job,
-                input=scheduler.ScheduleTargetInput.from_object(
-                    {
-                        "model": model.name,
-                        "drift": False,
-                        "quality_window_minutes": model.quality_window_minutes,
-                    }
-                ),
+                input=scheduler.ScheduleTargetInput.from_object(payload),
                 role=self.scheduler_role,
                 retry_attempts=2,
             ),
         )
 
-        def metric(
-            namespace: str, name: str, statistic: str, every: cdk.Duration = period, **dims: str
-        ) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=namespace,
-                metric_name=name,
-                dimensions_map={"Model": model.name, **dims},
-                statistic=statistic,
-                period=every,
-            )
 
-        def alarm(id: str, name: str, description: str, **props) -> cloudwatch.Alarm:
-            created = cloudwatch.Alarm(
-                scope,
-                id,
-                alarm_name=f"{prefix}-{name}",
-                alarm_description=description,
-                evaluation_periods=1,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                **props,
-            )
-            created.add_alarm_action(alarm_action)
-            created.add_ok_action(alarm_action)
-            return created
+class _ModelAlarms:
+    """Builds one model's alarms in its scope, each named ``<prefix>-<name>`` and sent to ``action``."""
 
-        self.drift_alarms[key] = alarm(
+    def __init__(self, scope: Construct, model: MonitoredModel, *, prefix: str, action: cw_actions.SnsAction):
+        self.scope = scope
+        self.model = model
+        self.prefix = prefix
+        self.action = action
+
+    def dataset_drift(self) -> cloudwatch.Alarm:
+        model = self.model
+        return self._alarm(
             "DatasetDrift",
             "drift-share",
             f"Share of drifting features of {model.name} (worst served version) above "
             f"{model.share_tolerance:g}",
-            metric=metric(DRIFT_NAMESPACE, "DatasetDriftShare", "Maximum"),
+            metric=self._metric(DRIFT_NAMESPACE, "DatasetDriftShare", "Maximum"),
             threshold=model.share_tolerance,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         )
-        overrides = dict(model.feature_psi_tolerance)
-        self.feature_alarms[key] = {}
-        for feature in model.features:
-            tolerance = overrides.get(feature, model.psi_tolerance)
-            self.feature_alarms[key][feature] = alarm(
-                f"Feature-{feature}",
-                f"drift-{feature}",
-                f"PSI of {model.name}.{feature} (worst served version) above {tolerance:g}",
-                metric=metric(DRIFT_NAMESPACE, "PSI", "Maximum", Feature=feature),
-                threshold=tolerance,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            )
-        self.quality_alarms[key] = alarm(
+
+    def feature_drift(self, feature: str) -> cloudwatch.Alarm:
+        model = self.model
+        tolerance = dict(model.feature_psi_tolerance).get(feature, model.psi_tolerance)
+        return self._alarm(
+            f"Feature-{feature}",
+            f"drift-{feature}",
+            f"PSI of {model.name}.{feature} (worst served version) above {tolerance:g}",
+            metric=self._metric(DRIFT_NAMESPACE, "PSI", "Maximum", Feature=feature),
+            threshold=tolerance,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        )
+
+    def concept_drift(self) -> cloudwatch.Alarm:
+        model = self.model
+        return self._alarm(
             "ConceptDrift",
             "f1-drop",
             f"Live F1 of {model.name} (worst served version) more than {model.f1_drop:g} below "
             "its registered F1",
-            metric=metric(QUALITY_NAMESPACE, "F1Delta", "Minimum", quality_period),
+            metric=self._metric(
+                QUALITY_NAMESPACE, "F1Delta", "Minimum", rate_minutes=model.quality_rate_minutes
+            ),
             threshold=-model.f1_drop,
-            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
         )
-        self.dashboards[key] = self._dashboard(scope, model, prefix=prefix)
 
-    def _dashboard(self, scope: Construct, model: MonitoredModel, *, prefix: str) -> cloudwatch.Dashboard:
-        period = cdk.Duration.minutes(5)
-        name = model.name
-
-        def search(
-            namespace: str, dims: str, metric_name: str, statistic: str, label: str
-        ) -> cloudwatch.MathExpression:
-            return cloudwatch.MathExpression(
-                expression=(
-                    f'SEARCH(\'{{{namespace},{dims}}} MetricName="{metric_name}" Model="{name}"\', '
-                    f"'{statistic}', {int(period.to_seconds())})"
-                ),
-                using_metrics={},
-                label=label,
-                period=period,
-            )
-
-        def model_metric(namespace: str, metric_name: str, statistic: str, label: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(
-                namespace=namespace,
-                metric_name=metric_name,
-                dimensions_map={"Model": name},
-                statistic=statistic,
-                period=period,
-                label=label,
-            )
-
-        top_features = cloudwatch.MathExpression(
-            expression=(
-                f'SELECT MAX(PSI) FROM SCHEMA("{DRIFT_NAMESPACE}", Feature, Model) '
-                f"WHERE Model = '{name}' GROUP BY Feature ORDER BY MAX() DESC LIMIT 10"
-            ),
-            using_metrics={},
-            label="PSI",
-            period=period,
+    def _metric(
+        self, namespace: str, name: str, statistic: str, *, rate_minutes: int | None = None, **dims: str
+    ) -> cloudwatch.Metric:
+        """The per-model roll-up over one run's period (the drift rate unless ``rate_minutes``)."""
+        return cloudwatch.Metric(
+            namespace=namespace,
+            metric_name=name,
+            dimensions_map={"Model": self.model.name, **dims},
+            statistic=statistic,
+            period=cdk.Duration.minutes(rate_minutes or self.model.rate_minutes),
         )
-        dashboard = cloudwatch.Dashboard(scope, "Dashboard", dashboard_name=f"{prefix}-endpoint")
-        dashboard.add_widgets(
-            cloudwatch.GraphWidget(
-                title="Traffic per version (invocations)",
-                left=[search(ENDPOINT_NAMESPACE, "Model,Version", "Invocations", "Sum", "")],
-                width=12,
-                stacked=True,
-            ),
-            cloudwatch.GraphWidget(
-                title="Latency (ms)",
-                left=[
-                    model_metric(ENDPOINT_NAMESPACE, "Latency", "p50", "p50"),
-                    model_metric(ENDPOINT_NAMESPACE, "Latency", "p99", "p99"),
-                ],
-                width=12,
-            ),
-        )
-        dashboard.add_widgets(
-            cloudwatch.GraphWidget(
-                title="Errors",
-                left=[
-                    model_metric(ENDPOINT_NAMESPACE, "Errors", "Sum", "errors"),
-                    search(ENDPOINT_NAMESPACE, "Model,Version", "ClientErrors", "Sum", ""),
-                ],
-                width=12,
-            ),
-            cloudwatch.GraphWidget(
-                title="Dataset drift share",
-                left=[search(DRIFT_NAMESPACE, "Model,Version", "DatasetDriftShare", "Maximum", "")],
-                left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
-                left_annotations=[
-                    cloudwatch.HorizontalAnnotation(value=model.share_tolerance, label="alarm")
-                ],
-                width=12,
-            ),
-        )
-        dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Top drifting features (PSI)", left=[top_features], width=12),
-            cloudwatch.GraphWidget(
-                title="Live F1 per version",
-                left=[search(QUALITY_NAMESPACE, "Model,Version", "F1", "Average", "")],
-                right=[model_metric(QUALITY_NAMESPACE, "LabelledRows", "Sum", "labelled rows")],
-                left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
-                width=12,
-            ),
-        )
-        model_alarms = [
-            self.drift_alarms[name],
-            self.quality_alarms[name],
-            *self.feature_alarms[name].values(),
-        ]
-        dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=model_alarms, width=24))
-        return dashboard
 
-
-def _logical_id(function: Construct) -> str:
-    stack = cdk.Stack.of(function)
-    return stack.resolve(stack.get_logical_id(function.node.default_child))
+    def _alarm(
+        self,
+        id: str,
+        name: str,
+        description: str,
+        *,
+        metric: cloudwatch.Metric,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator,
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self.scope,
+            id,
+            alarm_name=f"{self.prefix}-{name}",
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(self.action)
+        alarm.add_ok_action(self.action)
+        return alarm

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
+
+from infra.constructs.storage import physical_bucket_name
 
 
 def acknowledge(construct: IConstruct, rules: dict[str, str]) -> None:
@@ -56,7 +60,7 @@ def acknowledge_grant_wildcards(
     if cdk.Token.is_unresolved(partition):
         partition = "<AWS::Partition>"
     for bucket in buckets:
-        name = bucket.node.default_child.bucket_name
+        name = physical_bucket_name(bucket)
         for suffix in ("/*", *(f"/{prefix}*" for prefix in object_prefixes)):
             rules[f"AwsSolutions-IAM5[Resource::arn:{partition}:s3:::{name}{suffix}]"] = reason.format(
                 what=f"objects under s3://{name}{suffix[:-1]}"
@@ -67,3 +71,9 @@ def acknowledge_grant_wildcards(
             "resource '*' (PutMetricData is narrowed by a cloudwatch:namespace condition)."
         )
     acknowledge(role, rules)
+
+
+def logical_id(construct: IConstruct) -> str:
+    """The logical id of ``construct``'s CloudFormation resource, as finding ids name it (``<id>.Arn``)."""
+    stack = cdk.Stack.of(construct)
+    return str(stack.resolve(stack.get_logical_id(cast(cdk.CfnElement, construct.node.default_child))))

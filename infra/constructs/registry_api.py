@@ -45,8 +45,7 @@ class RegistryApi(Construct):
             role=self.role,
             service="registry-api",
             environment={
-                "SLUICE_REGISTRY_TABLE": registry.table.table_name,
-                "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
+                **registry.environment,
             },
             retain_logs=retain_logs,
         )

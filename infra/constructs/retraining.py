@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import aws_cdk as cdk
@@ -10,27 +11,28 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
+from infra.constructs.workflow import (
+    TRANSIENT_ERRORS,
+    encrypted_topic,
+    lambda_step,
+    logged_state_machine,
+    retry_transient,
+)
 from sluice.names import RETRAINING_STEPS
 
-# Errors worth retrying: Lambda's own transient failures and throttling, not the step's errors.
-TRANSIENT_ERRORS = [
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-    "States.Timeout",
-]
+__all__ = ["DEFAULT_DEBOUNCE", "TRANSIENT_ERRORS", "RetrainingPipeline"]
+
 DEFAULT_DEBOUNCE = cdk.Duration.minutes(15)
 
 
@@ -65,6 +67,14 @@ class RetrainingPipeline(Construct):
         Window in which duplicate alarm events start at most one run. Default 15 minutes.
     notify_topic
         Topic told about results and failures; a KMS-encrypted topic is created if omitted.
+    retain_logs
+        Keep the functions' and the state machine's log groups when the stack is deleted.
+
+    Attributes
+    ----------
+    topic_key, notify_topic, steps, log_group, state_machine, trigger_role, trigger, rule
+        Everything created; ``steps`` is the function running every step. ``topic_key`` is
+        ``None`` when ``notify_topic`` is given, ``rule`` without ``alarms``.
     """
 
     def __init__(
@@ -83,15 +93,39 @@ class RetrainingPipeline(Construct):
         retain_logs: bool = False,
     ) -> None:
         super().__init__(scope, id)
+        self.topic_key: kms.Key | None = None
         if notify_topic is None:
-            topic_key = kms.Key(
-                self, "TopicKey", enable_key_rotation=True, description="Sluice retraining topic"
+            self.topic_key, notify_topic = encrypted_topic(
+                self, "Notifications", description="Sluice retraining topic"
             )
-            notify_topic = sns.Topic(self, "Notifications", master_key=topic_key, enforce_ssl=True)
         self.notify_topic = notify_topic
-        work = bucket_in(self, work_bucket)
+        self.steps = self._build_steps(registry, work_bucket, role, retain_logs=retain_logs)
+        self.log_group, self.state_machine = logged_state_machine(
+            self, self._build_definition(), timeout=cdk.Duration.hours(2), retain_logs=retain_logs
+        )
+        acknowledge(
+            self.state_machine,
+            {
+                f"AwsSolutions-IAM5[Resource::<{logical_id(self.steps)}.Arn>:*]": "Step Functions "
+                "invokes the steps function by version or alias; CDK's LambdaInvoke grant adds the ':*' "
+                "qualifier for that.",
+                "AwsSolutions-IAM5[Resource::*]": "X-Ray tracing and CloudWatch Logs delivery of the "
+                "state machine support only resource '*' (AWS documents no narrower resource).",
+            },
+        )
+        self.trigger_role, self.trigger = self._build_trigger(registry, retain_logs=retain_logs)
+        self.rule: events.Rule | None = None
+        if alarms:
+            self.rule = self._build_alarm_rule(
+                alarms, model_name=model_name, data_uri=data_uri, debounce=debounce
+            )
 
-        self.steps = SluiceFunction(
+    def _build_steps(
+        self, registry: Registry, work_bucket: s3.IBucket, role: iam.IRole, *, retain_logs: bool
+    ) -> lambda_.IFunction:
+        """The one function running every step (``{"step": ..., "state": ...}``), and its grants."""
+        work = bucket_in(self, work_bucket)
+        steps = SluiceFunction(
             self,
             "Steps",
             handler="retrain",
@@ -102,109 +136,49 @@ class RetrainingPipeline(Construct):
             timeout_s=900,
             retain_logs=retain_logs,
             environment={
-                "SLUICE_REGISTRY_TABLE": registry.table.table_name,
-                "SLUICE_REGISTRY_BUCKET": registry.bucket.bucket_name,
+                **registry.environment,
                 "SLUICE_WORK_BUCKET": work.bucket_name,
-                "SLUICE_NOTIFY_TOPIC_ARN": notify_topic.topic_arn,
+                "SLUICE_NOTIFY_TOPIC_ARN": self.notify_topic.topic_arn,
             },
         ).function
         registry.grant_write(role)
         work.grant_read_write(role, "retraining/*")
         work.grant_read(role, "datasets/*")
-        notify_topic.grant_publish(role)
+        self.notify_topic.grant_publish(role)
         acknowledge_grant_wildcards(
             role, buckets=[work_bucket], object_prefixes=("retraining/", "datasets/"), xray=True
         )
+        return steps
 
+    def _build_definition(self) -> sfn.IChainable:
+        """The steps in order; any final failure names its step, notifies and fails the run."""
         failed = sfn.Fail(self, "Failed", error="RetrainingFailed", cause="see the failure notification")
         notify_failure = self._step("NotifyFailure", "notify_failure").next(failed)
-        chain: sfn.INextable | None = None
-        first: sfn.IChainable | None = None
-        for step in RETRAINING_STEPS:
-            task = self._step(step.capitalize(), step)
-            task.add_retry(
-                errors=TRANSIENT_ERRORS,
-                interval=cdk.Duration.seconds(2),
-                max_attempts=3,
-                backoff_rate=2.0,
-                jitter_strategy=sfn.JitterType.FULL,
-            )
-            # Name the failed step for the notification, then notify and fail.
-            failed_step = sfn.Pass(
-                self,
-                f"{step.capitalize()}Failed",
-                result=sfn.Result.from_string(step),
-                result_path="$.failed_step",
-            ).next(notify_failure)
-            task.add_catch(failed_step, errors=["States.ALL"], result_path="$.error")
-            if chain is None:
-                first = task
-            else:
-                chain.next(task)
-            chain = task
-        chain.next(sfn.Succeed(self, "RegisteredPendingApproval"))
+        chain = [self._build_task(step, on_failure=notify_failure) for step in RETRAINING_STEPS]
+        for task, following in itertools.pairwise(chain):
+            task.next(following)
+        chain[-1].next(sfn.Succeed(self, "RegisteredPendingApproval"))
+        return chain[0]
 
-        self.log_group = logs.LogGroup(
+    def _build_task(self, step: str, *, on_failure: sfn.IChainable) -> tasks.LambdaInvoke:
+        task = self._step(step.capitalize(), step)
+        retry_transient(task)
+        # Name the failed step for the notification, then notify and fail.
+        failed_step = sfn.Pass(
             self,
-            "StateMachineLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(first),
-            timeout=cdk.Duration.hours(2),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-        )
-        acknowledge(
-            self.state_machine,
-            {
-                f"AwsSolutions-IAM5[Resource::<{self._logical_id(self.steps)}.Arn>:*]": "Step Functions "
-                "invokes the steps function by version or alias; CDK's LambdaInvoke grant adds the ':*' "
-                "qualifier for that.",
-                "AwsSolutions-IAM5[Resource::*]": "X-Ray tracing and CloudWatch Logs delivery of the "
-                "state machine support only resource '*' (AWS documents no narrower resource).",
-            },
-        )
-
-        self.trigger = self._trigger(
-            registry,
-            model_name=model_name,
-            data_uri=data_uri,
-            debounce=debounce,
-            alarms=alarms,
-            retain_logs=retain_logs,
-        )
+            f"{step.capitalize()}Failed",
+            result=sfn.Result.from_string(step),
+            result_path="$.failed_step",
+        ).next(on_failure)
+        task.add_catch(failed_step, errors=["States.ALL"], result_path="$.error")
+        return task
 
     def _step(self, id: str, step: str) -> tasks.LambdaInvoke:
-        return tasks.LambdaInvoke(
-            self,
-            id,
-            lambda_function=self.steps,
-            payload=sfn.TaskInput.from_object({"step": step, "state": sfn.JsonPath.object_at("$")}),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-        )
+        payload = sfn.TaskInput.from_object({"step": step, "state": sfn.JsonPath.object_at("$")})
+        return lambda_step(self, id, self.steps, payload)
 
-    @staticmethod
-    def _logical_id(construct: Construct) -> str:
-        stack = cdk.Stack.of(construct)
-        return stack.resolve(stack.get_logical_id(construct.node.default_child))
-
-    def _trigger(
-        self,
-        registry: Registry,
-        *,
-        model_name: str,
-        data_uri: str,
-        debounce: cdk.Duration,
-        alarms: Sequence[cloudwatch.IAlarm],
-        retain_logs: bool,
-    ) -> SluiceFunction:
+    def _build_trigger(self, registry: Registry, *, retain_logs: bool) -> tuple[iam.Role, SluiceFunction]:
+        """The trigger function: takes the single-flight lock and starts one run."""
         role = iam.Role(
             self,
             "TriggerRole",
@@ -232,31 +206,34 @@ class RetrainingPipeline(Construct):
                 "only resource '*'.",
             },
         )
-        self.rule: events.Rule | None = None
-        if alarms:
-            self.rule = events.Rule(
-                self,
-                "OnDriftAlarm",
-                description=f"Retrain {model_name} when a drift alarm enters ALARM",
-                event_pattern=events.EventPattern(
-                    source=["aws.cloudwatch"],
-                    detail_type=["CloudWatch Alarm State Change"],
-                    resources=[alarm.alarm_arn for alarm in alarms],
-                    detail={"state": {"value": ["ALARM"]}},
-                ),
-                targets=[
-                    targets.LambdaFunction(
-                        trigger.function,
-                        event=events.RuleTargetInput.from_object(
-                            {
-                                "model": model_name,
-                                "data_uri": data_uri,
-                                "alarm": events.EventField.from_path("$.detail.alarmName"),
-                                "debounce_s": int(debounce.to_seconds()),
-                            }
-                        ),
-                        retry_attempts=2,
-                    )
-                ],
-            )
-        return trigger
+        return role, trigger
+
+    def _build_alarm_rule(
+        self, alarms: Sequence[cloudwatch.IAlarm], *, model_name: str, data_uri: str, debounce: cdk.Duration
+    ) -> events.Rule:
+        """Send each change of one of ``alarms`` to ALARM to the trigger."""
+        return events.Rule(
+            self,
+            "OnDriftAlarm",
+            description=f"Retrain {model_name} when a drift alarm enters ALARM",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                resources=[alarm.alarm_arn for alarm in alarms],
+                detail={"state": {"value": ["ALARM"]}},
+            ),
+            targets=[
+                targets.LambdaFunction(
+                    self.trigger.function,
+                    event=events.RuleTargetInput.from_object(
+                        {
+                            "model": model_name,
+                            "data_uri": data_uri,
+                            "alarm": events.EventField.from_path("$.detail.alarmName"),
+                            "debounce_s": int(debounce.to_seconds()),
+                        }
+                    ),
+                    retry_attempts=2,
+                )
+            ],
+        )

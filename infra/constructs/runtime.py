@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -22,7 +23,7 @@ def lambda_code() -> lambda_.Code:
     """The ``lambdas/`` source root as one zip asset, shared by every zip function."""
     return lambda_.Code.from_asset(
         str(LAMBDAS_DIR),
-        exclude=["**/__pycache__", "**/*.pyc", "*.egg-info", "sluice/local/**"],
+        exclude=["**/__pycache__", "**/*.pyc", "*.egg-info"],
     )
 
 
@@ -38,7 +39,7 @@ def image_code(container: str, *, cmd: list[str] | None = None) -> lambda_.Docke
         str(REPO_ROOT),
         file=f"containers/{container}/Dockerfile",
         platform=ecr_assets.Platform.LINUX_ARM64,
-        exclude=["*", "!lambdas", "!containers", "**/__pycache__", "**/*.pyc", "lambdas/sluice/local"],
+        exclude=["*", "!lambdas", "!containers", "**/__pycache__", "**/*.pyc"],
         cmd=cmd,
     )
 
@@ -85,7 +86,8 @@ class SluiceFunction(Construct):
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
-        common = dict(
+        # Settings both flavours share; each constructor checks its own keyword arguments.
+        common: dict[str, Any] = dict(
             architecture=ARCHITECTURE,
             role=role,
             memory_size=memory_mb,

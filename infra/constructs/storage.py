@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import aws_cdk as cdk
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from sluice.names import stage_bucket_name
 
-__all__ = ["bucket_in", "secure_bucket", "stage_bucket_name"]
+__all__ = ["bucket_in", "physical_bucket_name", "secure_bucket", "stage_bucket_name"]
 
 
 def secure_bucket(
@@ -63,7 +65,7 @@ def secure_bucket(
     )
 
 
-def bucket_in(scope: Construct, bucket: s3.IBucket) -> s3.IBucket:
+def bucket_in(scope: IConstruct, bucket: s3.IBucket) -> s3.IBucket:
     """``bucket`` as seen from ``scope``'s stack.
 
     In another stack this is an import by literal name, so the grants made on it name the
@@ -73,11 +75,18 @@ def bucket_in(scope: Construct, bucket: s3.IBucket) -> s3.IBucket:
     here = cdk.Stack.of(scope)
     if cdk.Stack.of(bucket) is here:
         return bucket
-    name = bucket.node.default_child.bucket_name
     view_id = f"Ref{cdk.Names.unique_id(bucket)}"
     existing = here.node.try_find_child(view_id)
     if existing is not None:
-        return existing
+        return cast(s3.IBucket, existing)
     return s3.Bucket.from_bucket_attributes(
-        here, view_id, bucket_name=name, encryption_key=bucket.encryption_key
+        here, view_id, bucket_name=physical_bucket_name(bucket), encryption_key=bucket.encryption_key
     )
+
+
+def physical_bucket_name(bucket: s3.IBucket) -> str:
+    """The ``BucketName`` a bucket of this app was created with (all of them are named)."""
+    name = cast(s3.CfnBucket, bucket.node.default_child).bucket_name
+    if name is None:
+        raise ValueError(f"bucket {bucket.node.path} has no physical name")
+    return name

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from sluice.errors import SluiceError
 
 _lock = threading.Lock()
-_clients: dict[tuple, Any] = {}
+_clients: dict[tuple[Any, ...], Any] = {}
 # Credentials of an assumed role for the current context (see :func:`assumed_role`).
 _credentials: ContextVar[dict[str, str] | None] = ContextVar("sluice_credentials", default=None)
 

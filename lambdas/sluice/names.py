@@ -21,6 +21,11 @@ BATCH_RETRY_ATTEMPTS = 3
 MAX_INSTANCES = 10_000
 JSON_SCHEMA_DRAFT4 = "http://json-schema.org/draft-04/schema#"
 
+# --- CloudWatch metric namespaces (the runtime publishes, the CDK app's alarms and dashboards read) ---
+ENDPOINT_NAMESPACE = "Sluice/Endpoint"
+DRIFT_NAMESPACE = "Sluice/Drift"
+QUALITY_NAMESPACE = "Sluice/Quality"
+
 
 def stage_bucket_name(purpose: str, *, stage: str, account: str, region: str) -> str:
     """``sluice-<stage>-<purpose>-<account>-<region>``: unique per account and region."""

@@ -30,7 +30,7 @@ class Settings:
     model_name: str = ""
     model_version: str = ""
     model_flavour: str = ""
-    # {artifact: sha256} of what that version serves, bound at deploy (see registry.serving_manifest).
+    # {artifact: sha256} of what that version serves, bound at deploy (see sluice.registry.manifest).
     model_artifacts: str = ""
     region: str = ""
 

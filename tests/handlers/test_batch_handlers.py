@@ -13,11 +13,14 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from sluice import datasets, scoring
-from sluice.datasource import write_table
 from sluice.handlers import batch_notify, batch_postprocess, batch_preprocess, batch_score
-from sluice.registry import Lineage, ModelBundle, create_storage
-from sluice.training import train
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.pipelines.datasource import write_table
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import create_storage
+from sluice.serving import scoring
+from sluice_demo import datasets
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -49,7 +52,7 @@ def env(trained, monkeypatch):
         s3 = boto3.client("s3", region_name=REGION)
         for bucket in (WORK, CAPTURE):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+        registry.register("credit", bundle_from_training(trained, onnx=False), lineage=Lineage())
         registry.approve("credit", 1, actor="tester")
         registry.set_alias("credit", "champion", 1, actor="tester")
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="batch")["TopicArn"]

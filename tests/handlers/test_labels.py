@@ -122,7 +122,7 @@ def test_the_zip_labels_function_and_capture_import_without_the_data_stack():
         "        if name.split('.')[0] in {'pandas', 'numpy', 'scipy', 'sklearn', 'matplotlib', 'pyarrow'}:\n"
         "            raise ImportError(f'{name} is not in the zip')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import sluice.handlers.labels, sluice.capture\n"
+        "import sluice.handlers.labels, sluice.serving.capture, sluice.serving.capture_reader\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -11,13 +11,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sluice import datasets
-from sluice.capture import CaptureWriter, capture_records
 from sluice.handlers import monitor
-from sluice.monitoring import ingest_labels
-from sluice.registry import Lineage, ModelBundle, create_storage
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.monitoring.labels import ingest_labels
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import create_storage
+from sluice.serving.capture import CaptureWriter, capture_records
 from sluice.settings import Settings
-from sluice.training import train
+from sluice_demo import datasets
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -52,7 +54,7 @@ def registry(trained, monkeypatch):
             "SLUICE_CAPTURE_BUCKET": CAPTURE,
         }.items():
             monkeypatch.setenv(key, value)
-        record = registry.register("credit", ModelBundle.from_training(trained), lineage=Lineage())
+        record = registry.register("credit", bundle_from_training(trained), lineage=Lineage())
         registry.approve("credit", record.version, actor="tester")
         registry.record_event("credit", "deployed", actor="tester", version=record.version)
         yield registry

@@ -10,10 +10,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sluice import datasets, scoring
 from sluice.handlers import score
-from sluice.registry import Lineage, ModelBundle, create_storage
-from sluice.training import train
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import create_storage
+from sluice.serving import scoring
+from sluice_demo import datasets
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -46,7 +49,7 @@ def endpoint(trained, monkeypatch):
         boto3.client("s3", region_name=REGION).create_bucket(
             Bucket=CAPTURE, CreateBucketConfiguration={"LocationConstraint": REGION}
         )
-        record = registry.register("credit", ModelBundle.from_training(trained), lineage=Lineage())
+        record = registry.register("credit", bundle_from_training(trained), lineage=Lineage())
         registry.approve("credit", record.version, actor="tester")
 
         def bind(version: int = 1, flavour: str = "sklearn") -> None:
@@ -166,7 +169,7 @@ def test_unknown_version_is_a_503_not_a_stack_trace(endpoint, capsys):
 
 def test_onnx_flavour_of_a_version_without_onnx_is_a_503(endpoint, trained):
     registry, bind = endpoint
-    v2 = registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+    v2 = registry.register("credit", bundle_from_training(trained, onnx=False), lineage=Lineage())
     bind(version=v2.version, flavour="onnx")
     response = score.lambda_handler(event("single"), Context())
     assert response["statusCode"] == 503

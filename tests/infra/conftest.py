@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Template
 
-from sluice.assembly import StackArtifact, read_assembly
+from localaws.assembly import StackArtifact, read_assembly
 
 
 @pytest.fixture(scope="session")

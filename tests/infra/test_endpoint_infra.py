@@ -12,8 +12,9 @@ import pytest
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 
-from infra.constructs.endpoint import SCORING_LAYER_DIR, Endpoint, load_feature_schema, request_json_schema
+from infra.constructs.endpoint import SCORING_LAYER_DIR, Endpoint, request_json_schema
 from infra.constructs.registry import Registry
+from infra.model_schemas import load_feature_schema, load_request_schema
 from tests.infra.conftest import resources_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +187,7 @@ def test_zip_flavour_fits_the_250_mb_unzipped_limit():
 
     code = _asset_size(
         ROOT / "lambdas",
-        ["*__pycache__*", "*.pyc", "*.egg-info*", "sluice/local/*"],
+        ["*__pycache__*", "*.pyc", "*.egg-info*"],
     )
     layer = _asset_size(SCORING_LAYER_DIR, [])
     powertools = _asset_size(Path(aws_lambda_powertools.__file__).parent, ["*__pycache__*"])
@@ -258,7 +259,7 @@ def test_container_flavour_with_api_key_synthesizes_without_docker(tmp_path):
         capture=None,
         model_name="probe",
         flavour="container",
-        feature_schema=load_feature_schema("credit-risk"),
+        request_schema=load_request_schema("credit-risk"),
         api_key=True,
         quota_per_day=10_000,
     )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from aws_cdk.assertions import Match
 
 from infra.constructs.capture import DATA_PREFIX
-from sluice.capture import partition_prefix
+from sluice.serving.capture import partition_prefix
 
 
 def test_capture_stream_partitions_by_model_version_day_and_hour(template):
@@ -54,7 +54,7 @@ def test_capture_stream_partitions_by_model_version_day_and_hour(template):
 
 
 def test_capture_stream_prefix_matches_the_reader_layout():
-    # The prefix Firehose evaluates must produce what sluice.capture lists
+    # The prefix Firehose evaluates must produce what sluice.serving.capture_reader lists
     moment = datetime(2026, 11, 25, 7, tzinfo=UTC)
     evaluated = (
         DATA_PREFIX.replace("!{partitionKeyFromQuery:model}", "credit")

@@ -15,7 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="module")
 def local_aws(assembly_dir, tmp_path_factory):
     """The synthesized dev stage running on the embedded local AWS (stopped after the module)."""
-    from sluice.local import LocalAws
+    from localaws import LocalAws
 
     with LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path_factory.mktemp("local-state")) as aws:
         yield aws

@@ -16,18 +16,15 @@ from hypothesis import strategies as st
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
+from localaws.alarms import evaluator as alarms_module
+from localaws.alarms.evaluator import AlarmEvaluator
+from localaws.alarms.rules import decide
+from localaws.events import router as events_module
+from localaws.events import schedules
+from localaws.events.inputs import execution_name, fill_template, json_path, target_input
+from localaws.events.router import pattern_matches
+from localaws.services import start_event_services
 from sluice.errors import NotFound
-from sluice.local import alarms as alarms_module
-from sluice.local import events as events_module
-from sluice.local.alarms import AlarmEvaluator, decide
-from sluice.local.events import (
-    execution_name,
-    fill_template,
-    install,
-    json_path,
-    pattern_matches,
-    target_input,
-)
 
 pytestmark = pytest.mark.local
 
@@ -43,7 +40,7 @@ def local():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    hooks = install(endpoint_url=url, region=REGION, account=ACCOUNT, interval_s=0.2)
+    hooks = start_event_services(endpoint_url=url, region=REGION, account=ACCOUNT, interval_s=0.2)
 
     def client(service: str, region: str = REGION) -> Any:
         return boto3.client(
@@ -104,7 +101,7 @@ def stage(assembly_dir, tmp_path):
     Function-scoped and first in this module, so it never runs beside the bare server below
     (LocalAws sets MOTO_ACCOUNT_ID, which moto reads on every request).
     """
-    from sluice.local import LocalAws
+    from localaws import LocalAws
 
     with LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path / "local") as aws:
         yield aws
@@ -528,7 +525,7 @@ def test_a_schedule_fires_on_demand_and_by_rate(local):
         Target={"Arn": machine, "RoleArn": ROLE, "Input": '{"model": "credit-risk", "window_minutes": 60}'},
     )
     clock = SimpleNamespace(now=time.time())
-    runner = events_module.ScheduleRunner(router=local.hooks.router, clock=lambda: clock.now)
+    runner = schedules.ScheduleRunner(router=local.hooks.router, clock=lambda: clock.now)
     sfn = local.client("stepfunctions")
 
     # When it is fired by name, Then one execution gets the schedule's input
@@ -557,7 +554,7 @@ def test_a_scheduled_rule_fires_with_the_scheduled_event(local):
     rule = _name("nightly")
     events.put_rule(Name=rule, ScheduleExpression="cron(0 2 * * ? *)")
     events.put_targets(Rule=rule, Targets=[{"Id": "sm", "Arn": machine, "RoleArn": ROLE}])
-    runner = events_module.ScheduleRunner(router=local.hooks.router)
+    runner = schedules.ScheduleRunner(router=local.hooks.router)
 
     # A scheduled rule has no pattern: events never fire it, only its schedule does
     events.put_events(Entries=[{"Source": "sluice.any", "DetailType": "t", "Detail": "{}"}])
@@ -576,12 +573,12 @@ def test_a_scheduled_rule_fires_with_the_scheduled_event(local):
 
 
 def test_schedule_expressions():
-    assert events_module.rate_seconds("rate(5 minutes)") == 300
-    assert events_module.rate_seconds("rate(1 hour)") == 3600
-    assert events_module.rate_seconds("cron(0 2 * * ? *)") is None
-    assert events_module.at_epoch("at(1970-01-01T00:01:00)") == 60.0
-    assert events_module.at_epoch("at(1970-01-01T01:00:00)", "Europe/Berlin") == 0.0  # CET, UTC+1
-    assert events_module.at_epoch("rate(1 day)") is None
+    assert schedules.rate_seconds("rate(5 minutes)") == 300
+    assert schedules.rate_seconds("rate(1 hour)") == 3600
+    assert schedules.rate_seconds("cron(0 2 * * ? *)") is None
+    assert schedules.at_epoch("at(1970-01-01T00:01:00)") == 60.0
+    assert schedules.at_epoch("at(1970-01-01T01:00:00)", "Europe/Berlin") == 0.0  # CET, UTC+1
+    assert schedules.at_epoch("rate(1 day)") is None
 
 
 # -- the evaluator, step by step with a fixed clock ------------------------------------------------
@@ -908,7 +905,7 @@ def test_events_patch_fails_loudly_if_moto_moves_send_to_targets(monkeypatch):
 
     monkeypatch.delattr(models.Rule, "send_to_targets")
     with pytest.raises(RuntimeError, match=r"moto\.events\.models\.Rule\.send_to_targets"):
-        events_module.patch_moto()
+        events_module.SEND_TO_TARGETS.apply()
 
 
 def test_events_patch_fails_loudly_if_moto_moves_the_pattern_class(monkeypatch):
@@ -922,12 +919,12 @@ def test_events_patch_fails_loudly_if_moto_moves_the_pattern_class(monkeypatch):
 def test_alarms_fail_loudly_if_moto_moves_metric_data(monkeypatch):
     from moto.cloudwatch import models
 
-    alarms_module.check_moto()  # passes on the pinned moto
+    alarms_module.MOTO_NEEDS.check()  # passes on the pinned moto
     monkeypatch.delattr(models, "MetricAggregatedDatum")
     with pytest.raises(RuntimeError, match=r"moto\.cloudwatch\.models\.MetricAggregatedDatum"):
-        alarms_module.check_moto()
+        alarms_module.MOTO_NEEDS.check()
 
 
 def test_install_accepts_a_local_aws_like_object(local):
     with pytest.raises(ValueError, match="endpoint_url"):
-        install(SimpleNamespace(endpoint_url="", region=REGION, account=ACCOUNT))
+        start_event_services(SimpleNamespace(endpoint_url="", region=REGION, account=ACCOUNT))

@@ -2,7 +2,7 @@
 
 The state machines (Distributed Map over S3 shards, ResultWriter), the training-image steps, the
 endpoint behind the local REST gateway, the S3 → EventBridge rule and the schedule are the
-stage's own, running on moto with the local fillers (``sluice.local``).
+stage's own, running on moto with the local fillers (``localaws``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sluice import datasets
-from sluice.datasource import write_table
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
 from sluice.names import batch_state_machine_name, registry_table_name, stage_bucket_name
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
-from sluice.training import train
+from sluice.pipelines.datasource import write_table
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import ModelRegistry
+from sluice_demo import datasets
 
 MODEL = "credit-risk"
 
@@ -32,7 +34,7 @@ def stage(local_aws):
     spec = datasets.credit_spec(max_iter=300)
     trained = train(datasets.credit(3_000, seed=21), spec)
     registry = ModelRegistry(table_name=registry_table_name("dev"), bucket_name=bucket("artifacts"))
-    version = registry.register(MODEL, ModelBundle.from_training(trained), lineage=Lineage()).version
+    version = registry.register(MODEL, bundle_from_training(trained), lineage=Lineage()).version
     registry.approve(MODEL, version, actor="tester")
     registry.set_alias(MODEL, "champion", version, actor="tester")
     arn = f"arn:aws:states:{local_aws.region}:{local_aws.account}:stateMachine:"

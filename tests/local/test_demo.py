@@ -1,4 +1,7 @@
-"""``sluice demo``: the eight lifecycle steps on the embedded local AWS, with their reports."""
+"""``sluice demo``: the eight lifecycle steps on the embedded local AWS, with their reports.
+
+Also how the demo plugs into the runtime's ``sluice`` command: entry points, never imports.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from moto import mock_aws
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,31 @@ def test_demo_writes_the_drift_report(demo):
     _, out = demo
     report = (out / "drift-report.html").read_text()
     assert "<img" in report and "income" in report
+
+
+def test_the_demo_and_the_emulator_plug_into_the_sluice_command():
+    from sluice.cli import build_parser
+    from sluice.cli.plugins import installed_command_groups, load_dataset
+    from sluice_demo.datasets import CREDIT
+
+    # Given the editable install's entry points (pyproject.toml)
+    entries = {entry.name: entry.value for entry in installed_command_groups()}
+    assert entries == {"demo": "sluice_demo.cli:add_parser", "local": "localaws.cli:add_parser"}
+    # Then `sluice demo` and `sluice local` are commands, and `--dataset credit` is the demo's data
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"demo", "local", "models"} <= set(commands)
+    assert load_dataset("credit") is CREDIT
+    assert CREDIT.target == "default" and CREDIT.categorical == ("region", "product")
+
+
+def test_an_unknown_generated_dataset_is_one_line_and_exit_2(monkeypatch, capsys):
+    from sluice.cli import main
+
+    monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "registry")
+    monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "artifacts")
+    with mock_aws():
+        code = main(["models", "register", "m", "--dataset", "nope", "--no-onnx"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "sluice: error: --dataset nope: no such generated dataset (installed: credit)"
+    ]

@@ -2,6 +2,9 @@
 
 Deploy v1 and score through the local gateway; v2 at 10 %; promote; rollback; a canary of a version
 that always errors rolls back by itself; a fuzz of bad payloads gets only 4xx; capture matches.
+
+The registered versions are shared by the module; each test routes the live alias itself (see
+:func:`serving_only`), so any one of them runs alone (``-k promot``) or in any order.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice import datasets
-from sluice.capture import iter_capture
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
-from sluice.traffic import EndpointTraffic, HealthPolicy
-from sluice.training import TrainingSpec, train
+from sluice.errors import NotFound
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import TrainingSpec, train
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import ModelRegistry
+from sluice.serving.canary import HealthPolicy
+from sluice.serving.capture_reader import iter_capture
+from sluice.serving.traffic import EndpointTraffic
+from sluice_demo import datasets
 
 pytestmark = pytest.mark.local
 
@@ -69,7 +76,10 @@ def clean(row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def stage(local_aws):
-    """Three approved versions of the stage's model in the local registry: v1, v2 (healthy), v3 (broken)."""
+    """Three approved versions of the stage's model in the local registry: v1, v2 (healthy), v3 (broken).
+
+    Registered once per module, not deployed: each test routes the endpoint's alias as it needs.
+    """
     lam = local_aws.client("lambda")
     env = lam.get_function_configuration(FunctionName=FUNCTION)["Environment"]["Variables"]
     registry = ModelRegistry(
@@ -79,21 +89,50 @@ def stage(local_aws):
     v1 = train(datasets.credit(3000, seed=1), TrainingSpec(**features, hyperparameters={"C": 1.0}))
     v2 = train(datasets.credit(3000, seed=2), TrainingSpec(**features, hyperparameters={"C": 0.1}))
     for result in (v1, v2):
-        record = registry.register(MODEL, ModelBundle.from_training(result), lineage=Lineage())
+        record = registry.register(MODEL, bundle_from_training(result), lineage=Lineage())
         registry.approve(MODEL, record.version, actor="tests")
     # v3 "always errors": its model.onnx is not an ONNX graph, so every request is a 503
-    broken = ModelBundle.from_training(v2)
+    broken = bundle_from_training(v2)
     broken.artifacts["model.onnx"] = b"this is not an ONNX graph"
     v3 = registry.register(MODEL, broken, lineage=Lineage())
     registry.approve(MODEL, v3.version, actor="tests")
-    traffic = EndpointTraffic(function_name=FUNCTION, model_name=MODEL, registry=registry, actor="tests")
     rows = [clean(r) for r in datasets.credit(200, seed=9).drop(columns=[datasets.TARGET]).to_dict("records")]
+    return {"registry": registry, "rows": rows, "env": env}
+
+
+@pytest.fixture
+def traffic(stage):
+    """The endpoint's traffic controls, new for each test (a test may inject its own sleep)."""
+    return EndpointTraffic(
+        function_name=FUNCTION, model_name=MODEL, registry=stage["registry"], actor="tests"
+    )
+
+
+@pytest.fixture
+def client(local_aws):
     client = Client(local_aws.gateway_url("EndpointRestApi"))
-    return {"traffic": traffic, "registry": registry, "rows": rows, "client": client, "env": env}
+    yield client
+    client.connection.close()
 
 
 def shares(traffic) -> dict:
     return {r.model_version: r.weight for r in traffic.routes()}
+
+
+def deployed(traffic, version: int) -> None:
+    """``version`` has a published Lambda version (the newest one is reused, as the alias would)."""
+    try:
+        traffic.lambda_version_of(version)
+    except NotFound:
+        traffic.deploy(version)
+
+
+def serving_only(traffic, version: int) -> None:
+    """The live alias sends 100 % to ``version``, whatever an earlier test left on it."""
+    deployed(traffic, version)
+    if shares(traffic) != {version: 1.0}:
+        traffic.promote(version)
+    assert shares(traffic) == {version: 1.0}
 
 
 def served_versions(client: Client, rows: list[dict], n: int) -> Counter:
@@ -105,8 +144,8 @@ def served_versions(client: Client, rows: list[dict], n: int) -> Counter:
     return seen
 
 
-def test_1_deploy_v1_and_score_through_the_gateway(stage):
-    traffic, client, rows = stage["traffic"], stage["client"], stage["rows"]
+def test_deploy_v1_and_score_through_the_gateway(stage, traffic, client):
+    rows = stage["rows"]
     # Given v1 deployed and promoted on the live alias
     traffic.deploy(1)
     traffic.promote(1)
@@ -120,31 +159,49 @@ def test_1_deploy_v1_and_score_through_the_gateway(stage):
     assert status == 200 and len(body["predictions"]) == 50
 
 
-def test_2_v2_at_10_percent_gets_8_to_12_percent_of_2000_requests(stage):
-    traffic, client, rows = stage["traffic"], stage["client"], stage["rows"]
+def test_v2_at_10_percent_gets_8_to_12_percent_of_2000_requests(stage, traffic, client):
+    # Given v1 serving everything
+    serving_only(traffic, 1)
+    # When v2 is deployed beside it at 10 %
     traffic.deploy(2)
     traffic.shift(2, 0.1)
+    # Then 8-12 % of 2,000 requests reach v2
     assert shares(traffic) == {1: 0.9, 2: 0.1}
-    seen = served_versions(client, rows, 2000)
+    seen = served_versions(client, stage["rows"], 2000)
     assert set(seen) == {1, 2}
     assert 0.08 <= seen[2] / 2000 <= 0.12, seen
 
 
-def test_3_promote_sends_everything_to_v2(stage):
-    stage["traffic"].promote(2)
-    assert served_versions(stage["client"], stage["rows"], 200) == Counter({2: 200})
+def test_promote_sends_everything_to_v2(stage, traffic, client):
+    # Given v1 serving and v2 beside it at 10 %
+    serving_only(traffic, 1)
+    deployed(traffic, 2)
+    traffic.shift(2, 0.1)
+    # When v2 is promoted
+    traffic.promote(2)
+    # Then it serves everything and is the champion
+    assert served_versions(client, stage["rows"], 200) == Counter({2: 200})
     assert stage["registry"].aliases(MODEL)["champion"] == 2
 
 
-def test_4_rollback_sends_everything_back_to_v1(stage):
-    stage["traffic"].rollback()
-    assert served_versions(stage["client"], stage["rows"], 200) == Counter({1: 200})
+def test_rollback_sends_everything_back_to_v1(stage, traffic, client):
+    # Given v1 serving, v2 beside it at 10 %, then v2 promoted
+    serving_only(traffic, 1)
+    deployed(traffic, 2)
+    traffic.shift(2, 0.1)
+    traffic.promote(2)
+    # When the promotion is rolled back
+    traffic.rollback()
+    # Then v1 serves everything again, and the audit trail tells the story
+    assert served_versions(client, stage["rows"], 200) == Counter({1: 200})
     kinds = [e["kind"] for e in stage["registry"].history(MODEL)]
     assert kinds[-1] == "rolled_back" and "promoted" in kinds and "traffic" in kinds
 
 
-def test_5_canary_of_an_always_erroring_version_rolls_back_by_itself(stage):
-    traffic, client, rows = stage["traffic"], stage["client"], stage["rows"]
+def test_canary_of_an_always_erroring_version_rolls_back_by_itself(stage, traffic, client):
+    rows = stage["rows"]
+    # Given v1 serving everything and the broken v3 deployed
+    serving_only(traffic, 1)
     traffic.deploy(3)
     statuses: Counter = Counter()
     started = datetime.now(UTC) - timedelta(seconds=1)
@@ -160,6 +217,7 @@ def test_5_canary_of_an_always_erroring_version_rolls_back_by_itself(stage):
         while traffic.health(3, start=started).errors < statuses[503] and time.monotonic() < deadline:
             time.sleep(0.2)
 
+    # When a canary of v3 runs while traffic flows (this test's own traffic object waits this way)
     traffic._sleep = serve_traffic_while_waiting
     result = traffic.canary(3, steps=(0.5, 0.9), interval_s=0, policy=HealthPolicy(max_errors=0))
     # Then it rolled back after the first step on v3's own errors, and v1 serves everything again
@@ -241,8 +299,9 @@ def bad_payload(draw) -> bytes:
     return json.dumps({"instances": [row]}).encode()
 
 
-def test_6_fuzzed_bad_payloads_are_all_4xx_and_the_worker_survives(stage, local_aws):
-    client = stage["client"]
+def test_fuzzed_bad_payloads_are_all_4xx_and_the_worker_survives(stage, traffic, client, local_aws):
+    # Given v1 serving everything
+    serving_only(traffic, 1)
     statuses: Counter = Counter()
     bodies: list[dict] = []
 
@@ -261,15 +320,17 @@ def test_6_fuzzed_bad_payloads_are_all_4xx_and_the_worker_survives(stage, local_
     named = [b for b in bodies if b.get("errors")]
     assert named and all(e["field"] for b in named for e in b["errors"])
     # And the warm worker of the serving version is alive and still scores
-    live = stage["traffic"].routes()[0].lambda_version
+    live = traffic.routes()[0].lambda_version
     workers = local_aws.runtime.workers(FUNCTION, live)
     assert workers and all(w.alive for w in workers)
     status, body = client.score(stage["rows"][:1])
     assert status == 200 and body["version"] == 1
 
 
-def test_7_every_scored_request_is_captured_with_its_request_id(stage):
-    client, rows = stage["client"], stage["rows"]
+def test_every_scored_request_is_captured_with_its_request_id(stage, traffic, client):
+    rows = stage["rows"]
+    # Given v1 serving everything
+    serving_only(traffic, 1)
     start = datetime.now(UTC) - timedelta(minutes=1)
     sent: dict[str, int] = {}
     for i in range(25):

@@ -12,8 +12,9 @@ import pytest
 from moto import mock_aws
 
 from infra.constructs.capture import DATA_PREFIX, ERROR_PREFIX, PARTITION_QUERIES
-from sluice.capture import CaptureWriter, capture_records, iter_capture
-from sluice.local import firehose as local_firehose
+from localaws import firehose as local_firehose
+from sluice.serving.capture import CaptureWriter, capture_records
+from sluice.serving.capture_reader import iter_capture
 
 BUCKET = "capture-bucket"
 
@@ -64,7 +65,7 @@ def keys(s3) -> list[str]:
 
 
 def test_guard_moto_symbol_this_patch_replaces_is_still_there():
-    # If this fails, moto changed and sluice.local.firehose must follow (do not skip it)
+    # If this fails, moto changed and localaws.firehose must follow (do not skip it)
     from moto.firehose.models import FirehoseBackend
 
     parameters = list(inspect.signature(FirehoseBackend.put_s3_records).parameters)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sluice.local.gateway import _match_path
+from localaws.gateway import _match_path
 from tests.local.conftest import create_two_versions
 
 pytestmark = pytest.mark.local

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sluice.local import lambdas
+from localaws.lambdas import routing, runtime, telemetry
 from tests.local.conftest import create_tiny_function, create_two_versions
 
 pytestmark = pytest.mark.local
@@ -179,25 +179,25 @@ def test_emf_record_conversion():
         "version": 3,
         "Latency": [1.5, 2.5],
     }
-    [(namespace, data)] = lambdas.emf_to_metric_data(record)
+    [(namespace, data)] = telemetry.emf_to_metric_data(record)
     assert namespace == "N"
     assert data[0]["Values"] == [1.5, 2.5] and data[0]["Unit"] == "Milliseconds"
     assert data[0]["Dimensions"] == [{"Name": "model", "Value": "credit"}, {"Name": "version", "Value": "3"}]
 
 
 def test_pick_version_follows_weights():
-    lambdas.seed_routing(7)
-    picks = [lambdas.pick_version("1", {"AdditionalVersionWeights": {"2": 0.25}}) for _ in range(4000)]
+    routing.seed_routing(7)
+    picks = [routing.pick_version("1", {"AdditionalVersionWeights": {"2": 0.25}}) for _ in range(4000)]
     assert 0.22 < picks.count("2") / len(picks) < 0.28
-    assert lambdas.pick_version("1", None) == "1"
+    assert routing.pick_version("1", None) == "1"
 
 
 def test_seeded_routing_repeats_its_draws_and_other_seeds_differ():
     weights = {"AdditionalVersionWeights": [{"FunctionVersion": "2", "FunctionWeight": 0.5}]}
 
     def draws(seed):
-        lambdas.seed_routing(seed)
-        return [lambdas.pick_version("1", weights) for _ in range(64)]
+        routing.seed_routing(seed)
+        return [routing.pick_version("1", weights) for _ in range(64)]
 
     assert draws("a") == draws("a")
     assert draws("a") != draws("b")
@@ -211,10 +211,10 @@ def test_moto_internals_guard_fails_loudly(monkeypatch):
     monkeypatch.setattr(LambdaBackend, "invoke", lambda self, name, payload: None)
     # Then installing the runtime names the moved symbol
     with pytest.raises(RuntimeError, match=r"moto\.awslambda\.models\.LambdaBackend\.invoke"):
-        lambdas.moto_invoke_target()
+        runtime.INVOKE.check()
     monkeypatch.delattr(LambdaBackend, "invoke")
     with pytest.raises(RuntimeError, match=r"LambdaBackend\.invoke is gone"):
-        lambdas.moto_invoke_target()
+        runtime.INVOKE.check()
 
 
 def test_idle_workers_are_recycled(local_aws):

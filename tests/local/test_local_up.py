@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sluice.assembly import read_assembly
+from localaws.assembly import read_assembly
+from localaws.bootstrap import VERSION_PARAMETER, assets_bucket, container_repository
+from localaws.cloudformation import deploy, models
+from localaws.cloudformation import support as cfn_support
+from localaws.env import read_state
+from localaws.patches import moto_symbol
 from sluice.errors import NotFound, SluiceError
-from sluice.local import cloudformation
-from sluice.local.bootstrap import VERSION_PARAMETER, assets_bucket, container_repository
-from sluice.local.env import read_state
 
 pytestmark = pytest.mark.local
 
@@ -94,9 +96,9 @@ def test_every_template_resource_exists_in_moto_or_is_listed(local_aws, assembly
 def test_support_table_matches_moto():
     from moto.cloudformation import parsing
 
-    cloudformation.install()
+    models.install()
     model_map = parsing.get_model_map()
-    for resource_type, support in cloudformation.RESOURCE_SUPPORT.items():
+    for resource_type, support in cfn_support.RESOURCE_SUPPORT.items():
         if support == "moto":
             assert not model_map[resource_type].__name__.startswith("Filled"), resource_type
         elif support in ("filled", "emulated"):
@@ -107,7 +109,7 @@ def test_support_table_matches_moto():
 
 def test_a_type_nobody_decided_on_fails_loudly():
     with pytest.raises(SluiceError, match="AWS::Made::Up"):
-        cloudformation.support_of("AWS::Made::Up")
+        cfn_support.support_of("AWS::Made::Up")
 
 
 def test_bootstrap_and_assets(local_aws, assembly_dir):
@@ -140,11 +142,11 @@ def test_function_code_asset_is_the_zipped_lambdas_directory(local_aws):
     name = local_aws.physical_id("RegistryApiHandlerFunction", resource_type="AWS::Lambda::Function")
     code = local_aws.runtime.template_properties()[name]["Code"]
     assert code["S3Bucket"] == assets_bucket(local_aws.account, local_aws.region)
-    # Then the published asset there is the zipped lambdas/ source root, without sluice.local
+    # Then the published asset there is the zipped lambdas/ source root, without the emulator
     body = local_aws.client("s3").get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])["Body"].read()
     names = zipfile.ZipFile(io.BytesIO(body)).namelist()
     assert "sluice/handlers/registry_api.py" in names
-    assert not any(n.startswith("sluice/local/") for n in names)  # excluded by the construct
+    assert not any(n.startswith("sluice/local/") for n in names)  # the emulator is outside lambdas/
 
 
 def test_image_functions_run_their_cmd_from_source(local_aws):
@@ -182,15 +184,15 @@ def test_dynamic_references_resolve(local_aws):
             "Version": f"{{{{resolve:ssm:{VERSION_PARAMETER}}}}}",
         }
     )
-    resolved = json.loads(cloudformation.resolve_dynamic_references(body, region=local_aws.region))
+    resolved = json.loads(deploy.resolve_dynamic_references(body, region=local_aws.region))
     assert resolved["Layers"][0].startswith(f"arn:aws:lambda:{local_aws.region}:017000801446:layer:")
     assert resolved["Version"].isdigit()
     with pytest.raises(SluiceError, match="/not/there"):
-        cloudformation.resolve_dynamic_references('"{{resolve:ssm:/not/there}}"', region=local_aws.region)
+        deploy.resolve_dynamic_references('"{{resolve:ssm:/not/there}}"', region=local_aws.region)
 
 
 def test_unknown_stage_is_a_user_error(assembly_dir, tmp_path):
-    from sluice.local import LocalAws
+    from localaws import LocalAws
 
     with pytest.raises(SluiceError, match="Nope"):
         LocalAws.start(assembly_dir=assembly_dir, state_dir=tmp_path, stage="Nope")
@@ -227,7 +229,7 @@ def test_cli_up_background_status_down(assembly_dir, tmp_path):
 
 
 def test_data_is_saved_and_restored_by_logical_id(local_aws):
-    from sluice.local.env import restore_data, save_data
+    from localaws.persistence import restore_data, save_data
 
     # Given an object in a stage bucket and an item in a stage table
     bucket = local_aws.physical_id("Capture", resource_type="AWS::S3::Bucket")
@@ -248,7 +250,7 @@ def test_data_is_saved_and_restored_by_logical_id(local_aws):
 
 
 def test_fillers_create_what_moto_cloudformation_skips(local_aws, tmp_path):
-    from sluice.assembly import StackArtifact
+    from localaws.assembly import StackArtifact
     from tests.local.conftest import create_tiny_function
 
     # Given a template with the resource types moto's CloudFormation skips
@@ -301,7 +303,7 @@ def test_fillers_create_what_moto_cloudformation_skips(local_aws, tmp_path):
     path.write_text(json.dumps(template))
     stack = StackArtifact("Fillers", "Dev-Fillers", "Dev", local_aws.account, local_aws.region, path, None)
     # When it is deployed
-    deployed = cloudformation.deploy_stack(stack)
+    deployed = deploy.deploy_stack(stack)
     # Then the alias exists with its weights, the alarm exists, and CodeDeploy is recorded
     assert deployed.outputs["Alias"].endswith(f":function:{function}:live")
     alias = local_aws.client("lambda").get_alias(FunctionName=function, Name="live")
@@ -313,7 +315,7 @@ def test_fillers_create_what_moto_cloudformation_skips(local_aws, tmp_path):
     assert alarms and alarms[0]["Threshold"] == 1.0
     [group] = [
         r
-        for r in cloudformation.emulated_resources("AWS::CodeDeploy::DeploymentGroup")
+        for r in cfn_support.emulated_resources("AWS::CodeDeploy::DeploymentGroup")
         if r.stack_name == "Dev-Fillers"
     ]
     assert group.properties["DeploymentGroupName"] == "tiny-group"
@@ -327,18 +329,18 @@ def test_cloudformation_patches_fail_loudly_when_moto_moves(monkeypatch):
     # A moved module attribute is named
     monkeypatch.delattr(parsing, "get_model_map")
     with pytest.raises(RuntimeError, match=r"moto\.cloudformation\.parsing\.get_model_map is gone"):
-        cloudformation._require("moto.cloudformation.parsing", "get_model_map")
+        moto_symbol("moto.cloudformation.parsing.get_model_map")
     # And so is a moved model method the patches wrap
     monkeypatch.delattr(Method, "create_from_cloudformation_json")
     with pytest.raises(RuntimeError, match=r"Method\.create_from_cloudformation_json is gone"):
-        cloudformation._patch_method_request_models()
+        models.METHOD_REQUEST_MODELS.apply()
 
 
 def test_directory_assets_are_zipped_once_per_content_hash(tmp_path, monkeypatch):
     import io
     import zipfile
 
-    from sluice.local import bootstrap
+    from localaws import bootstrap
 
     monkeypatch.setenv("SLUICE_LOCAL_ASSET_CACHE", str(tmp_path / "cache"))
     source = tmp_path / "asset"

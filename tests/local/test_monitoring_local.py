@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from sluice import datasets
-from sluice.capture import CaptureWriter, capture_records
-from sluice.registry import Lineage, ModelBundle, ModelRegistry
-from sluice.training import train
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import ModelRegistry
+from sluice.serving.capture import CaptureWriter, capture_records
+from sluice_demo import datasets
 
 pytestmark = pytest.mark.local
 
@@ -61,7 +63,7 @@ def deployed(local_aws):
         table_name=env["SLUICE_REGISTRY_TABLE"], bucket_name=env["SLUICE_REGISTRY_BUCKET"]
     )
     version = registry.register(
-        MODEL, ModelBundle.from_training(trained, onnx=False), lineage=Lineage()
+        MODEL, bundle_from_training(trained, onnx=False), lineage=Lineage()
     ).version
     registry.record_event(MODEL, "deployed", actor="test", version=version)
     return SimpleNamespace(job=job, env=env, version=version, trained=trained, registry=registry)

@@ -1,7 +1,7 @@
 """Retraining on the embedded local AWS: drift alarm → rule → single-flight trigger → pipeline.
 
 The state machine, the training-image steps, the EventBridge rule and the trigger function are
-the synthesized dev stage's, running on moto with the local fillers (``sluice.local``).
+the synthesized dev stage's, running on moto with the local fillers (``localaws``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
-from sluice.datasource import write_table
+from sluice.models.training import TrainingSpec
 from sluice.names import registry_table_name, stage_bucket_name
-from sluice.registry import ModelRegistry
-from sluice.training import TrainingSpec
+from sluice.pipelines.datasource import write_table
+from sluice.registry.store import ModelRegistry
+from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 
 MODEL = "credit-risk"
 

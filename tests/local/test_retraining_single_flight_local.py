@@ -10,7 +10,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from sluice.local import events as local_events
+from localaws.events import router as local_events
 
 MODEL = "credit-risk"
 

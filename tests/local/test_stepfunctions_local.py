@@ -15,7 +15,9 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
-from sluice.local import stepfunctions as sfn_module
+from localaws.stepfunctions import cloudformation as sfn_cloudformation
+from localaws.stepfunctions import definitions
+from localaws.stepfunctions import execution as sfn_module
 
 pytestmark = pytest.mark.local
 
@@ -279,7 +281,7 @@ def test_disable_restores_moto(local):
         assert default_user_config["stepfunctions"]["execute_state_machine"] is local.patch.previous_execute
         assert os.environ.get("MOTO_PORT") == local.patch.previous_port
         originals = {name: original for _, name, original in local.patch.originals}
-        assert len(originals) == len(sfn_module._patch_points())
+        assert len(originals) == len(sfn_module.PATCHES)
         assert (
             StateMachine.__dict__["create_from_cloudformation_json"]
             is originals["create_from_cloudformation_json"]
@@ -293,14 +295,14 @@ def test_enable_fails_loudly_if_moto_stops_reading_the_switch(monkeypatch):
 
     monkeypatch.setattr(responses, "get_backend", lambda account, region: None)
     with pytest.raises(RuntimeError, match=r"moto\.stepfunctions\.responses\.get_backend"):
-        sfn_module.check_moto()
+        sfn_module.check()
 
 
 def test_enable_fails_loudly_if_moto_moves_the_result_writer(monkeypatch):
-    writer = sfn_module._result_writer_class()
+    writer, _, _ = sfn_module.RESULT_WRITER.current()
     monkeypatch.delattr(writer, "_handle_put_object")
     with pytest.raises(RuntimeError, match=r"_handle_put_object"):
-        sfn_module.check_moto()
+        sfn_module.check()
 
 
 def test_enable_fails_loudly_if_moto_moves_the_parser_backend(monkeypatch):
@@ -308,7 +310,7 @@ def test_enable_fails_loudly_if_moto_moves_the_parser_backend(monkeypatch):
 
     monkeypatch.delattr(parser_models, "stepfunctions_parser_backends")
     with pytest.raises(RuntimeError, match=r"stepfunctions_parser_backends"):
-        sfn_module.check_moto()
+        sfn_module.check()
 
 
 def test_item_batcher_and_other_definitions_moto_rejects(local):
@@ -363,9 +365,9 @@ def test_item_batcher_and_other_definitions_moto_rejects(local):
 
 
 def test_batch_items_groups_like_item_batcher():
-    assert sfn_module.batch_items([1, 2, 3], {"MaxItemsPerBatch": 2}) == [{"Items": [1, 2]}, {"Items": [3]}]
-    assert sfn_module.batch_items([], {"MaxItemsPerBatch": 2}) == []
-    definition, batchers = sfn_module.normalise_definition(
+    assert definitions.batch_items([1, 2, 3], {"MaxItemsPerBatch": 2}) == [{"Items": [1, 2]}, {"Items": [3]}]
+    assert definitions.batch_items([], {"MaxItemsPerBatch": 2}) == []
+    definition, batchers = definitions.normalise_definition(
         json.dumps(
             {
                 "StartAt": "P",
@@ -386,7 +388,7 @@ def test_batch_items_groups_like_item_batcher():
     )
     assert batchers == {"M": {"ItemBatcher": {"MaxItemsPerBatch": 3}}} and "ItemBatcher" not in definition
     untouched = '{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}'
-    assert sfn_module.normalise_definition(untouched) == (untouched, {})
+    assert definitions.normalise_definition(untouched) == (untouched, {})
 
 
 def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
@@ -427,7 +429,7 @@ def test_cloudformation_deploys_a_machine_moto_cannot_interpret(local):
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     arn = described["Outputs"][0]["OutputValue"]
-    assert "MANIFEST" in sfn_module.UNPARSEABLE[arn]
+    assert "MANIFEST" in sfn_cloudformation.UNPARSEABLE[arn]
     sfn = local.client("stepfunctions")
     assert sfn.describe_state_machine(stateMachineArn=arn)["status"] == "ACTIVE"
     # starting it says why instead of hanging in RUNNING

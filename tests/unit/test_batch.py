@@ -16,12 +16,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from sluice import batch, datasets, scoring
-from sluice.batch import BatchRequest, EndpointShardScorer, plan_shards
 from sluice.errors import SluiceError
-from sluice.registry import Lineage, ModelBundle, create_storage
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.pipelines import batch, batch_notify, batch_postprocess, batch_preprocess, batch_score
+from sluice.pipelines.batch_request import DEFAULT_SHARD_ROWS, BatchRequest
+from sluice.pipelines.batch_scorers import EndpointShardScorer
+from sluice.pipelines.batch_shards import BatchTransientError, ShardError, plan_shards
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import create_storage
+from sluice.serving import scoring
 from sluice.settings import Settings
-from sluice.training import train
+from sluice_demo import datasets
 
 REGION = "eu-west-1"
 TABLE, ARTIFACTS, WORK, CAPTURE = "batch-registry", "batch-artifacts", "batch-work", "batch-capture"
@@ -52,7 +58,7 @@ def test_shards_grow_evenly_past_the_cap():
 
 def test_request_fields_are_checked_by_name():
     good = {"model": "credit", "input_uri": "s3://b/in.csv"}
-    assert BatchRequest.from_event(good, run_id="r1").shard_rows == batch.DEFAULT_SHARD_ROWS
+    assert BatchRequest.from_event(good, run_id="r1").shard_rows == DEFAULT_SHARD_ROWS
     for bad, field in (
         ({"input_uri": "s3://b/in.csv"}, "model"),
         ({**good, "version": "x"}, "version"),
@@ -73,7 +79,7 @@ def test_reject_reasons_name_every_problem_of_a_row():
         def __init__(self, feature, code, rows):
             self.feature, self.code, self.rows = feature, code, rows
 
-    reasons = batch.reject_reasons([E("age", "type", (3, 5)), E("region", "unknown_category", (3,))], 10)
+    reasons = batch_preprocess.reject_reasons([E("age", "type", (3, 5)), E("region", "unknown_category", (3,))], 10)
     assert reasons == {3: "age: type; region: unknown_category", 5: "age: type"}
 
 
@@ -93,7 +99,7 @@ def stage(trained):
         s3 = boto3.client("s3", region_name=REGION)
         for bucket in (WORK, CAPTURE):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        registry.register("credit", ModelBundle.from_training(trained, onnx=False), lineage=Lineage())
+        registry.register("credit", bundle_from_training(trained, onnx=False), lineage=Lineage())
         registry.approve("credit", 1, actor="tester")
         registry.set_alias("credit", "champion", 1, actor="tester")
         scoring.clear_cache()
@@ -121,7 +127,7 @@ def test_run_scores_valid_rows_like_predict_and_rejects_bad_rows_with_reasons(st
     s3 = stage["s3"]
     frame, bad = _input_with_bad_rows(2_500)
     uri = f"s3://{WORK}/in/credit.{fmt}"
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     write_table(frame, uri)
     request = BatchRequest(model="credit", input_uri=uri, run_id=f"run-{fmt}", shard_rows=600)
@@ -153,7 +159,7 @@ def test_run_scores_valid_rows_like_predict_and_rejects_bad_rows_with_reasons(st
 
 def test_batch_rows_are_captured_as_batch(stage):
     s3 = stage["s3"]
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     write_table(datasets.credit(300, seed=2), f"s3://{WORK}/in/c.parquet")
     request = BatchRequest(
@@ -168,7 +174,7 @@ def test_batch_rows_are_captured_as_batch(stage):
 
 
 def test_too_many_rejects_fail_the_run_without_predictions(stage):
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     frame, _ = _input_with_bad_rows(100)
     write_table(frame, f"s3://{WORK}/in/small.csv")
@@ -181,7 +187,7 @@ def test_too_many_rejects_fail_the_run_without_predictions(stage):
 
 
 def test_a_shard_failing_once_is_retried_and_one_always_failing_fails_the_run(stage):
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     write_table(datasets.credit(400, seed=3), f"s3://{WORK}/in/f.csv")
 
@@ -202,13 +208,13 @@ def test_a_shard_failing_once_is_retried_and_one_always_failing_fails_the_run(st
 def test_postprocess_reads_result_writer_files_including_failed_children(stage):
     # Given a ResultWriter manifest with one succeeded and one failed child (AWS's file layout)
     s3 = stage["s3"]
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     write_table(datasets.credit(50, seed=4), f"s3://{WORK}/in/rw.csv")
-    state = batch.preprocess(
+    state = batch_preprocess.preprocess(
         SETTINGS, BatchRequest(model="credit", input_uri=f"s3://{WORK}/in/rw.csv", run_id="rw", shard_rows=25)
     )
-    ok = batch.score_shard(
+    ok = batch_score.score_shard(
         SETTINGS, {"key": f"{state['shard_prefix']}shard-00000.parquet", "run": state["run"]}
     )
     s3.put_object(Bucket=WORK, Key="mr/SUCCEEDED_0.json", Body=json.dumps([{"Output": json.dumps(ok)}]))
@@ -221,7 +227,7 @@ def test_postprocess_reads_result_writer_files_including_failed_children(stage):
     files = {"SUCCEEDED": [{"Key": "mr/SUCCEEDED_0.json"}], "FAILED": [{"Key": "mr/FAILED_0.json"}]}
     s3.put_object(Bucket=WORK, Key="mr/manifest.json", Body=json.dumps({"ResultFiles": files}))
     # When postprocess runs on it
-    summary = batch.postprocess(
+    summary = batch_postprocess.postprocess(
         SETTINGS, {**state, "map": {"ResultWriterDetails": {"Bucket": WORK, "Key": "mr/manifest.json"}}}
     )
     # Then the failed child is named in the manifest and the run fails
@@ -235,9 +241,9 @@ def test_unknown_model_and_missing_input_are_user_errors(stage):
     from sluice.errors import NotFound
 
     with pytest.raises(SluiceError, match="nope"):
-        batch.preprocess(SETTINGS, BatchRequest(model="nope", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
+        batch_preprocess.preprocess(SETTINGS, BatchRequest(model="nope", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
     with pytest.raises(NotFound, match="does not exist"):
-        batch.preprocess(SETTINGS, BatchRequest(model="credit", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
+        batch_preprocess.preprocess(SETTINGS, BatchRequest(model="credit", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
 
 
 def test_notify_failure_publishes_failed_shards_and_writes_a_manifest_when_none_exists(stage):
@@ -254,7 +260,7 @@ def test_notify_failure_publishes_failed_shards_and_writes_a_manifest_when_none_
         "input_uri": "s3://nowhere/x.csv",
         "error": {"Error": "NotFound", "Cause": json.dumps({"errorMessage": "data file does not exist"})},
     }
-    message = batch.notify_failure(settings, state)
+    message = batch_notify.notify_failure(settings, state)
     body = json.loads(sqs.receive_message(QueueUrl=queue)["Messages"][0]["Body"])
     assert body == message and body["model"] == "credit"
     assert body["reasons"] == ["NotFound: data file does not exist"]
@@ -288,8 +294,9 @@ class _FakeEndpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_endpoint(trained):
-    from sluice.schema import FeatureSchema
-    from sluice.scoring import Scorer, SklearnPredictor
+    from sluice.models.schema import FeatureSchema
+    from sluice.serving.predictors import SklearnPredictor
+    from sluice.serving.scoring import Scorer
 
     features = trained.train[trained.spec.features]
     _FakeEndpoint.scorer = Scorer(
@@ -322,7 +329,7 @@ def test_endpoint_scorer_signs_requests_and_matches_predict(fake_endpoint, train
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(503, batch.BatchTransientError), (429, batch.BatchTransientError), (400, batch.ShardError)],
+    [(503, BatchTransientError), (429, BatchTransientError), (400, ShardError)],
 )
 def test_endpoint_errors_are_transient_or_final(fake_endpoint, status, error):
     _FakeEndpoint.status = status
@@ -333,7 +340,7 @@ def test_endpoint_errors_are_transient_or_final(fake_endpoint, status, error):
 
 def test_unreachable_endpoint_is_transient():
     scorer = EndpointShardScorer("http://127.0.0.1:9/predict", region=REGION, timeout_s=2)
-    with pytest.raises(batch.BatchTransientError, match="unreachable"):
+    with pytest.raises(BatchTransientError, match="unreachable"):
         scorer.predict(datasets.credit(3, seed=1).drop(columns=[datasets.TARGET]))
 
 
@@ -342,7 +349,7 @@ def test_unreachable_endpoint_is_transient():
 
 def test_cli_here_scores_in_process_and_exits_by_run_status(stage, monkeypatch, capsys):
     from sluice.cli import main
-    from sluice.datasource import write_table
+    from sluice.pipelines.datasource import write_table
 
     for key, value in {
         "SLUICE_REGISTRY_TABLE": TABLE,

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from sluice.capture import (
+from sluice.errors import SluiceError
+from sluice.serving.capture import (
     MAX_BATCH_RECORDS,
     CaptureWriter,
     capture_records,
     encode_line,
     format_ts,
-    iter_capture,
     partition_prefix,
 )
-from sluice.errors import SluiceError
+from sluice.serving.capture_reader import iter_capture
 from sluice.settings import Settings
 
 BUCKET = "capture-bucket"
@@ -245,7 +245,7 @@ def test_format_ts_is_utc_with_milliseconds():
 @pytest.mark.parametrize("stream_above", [0, 10**9])
 def test_streamed_and_prefetched_objects_read_the_same_rows_in_order(s3, monkeypatch, stream_above):
     # Large objects are streamed line by line, small ones prefetched in threads: same result
-    monkeypatch.setattr("sluice.capture.STREAM_ABOVE", stream_above)
+    monkeypatch.setattr("sluice.serving.capture_reader.STREAM_ABOVE", stream_above)
     start = datetime(2026, 11, 25, 10, tzinfo=UTC)
     put_window(s3, start=start, minutes=30, per_minute=4)
     s3.put_object(

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from sluice.cli import main
-from sluice.datasets import credit
+from sluice_demo.datasets import credit
 from tests.unit.test_registry import BUCKET, TABLE, create_registry_resources, lineage, tiny_bundle
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from sluice.datasource import load_table, split_s3_uri, write_table
 from sluice.errors import NotFound, SluiceError
+from sluice.pipelines.datasource import load_table, split_s3_uri, write_table
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Drift statistics against scipy reference values, edge cases and persistence.
 
-Binning error bounds asserted here (and documented in ``sluice.drift``):
+Binning error bounds asserted here (and documented in ``sluice.monitoring.stats``):
 
 * KS: ``D_binned <= D_exact <= D_binned + max over fine bins of max(baseline share, target share)``
   (the CDFs can only separate further inside a bin by that bin's mass), and ``D_binned ==
@@ -20,14 +20,14 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from sluice.drift import (
-    MIN_CATEGORY_COUNT,
-    OTHER_LABEL,
+from sluice.errors import SluiceError
+from sluice.monitoring.compare import MIN_CATEGORY_COUNT, OTHER_LABEL
+from sluice.monitoring.policy import DriftPolicy
+from sluice.monitoring.profile import DriftProfile
+from sluice.monitoring.report import DriftReport
+from sluice.monitoring.sketch import TargetSketch
+from sluice.monitoring.stats import (
     PSI_EMPTY_BIN,
-    DriftPolicy,
-    DriftProfile,
-    DriftReport,
-    TargetSketch,
     chi2_from_counts,
     js_distance,
     ks_from_counts,
@@ -35,7 +35,6 @@ from sluice.drift import (
     psi,
     wasserstein_from_sketch,
 )
-from sluice.errors import SluiceError
 
 
 def _fine_bins(profile: DriftProfile, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sluice.drift import DriftPolicy, DriftProfile
+from sluice.monitoring.policy import DriftPolicy
+from sluice.monitoring.profile import DriftProfile
 
 N_WINDOWS = 300  # per window size; the acceptance asks for >= 200
 BASELINE_ROWS = 20_000

@@ -12,16 +12,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sluice.drift import (
-    DriftProfile,
-    TargetSketch,
+from sluice.errors import SluiceError
+from sluice.monitoring.profile import DriftProfile
+from sluice.monitoring.sketch import TargetSketch
+from sluice.monitoring.stats import (
     chi2_from_counts,
     js_distance,
     ks_from_counts,
     psi,
     wasserstein_from_sketch,
 )
-from sluice.errors import SluiceError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

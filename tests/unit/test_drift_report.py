@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from matplotlib.container import BarContainer
 
-from sluice.drift import DriftProfile, DriftReport
-from sluice.drift_report import plot_feature, render_html, save_report, side_legend
+from sluice.monitoring.profile import DriftProfile
+from sluice.monitoring.report import DriftReport
+from sluice.monitoring.report_html import plot_feature, render_html, save_report, side_legend
 
 RNG = np.random.default_rng(42)
 BASELINE = pd.DataFrame(
@@ -168,7 +169,7 @@ def test_names_and_labels_are_html_escaped(tmp_path):
 
 
 def test_feature_psi_tolerances_are_listed():
-    from sluice.drift import DriftPolicy
+    from sluice.monitoring.policy import DriftPolicy
 
     frame = pd.DataFrame({"x": np.arange(100.0)})
     report = DriftProfile().fit(frame).compare(frame, policy=DriftPolicy(feature_psi_tolerance={"x": 0.25}))

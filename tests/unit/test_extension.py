@@ -1,4 +1,4 @@
-"""sluice.extension against the Extensions API the local worker serves (in-process here)."""
+"""sluice.serving.extension against the Extensions API the local worker serves (in-process here)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sluice.extension import AfterResponse
-from sluice.local.extensions_api import ExtensionsApi
+from localaws.lambdas.extensions_api import ExtensionsApi
+from sluice.serving.extension import AfterResponse
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_a_dropped_connection_is_retried_not_fatal(monkeypatch):
         return answer
 
     monkeypatch.setattr(extension, "next_event", next_event)
-    monkeypatch.setattr("sluice.extension.time.sleep", lambda s: None)
+    monkeypatch.setattr("sluice.serving.extension.time.sleep", lambda s: None)
     assert extension._next_event_retrying() == {"eventType": "INVOKE"} and answers == []
     # and it gives up (the thread ends; later work runs inline) only after its attempts
     answers[:] = [ConnectionResetError("reset")] * 3

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.errors import SluiceError
-from sluice.features import Preprocessor
+from sluice.models.features import Preprocessor
 
 FRAME = pd.DataFrame(
     {

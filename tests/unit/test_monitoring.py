@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from sluice import monitoring
-from sluice.capture import CaptureWriter, capture_records
-from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
-from sluice.drift import DriftProfile
 from sluice.errors import NotFound, SluiceError
+from sluice.monitoring import cloudwatch, drift_job, quality, report_store, served
+from sluice.monitoring import labels as label_store
+from sluice.monitoring.profile import DriftProfile
+from sluice.serving.capture import CaptureWriter, capture_records
 from sluice.settings import Settings
+from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 
 BUCKET = "capture-bucket"
 MODEL = "credit-risk"
@@ -33,7 +34,7 @@ class Record:
 
 
 class FakeRegistry:
-    """The part of sluice.registry.ModelRegistry the monitoring job uses."""
+    """The part of sluice.registry.store.ModelRegistry the monitoring job uses."""
 
     def __init__(self, profile: dict, *, metrics: dict | None = None, task: str = "classification"):
         self.blobs = {
@@ -122,7 +123,7 @@ def test_without_routing_events_deployed_and_aliased_versions_are_served(profile
         {"kind": "deployed", "version": 1, "detail": {}},
     ]
     registry.alias_map = {"champion": 3}
-    assert monitoring.served_versions(registry, MODEL) == [1, 3]
+    assert served.served_versions(registry, MODEL) == [1, 3]
 
 
 def route(version: int, weight: float) -> dict:
@@ -151,12 +152,12 @@ def test_the_newest_routing_decides_plus_versions_that_served_since_the_window_s
         {"kind": "deployed", "version": 3, "ts": "2026-11-25T11:40:00.000000Z", "detail": {}},
     ]
     # Then a window starting after the rollback checks v1 (routed) and v3 (deployed since)
-    assert monitoring.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 35, tzinfo=UTC)) == [
+    assert served.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 35, tzinfo=UTC)) == [
         1,
         3,
     ]
     # And a window spanning the canary includes v2, which served part of it
-    assert monitoring.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 0, tzinfo=UTC)) == [
+    assert served.served_versions(registry, MODEL, since=datetime(2026, 11, 25, 11, 0, tzinfo=UTC)) == [
         1,
         2,
         3,
@@ -166,8 +167,8 @@ def test_the_newest_routing_decides_plus_versions_that_served_since_the_window_s
 def test_versions_with_captured_data_are_checked_even_without_events(aws, profile):
     capture(credit(50, seed=11), version=5, start=NOW - timedelta(minutes=20))
     capture(credit(50, seed=11), version=6, start=NOW - timedelta(hours=5))
-    assert monitoring.captured_versions(BUCKET, model=MODEL, start=NOW - timedelta(hours=1), end=NOW) == [5]
-    runs = monitoring.drift_runs(
+    assert served.captured_versions(BUCKET, model=MODEL, start=NOW - timedelta(hours=1), end=NOW) == [5]
+    runs = drift_job.drift_runs(
         SETTINGS, model=MODEL, now=NOW, registry=FakeRegistry(profile), write_reports=False
     )
     assert [(r.version, r.report.target.n_rows) for r in runs] == [(5, 50)]
@@ -181,7 +182,7 @@ def test_drift_check_flags_the_shifted_version_publishes_metrics_and_writes_repo
     registry = FakeRegistry(profile)
     registry.events = [{"kind": "deployed", "version": v, "detail": {}} for v in (1, 2)]
     # When the drift job runs on the last hour
-    runs = monitoring.drift_runs(SETTINGS, model=MODEL, now=NOW, registry=registry)
+    runs = drift_job.drift_runs(SETTINGS, model=MODEL, now=NOW, registry=registry)
     # Then v2's income drifts and v1 shows no drift, over all 2,000 captured rows each
     by_version = {r.version: r.report for r in runs}
     assert by_version[1].target.n_rows == by_version[2].target.n_rows == 2000
@@ -208,15 +209,15 @@ def test_chunked_window_gives_the_same_report_as_one_chunk(aws, profile):
     capture(credit(600, seed=3, shift={"age": 1.0}), version=1, start=NOW - timedelta(minutes=30))
     registry = FakeRegistry(profile)
     options = dict(versions=[1], now=NOW, registry=registry, publish_metrics=False, write_reports=False)
-    small = monitoring.run_drift_check(SETTINGS, model=MODEL, chunk_rows=7, **options)
-    whole = monitoring.run_drift_check(SETTINGS, model=MODEL, chunk_rows=100_000, **options)
+    small = drift_job.run_drift_check(SETTINGS, model=MODEL, chunk_rows=7, **options)
+    whole = drift_job.run_drift_check(SETTINGS, model=MODEL, chunk_rows=100_000, **options)
     assert_same(small[0].to_dict(), whole[0].to_dict())
     assert small[0].target.n_rows == 600
 
 
 def test_a_version_without_traffic_in_the_window_publishes_only_zero_rows(aws, profile):
     registry = FakeRegistry(profile)
-    (run,) = monitoring.drift_runs(
+    (run,) = drift_job.drift_runs(
         SETTINGS, model=MODEL, versions=[4], now=NOW, registry=registry, html=False
     )
     assert run.report.target.n_rows == 0 and run.report.dataset_drift_share == 0.0
@@ -226,23 +227,23 @@ def test_a_version_without_traffic_in_the_window_publishes_only_zero_rows(aws, p
 
 def test_drift_check_without_served_versions_names_the_model(aws, profile):
     with pytest.raises(NotFound, match="credit-risk"):
-        monitoring.run_drift_check(SETTINGS, model=MODEL, now=NOW, registry=FakeRegistry(profile))
+        drift_job.run_drift_check(SETTINGS, model=MODEL, now=NOW, registry=FakeRegistry(profile))
 
 
 def test_drift_check_needs_the_capture_bucket(profile):
     with pytest.raises(SluiceError, match="SLUICE_CAPTURE_BUCKET"):
-        monitoring.run_drift_check(Settings(), model=MODEL, registry=FakeRegistry(profile))
+        drift_job.run_drift_check(Settings(), model=MODEL, registry=FakeRegistry(profile))
 
 
 def test_latest_reports_returns_the_newest_report_per_version(aws, profile):
     capture(credit(200, seed=4), version=1, start=NOW - timedelta(minutes=90))
     registry = FakeRegistry(profile)
     for end in (NOW - timedelta(minutes=30), NOW):
-        monitoring.drift_runs(SETTINGS, model=MODEL, versions=[1], now=end, registry=registry, html=False)
-    (latest,) = monitoring.latest_reports(SETTINGS, model=MODEL)
+        drift_job.drift_runs(SETTINGS, model=MODEL, versions=[1], now=end, registry=registry, html=False)
+    (latest,) = report_store.latest_reports(SETTINGS, model=MODEL)
     assert latest["window"]["end"] == "2026-11-25T12:00:00.000Z"
     with pytest.raises(NotFound, match="no drift report stored for model 'other'"):
-        monitoring.latest_reports(SETTINGS, model="other")
+        report_store.latest_reports(SETTINGS, model="other")
 
 
 @pytest.mark.parametrize(
@@ -257,21 +258,21 @@ def test_latest_reports_returns_the_newest_report_per_version(aws, profile):
 )
 def test_bad_labels_are_rejected_naming_the_field(labels, message):
     with pytest.raises(SluiceError, match=message):
-        monitoring.validate_labels(labels)
+        label_store.validate_labels(labels)
 
 
 def test_label_files_parse_as_csv_or_json_lines():
-    model, labels = monitoring.parse_label_file(b"request_id,label,row\nr1,1,0\nr2,no,2\n", key="x.csv")
+    model, labels = label_store.parse_label_file(b"request_id,label,row\nr1,1,0\nr2,no,2\n", key="x.csv")
     assert model is None and labels == [
         {"request_id": "r1", "label": 1, "row": 0},
         {"request_id": "r2", "label": "no", "row": 2},
     ]
-    model, labels = monitoring.parse_label_file(
+    model, labels = label_store.parse_label_file(
         b'{"model": "m", "request_id": "r", "label": 0}\n', key="x.jsonl"
     )
     assert model == "m" and labels == [{"request_id": "r", "label": 0}]
     with pytest.raises(SluiceError, match="CSV header lacks"):
-        monitoring.parse_label_file(b"id,label\n", key="x.csv")
+        label_store.parse_label_file(b"id,label\n", key="x.csv")
 
 
 def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
@@ -285,23 +286,23 @@ def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
     )
     labels = [{"request_id": ids[i // 10], "row": i % 10, "label": int(truth[i])} for i in range(100)]
     # When the labels arrive through the API payload and a dropped CSV file
-    assert monitoring.ingest_labels(SETTINGS, model=MODEL, labels=labels[:50], now=NOW) == 50
+    assert label_store.ingest_labels(SETTINGS, model=MODEL, labels=labels[:50], now=NOW) == 50
     csv_body = "request_id,row,label\n" + "".join(
         f"{x['request_id']},{x['row']},{x['label']}\n" for x in labels[50:]
     )
     aws.put_object(Bucket=BUCKET, Key=f"labels/incoming/{MODEL}/batch.csv", Body=csv_body.encode())
     assert (
-        monitoring.ingest_label_object(
+        label_store.ingest_label_object(
             SETTINGS, bucket=BUCKET, key=f"labels/incoming/{MODEL}/batch.csv", now=NOW
         )
         == 50
     )
     # Normalised label objects are not re-ingested (no S3 event loop)
     stored = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix="labels/model=")["Contents"]]
-    assert monitoring.ingest_label_object(SETTINGS, bucket=BUCKET, key=stored[0]) == 0
+    assert label_store.ingest_label_object(SETTINGS, bucket=BUCKET, key=stored[0]) == 0
     # And the concept check runs against v1 registered with accuracy 0.95
     registry = FakeRegistry(profile, metrics={"accuracy": 0.95, "f1": 0.9})
-    (result,) = monitoring.run_concept_check(
+    (result,) = quality.run_concept_check(
         SETTINGS, model=MODEL, versions=[1], now=NOW, registry=registry, min_labels=10
     )
     # Then the 100 labelled rows are scored: 80 right out of 100
@@ -324,10 +325,10 @@ def test_concept_drift_of_a_regressor_is_mae_and_rmse_against_the_registered_one
         frame, version=1, start=NOW - timedelta(minutes=20), per_request=10, predictions=predictions.tolist()
     )
     labels = [{"request_id": ids[i // 10], "row": i % 10, "label": float(truth[i])} for i in range(60)]
-    assert monitoring.ingest_labels(SETTINGS, model=MODEL, labels=labels, now=NOW) == 60
+    assert label_store.ingest_labels(SETTINGS, model=MODEL, labels=labels, now=NOW) == 60
     # When the concept check runs against v1, registered with MAE 0.5 and RMSE 0.8
     registry = FakeRegistry(profile, metrics={"mae": 0.5, "rmse": 0.8}, task="regression")
-    (result,) = monitoring.run_concept_check(
+    (result,) = quality.run_concept_check(
         SETTINGS, model=MODEL, versions=[1], now=NOW, registry=registry, min_labels=10
     )
     # Then MAE and RMSE are those of the live errors, with their deltas, and they are published
@@ -343,8 +344,8 @@ def test_concept_drift_of_a_regressor_is_mae_and_rmse_against_the_registered_one
 
 def test_concept_check_below_min_labels_publishes_only_the_count(aws, profile):
     ids = capture(credit(20, seed=6), version=1, start=NOW - timedelta(minutes=5), per_request=10)
-    monitoring.ingest_labels(SETTINGS, model=MODEL, labels=[{"request_id": ids[0], "label": 0}], now=NOW)
-    (result,) = monitoring.run_concept_check(
+    label_store.ingest_labels(SETTINGS, model=MODEL, labels=[{"request_id": ids[0], "label": 0}], now=NOW)
+    (result,) = quality.run_concept_check(
         SETTINGS, model=MODEL, versions=[1], now=NOW, registry=FakeRegistry(profile), min_labels=30
     )
     assert result.labelled_rows == 1 and result.metrics == {}
@@ -376,7 +377,8 @@ def cli_env(aws, profile, monkeypatch):
     monkeypatch.setenv("SLUICE_CAPTURE_BUCKET", BUCKET)
     registry = FakeRegistry(profile, metrics={"accuracy": 0.9})
     registry.events = [{"kind": "deployed", "version": 1, "detail": {}}]
-    monkeypatch.setattr(monitoring, "_registry", lambda settings, given: registry)
+    monkeypatch.setattr(drift_job, "open_registry", lambda settings, given: registry)
+    monkeypatch.setattr(quality, "open_registry", lambda settings, given: registry)
     return registry
 
 
@@ -408,7 +410,7 @@ def test_cli_monitor_quality_prints_live_and_registered_metrics(cli_env, capsys)
         per_request=10,
         predictions=frame[TARGET].to_numpy(),
     )
-    monitoring.ingest_labels(
+    label_store.ingest_labels(
         SETTINGS,
         model=MODEL,
         labels=[
@@ -442,7 +444,7 @@ def test_window_parsing(text, minutes):
 
 def test_wasserstein_and_missing_rate_metrics_only_when_detailed(aws, profile):
     capture(credit(300, seed=12), version=1, start=NOW - timedelta(minutes=10))
-    runs = monitoring.drift_runs(
+    runs = drift_job.drift_runs(
         SETTINGS,
         model=MODEL,
         versions=[1],
@@ -455,8 +457,8 @@ def test_wasserstein_and_missing_rate_metrics_only_when_detailed(aws, profile):
     def names(data):
         return {d["MetricName"] for d in data if any(x["Name"] == "Feature" for x in d["Dimensions"])}
 
-    assert names(monitoring.drift_metric_data(runs)) == {"PSI", "JSDistance", "PValue", "Drifted"}
-    assert names(monitoring.drift_metric_data(runs, detailed=True)) == {
+    assert names(cloudwatch.drift_metric_data(runs)) == {"PSI", "JSDistance", "PValue", "Drifted"}
+    assert names(cloudwatch.drift_metric_data(runs, detailed=True)) == {
         "PSI",
         "JSDistance",
         "PValue",
@@ -474,7 +476,7 @@ class RegistryWithoutBaseline(FakeRegistry):
 
 def test_a_version_without_a_baseline_is_skipped_not_fatal(aws, profile):
     registry = RegistryWithoutBaseline(profile)
-    runs = monitoring.drift_runs(
+    runs = drift_job.drift_runs(
         SETTINGS,
         model=MODEL,
         versions=[1, 2],
@@ -485,7 +487,7 @@ def test_a_version_without_a_baseline_is_skipped_not_fatal(aws, profile):
     )
     assert [r.version for r in runs] == [1]
     with pytest.raises(NotFound, match="version 2 has no drift baseline"):
-        monitoring.drift_runs(
+        drift_job.drift_runs(
             SETTINGS, model=MODEL, versions=[2], now=NOW, registry=registry, write_reports=False
         )
 
@@ -499,7 +501,7 @@ def test_cli_monitor_labels_uploads_a_csv_file(cli_env, aws, tmp_path, capsys):
     assert "stored 2 label(s)" in capsys.readouterr().out
     today = datetime.now(UTC)  # labels are filed by the day received, which may turn meanwhile
     stored = list(
-        monitoring.iter_labels(
+        label_store.iter_labels(
             BUCKET, model=MODEL, start=today - timedelta(days=1), end=today + timedelta(days=1)
         )
     )

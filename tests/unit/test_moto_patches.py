@@ -13,7 +13,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
-from sluice.local import moto_patches
+from localaws import dynamodb as moto_patches
 
 
 def test_apply_wraps_every_item_operation_once():

@@ -8,11 +8,13 @@ import pytest
 from moto import mock_aws
 
 from sluice import aws
-from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 from sluice.errors import Conflict
-from sluice.promotion import StageRegistry, promote
-from sluice.registry import Lineage, ModelBundle, create_storage
-from sluice.training import TrainingSpec, train
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import TrainingSpec, train
+from sluice.registry.lineage import Lineage
+from sluice.registry.promotion import StageRegistry, promote
+from sluice.registry.store import create_storage
+from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 
 # moto's default account plays dev (MOTO_ACCOUNT_ID would pin every request, assumed roles too).
 DEV = StageRegistry("dev", "123456789012", "eu-west-1")
@@ -31,7 +33,7 @@ def accounts():
             _create_registry(PROD)
         dev = DEV.registry()
         spec = TrainingSpec(target=TARGET, numeric=NUMERIC, categorical=CATEGORICAL)
-        bundle = ModelBundle.from_training(train(credit(400), spec), onnx=False)
+        bundle = bundle_from_training(train(credit(400), spec), onnx=False)
         dev.register("credit-risk", bundle, lineage=Lineage(data_uri="s3://data/train.csv", data_rows=400))
         yield dev
 

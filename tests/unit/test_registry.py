@@ -21,26 +21,26 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from localaws import dynamodb as moto_patches
 from sluice import aws as sluice_aws
-from sluice.datasets import credit, credit_spec
-from sluice.drift import DriftProfile
 from sluice.errors import Conflict, IntegrityError, NotFound, SluiceError
-from sluice.local import moto_patches
-from sluice.registry import (
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import train
+from sluice.monitoring.profile import DriftProfile
+from sluice.registry.approval import TRANSITIONS
+from sluice.registry.bundle import (
     MODEL_ARTIFACT,
     ONNX_ARTIFACT,
     PREPROCESSING_ARTIFACTS,
     PROFILE_ARTIFACT,
     REQUIRED_ARTIFACTS,
     SCHEMA_ARTIFACT,
-    TRANSITIONS,
-    Lineage,
     ModelBundle,
-    ModelRegistry,
-    create_storage,
-    serving_manifest,
 )
-from sluice.training import train
+from sluice.registry.lineage import Lineage
+from sluice.registry.manifest import serving_manifest
+from sluice.registry.store import ModelRegistry, create_storage
+from sluice_demo.datasets import credit, credit_spec
 
 TABLE = "sluice-test-registry"
 BUCKET = "sluice-test-artifacts"
@@ -81,7 +81,7 @@ def trained():
 
 @pytest.fixture(scope="module")
 def bundle(trained):
-    return ModelBundle.from_training(trained)
+    return bundle_from_training(trained)
 
 
 def lineage(**kw) -> Lineage:
@@ -122,7 +122,7 @@ def test_registry_module_imports_with_numpy_and_boto3_only():
     code = (
         "import sys\n"
         "for m in ('pandas', 'sklearn', 'scipy', 'joblib'): sys.modules[m] = None\n"
-        "import sluice.registry\n"
+        "import sluice.registry.store, sluice.registry.promotion\n"
         "print('imported')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -479,7 +479,7 @@ def test_onnx_flavour_loads_without_pandas_sklearn_scipy_or_joblib(moto_server, 
     code = (
         "import sys, hashlib, json\n"
         "for m in ('pandas', 'sklearn', 'scipy', 'joblib'): sys.modules[m] = None\n"
-        "from sluice.registry import ModelRegistry\n"
+        "from sluice.registry.store import ModelRegistry\n"
         f"loaded = ModelRegistry(table_name={TABLE!r}, bucket_name={BUCKET!r}).load('credit', version=1, flavour='onnx')\n"
         "matrix = loaded.preprocessor.transform_records([{n: None for n in loaded.schema.names}])\n"
         "print(json.dumps({'sha': hashlib.sha256(loaded.onnx_bytes).hexdigest(), 'width': matrix.shape[1],\n"

@@ -10,14 +10,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sluice import retraining
 from sluice.cli import build_parser
-from sluice.datasets import CATEGORICAL, NUMERIC, TARGET, credit
-from sluice.datasource import write_table
 from sluice.errors import Conflict, SluiceError
-from sluice.registry import Lineage, ModelBundle
+from sluice.models.packaging import bundle_from_training
+from sluice.models.training import TrainingSpec, train
+from sluice.pipelines import retraining
+from sluice.pipelines.datasource import write_table
+from sluice.registry.lineage import Lineage
 from sluice.settings import Settings
-from sluice.training import TrainingSpec, train
+from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit
 from tests.unit.test_registry import BUCKET, REGION, TABLE, create_registry_resources
 
 WORK = "sluice-test-work"
@@ -41,7 +42,7 @@ def env():
         )
         result = train(credit(1_500, seed=1), spec)
         v1 = registry.register(
-            "credit-risk", ModelBundle.from_training(result, onnx=False), lineage=Lineage()
+            "credit-risk", bundle_from_training(result, onnx=False), lineage=Lineage()
         )
         registry.approve("credit-risk", v1.version, actor="test")
         registry.set_alias("credit-risk", "champion", v1.version, actor="test")
@@ -94,7 +95,7 @@ def test_failing_train_step_leaves_registry_unchanged(env, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("sluice.training.fit", broken)
+    monkeypatch.setattr("sluice.models.training.fit", broken)
     before = registry.history("credit-risk")
     with pytest.raises(RuntimeError):
         retraining.run_all(
@@ -127,7 +128,7 @@ def test_failure_notification_says_registry_unchanged(env):
 def test_model_without_approved_version_cannot_be_retrained(env):
     settings, registry = env
     registry.register(
-        "other", ModelBundle.from_training(train(credit(300), _spec()), onnx=False), lineage=Lineage()
+        "other", bundle_from_training(train(credit(300), _spec()), onnx=False), lineage=Lineage()
     )
     with pytest.raises(Conflict, match="no champion"):
         retraining.preprocess(settings, retraining.RetrainRequest("other", DATA, "run-4"), registry=registry)

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.errors import SluiceError
+from sluice.models.inputs import Feature
+from sluice.models.schema import FeatureSchema
+from sluice.models.validation import FeatureError
 from sluice.names import JSON_SCHEMA_DRAFT4
-from sluice.schema import Feature, FeatureError, FeatureSchema
 
 
 @pytest.fixture

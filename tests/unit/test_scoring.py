@@ -13,20 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice import datasets
 from sluice.errors import SluiceError
+from sluice.models.onnx_export import to_onnx
+from sluice.models.schema import FeatureSchema
+from sluice.models.training import train
 from sluice.names import MAX_INSTANCES
-from sluice.onnx_export import to_onnx
-from sluice.schema import FeatureSchema
-from sluice.scoring import (
-    MAX_BODY_BYTES,
-    OnnxPredictor,
-    RequestError,
-    Scorer,
-    SklearnPredictor,
-    parse_request,
-)
-from sluice.training import train
+from sluice.serving.predictors import OnnxPredictor, SklearnPredictor
+from sluice.serving.request import MAX_BODY_BYTES, RequestError, parse_request
+from sluice.serving.scoring import Scorer
+from sluice_demo import datasets
 
 
 @pytest.fixture(scope="module")
@@ -248,10 +243,11 @@ def test_onnx_path_imports_without_pandas_sklearn_or_scipy(trained, tmp_path):
         import json, pathlib, sys
         for name in ("pandas", "sklearn", "scipy", "joblib"):
             sys.modules[name] = None  # any import of them raises ImportError
-        from sluice.features import Preprocessor
-        from sluice.schema import FeatureSchema
-        from sluice.scoring import OnnxPredictor, Scorer
-        import sluice.capture
+        from sluice.models.features import Preprocessor
+        from sluice.models.schema import FeatureSchema
+        from sluice.serving.predictors import OnnxPredictor
+        from sluice.serving.scoring import Scorer
+        import sluice.serving.capture, sluice.serving.capture_reader
         d = pathlib.Path({str(tmp_path)!r})
         scorer = Scorer(
             name="credit", version=1, flavour="onnx",

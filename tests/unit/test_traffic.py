@@ -13,8 +13,11 @@ from moto import mock_aws
 from scipy import stats
 
 from sluice.errors import Conflict, NotFound, SluiceError
-from sluice.registry import REQUIRED_ARTIFACTS, Lineage, ModelBundle, create_storage
-from sluice.traffic import EndpointTraffic, HealthPolicy, two_proportion_test
+from sluice.registry.bundle import REQUIRED_ARTIFACTS, ModelBundle
+from sluice.registry.lineage import Lineage
+from sluice.registry.store import create_storage
+from sluice.serving.canary import HealthPolicy, two_proportion_test
+from sluice.serving.traffic import EndpointTraffic
 
 REGION = "eu-west-1"
 FUNCTION = "sluice-dev-credit-endpoint"

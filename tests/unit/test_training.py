@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sluice import datasets
 from sluice.errors import SluiceError
-from sluice.training import TrainingSpec, prediction_metrics, split, train
+from sluice.models.training import TrainingSpec, prediction_metrics, split, train
+from sluice_demo import datasets
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from sluice import aws, batch
+from sluice import aws
 from sluice.errors import SluiceError
-from sluice.names import batch_state_machine_name, stage_bucket_name
+from sluice.names import SUCCEEDED, batch_state_machine_name, stage_bucket_name
+from sluice.pipelines.batch import new_run_id, run_local, start_run
+from sluice.pipelines.batch_request import (
+    DEFAULT_MAX_REJECT_SHARE,
+    DEFAULT_SHARD_ROWS,
+    OUTPUT_FORMATS,
+    BatchRequest,
+)
+from sluice.pipelines.skeleton import follow_execution
 from sluice.settings import Settings
 
 STEPS = {"PreprocessInput": "preprocess", "ScoreShards": "score", "PostprocessOutput": "postprocess"}
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("batch", help="batch scoring pipelines")
     commands = parser.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     run_parser = commands.add_parser("run", help="score a CSV or Parquet file and follow the run")
@@ -39,14 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--output", default="", help="output prefix (default: the work bucket's batch/output/)"
     )
     run_parser.add_argument("--version", type=int, help="model version (default: the champion alias)")
-    run_parser.add_argument(
-        "--format", choices=batch.OUTPUT_FORMATS, help="output format (default: the input's)"
-    )
-    run_parser.add_argument("--shard-rows", type=int, default=batch.DEFAULT_SHARD_ROWS, help="rows per shard")
+    run_parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's)")
+    run_parser.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="rows per shard")
     run_parser.add_argument(
         "--max-reject-share",
         type=float,
-        default=batch.DEFAULT_MAX_REJECT_SHARE,
+        default=DEFAULT_MAX_REJECT_SHARE,
         help="fail the run if more than this share of rows is rejected (default 0.05)",
     )
     run_parser.add_argument(
@@ -73,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         "max_reject_share": args.max_reject_share,
         "trigger": "manual",
     }
-    run_id = batch.new_run_id(args.model)
-    request = batch.BatchRequest.from_event(event, run_id=run_id)  # user errors before anything starts
+    run_id = new_run_id(args.model)
+    request = BatchRequest.from_event(event, run_id=run_id)  # user errors before anything starts
     settings = Settings.from_env()
     with Progress(
         TextColumn("{task.description}"),
@@ -97,10 +102,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(manifest, indent=2, default=str))
     else:
         console.print(_describe(manifest, summary.get("manifest_uri")))
-    return 0 if summary.get("status") == batch.SUCCEEDED else 1
+    return 0 if summary.get("status") == SUCCEEDED else 1
 
 
-def _run_here(settings: Settings, request: batch.BatchRequest, args: argparse.Namespace, bar, tasks) -> dict:
+def _run_here(
+    settings: Settings,
+    request: BatchRequest,
+    args: argparse.Namespace,
+    bar: Progress,
+    tasks: dict[str, TaskID],
+) -> dict[str, Any]:
     if args.via_endpoint:
         settings.require("batch_endpoint_url")
     settings.require("work_bucket")
@@ -112,22 +123,21 @@ def _run_here(settings: Settings, request: batch.BatchRequest, args: argparse.Na
     bar.start_task(tasks["preprocess"])
     if not args.via_endpoint:
         settings = replace(settings, batch_endpoint_url="")
-    return batch.run_local(settings, request, progress=progress)
+    return run_local(settings, request, progress=progress)
 
 
-def _follow(settings: Settings, args: argparse.Namespace, event: dict, run_id: str, bar, tasks) -> dict:
-    machine = args.state_machine or ("" if args.via_endpoint else settings.batch_state_machine_arn)
-    region = settings.region or "us-east-1"
-    account = ""
-    if not machine or not settings.work_bucket:
-        account = aws.client("sts").get_caller_identity()["Account"]
-    if not machine:
-        name = batch_state_machine_name(args.stage, args.model, via_endpoint=args.via_endpoint)
-        machine = f"arn:aws:states:{region}:{account}:stateMachine:{name}"
-    work = settings.work_bucket or stage_bucket_name("work", stage=args.stage, account=account, region=region)
+def _follow(
+    settings: Settings,
+    args: argparse.Namespace,
+    event: dict[str, Any],
+    run_id: str,
+    bar: Progress,
+    tasks: dict[str, TaskID],
+) -> dict[str, Any]:
+    machine, work = _pipeline(settings, args)
     sfn = aws.client("stepfunctions")
     try:
-        arn = batch.start_run(machine, {**event, "run_id": run_id})
+        arn = start_run(machine, {**event, "run_id": run_id})
     except sfn.exceptions.StateMachineDoesNotExist:
         raise SluiceError(
             f"batch state machine {machine} does not exist (deployed? right --stage?)"
@@ -139,24 +149,23 @@ def _follow(settings: Settings, args: argparse.Namespace, event: dict, run_id: s
         return sum(page.get("KeyCount", 0) for page in pages)
 
     seen: set[str] = set()
-    while True:
-        status = sfn.describe_execution(executionArn=arn)
-        for entry in sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]:
-            details = entry.get("stateEnteredEventDetails") or entry.get("stateExitedEventDetails") or {}
-            step = STEPS.get(details.get("name", ""))
-            if step is None:
-                continue
-            if entry["type"].endswith("StateEntered"):
-                bar.start_task(tasks[step])
-            elif step not in seen:
-                seen.add(step)
-                if step != "score":
-                    bar.update(tasks[step], completed=1)
+
+    def on_state(name: str, entered: bool) -> None:
+        step = STEPS.get(name)
+        if step is None:
+            return
+        if entered:
+            bar.start_task(tasks[step])
+        elif step not in seen:
+            seen.add(step)
+            if step != "score":
+                bar.update(tasks[step], completed=1)
+
+    def on_poll() -> None:
         if "preprocess" in seen and "score" not in seen:
             bar.update(tasks["score"], completed=count("scored"), total=count("shards"))
-        if status["status"] != "RUNNING":
-            break
-        time.sleep(1.0)
+
+    status = follow_execution(arn, on_state, on_poll=on_poll)
     if "preprocess" in seen:
         bar.update(tasks["score"], completed=count("scored"), total=count("shards"))
     output = json.loads(status.get("output") or "{}")
@@ -168,13 +177,28 @@ def _follow(settings: Settings, args: argparse.Namespace, event: dict, run_id: s
     return summary
 
 
-def _stored_manifest(s3: Any, event: dict, work: str, run_id: str) -> dict:
+def _pipeline(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
+    """The batch state machine's ARN and the work bucket: configured, or found by name."""
+    machine = args.state_machine or ("" if args.via_endpoint else settings.batch_state_machine_arn)
+    region = settings.region or "us-east-1"
+    account = ""
+    if not machine or not settings.work_bucket:
+        account = aws.client("sts").get_caller_identity()["Account"]
+    if not machine:
+        name = batch_state_machine_name(args.stage, args.model, via_endpoint=args.via_endpoint)
+        machine = f"arn:aws:states:{region}:{account}:stateMachine:{name}"
+    work = settings.work_bucket or stage_bucket_name("work", stage=args.stage, account=account, region=region)
+    return machine, work
+
+
+def _stored_manifest(s3: Any, event: dict[str, Any], work: str, run_id: str) -> dict[str, Any]:
     """The run's manifest when the execution's output does not carry it (a failed run)."""
     output = event.get("output_uri") or f"s3://{work}/batch/output/{event['model']}/{run_id}/"
     bucket, _, prefix = output[5:].partition("/")
     key = f"{prefix.rstrip('/')}/manifest.json" if prefix else "manifest.json"
     try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        manifest: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return manifest
     except Exception:  # no manifest (the run failed before postprocess): the notification says why
         return {
             "run_id": run_id,
@@ -183,7 +207,7 @@ def _stored_manifest(s3: Any, event: dict, work: str, run_id: str) -> dict:
         }
 
 
-def _describe(manifest: dict, uri: str | None) -> str:
+def _describe(manifest: dict[str, Any], uri: str | None) -> str:
     if not manifest:
         return "no manifest"
     head = (

@@ -20,18 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
+if TYPE_CHECKING:
+    from sluice.serving.traffic import EndpointTraffic, Route
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("endpoint", help="model endpoints: deploy versions, shift traffic, canary")
     commands = parser.add_subparsers(dest="endpoint_command", required=True, metavar="SUBCOMMAND")
 
-    def command(name: str, help: str, func, *, version: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, help: str, func: Command, *, version: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
         sub.add_argument("model", help="registered model name")
         if version:
@@ -114,7 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    from sluice.traffic import HealthPolicy
+    from sluice.serving.canary import HealthPolicy
 
     steps = [_weight(s) for s in args.steps.split(",") if s.strip()]
     low, high = (float(x) for x in _pair(args.positive_bounds, "--positive-bounds"))
@@ -198,9 +204,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _traffic(args: argparse.Namespace):
-    from sluice.registry import ModelRegistry
-    from sluice.traffic import EndpointTraffic, default_function_name
+def _traffic(args: argparse.Namespace) -> EndpointTraffic:
+    from sluice.registry.store import ModelRegistry
+    from sluice.serving.traffic import EndpointTraffic, default_function_name
 
     settings = Settings.from_env()
     settings.require("registry_table", "registry_bucket")
@@ -238,7 +244,7 @@ def _print(args: argparse.Namespace, result: dict[str, Any], headline: str | Non
     return 0
 
 
-def vars_of(route) -> dict[str, Any]:
+def vars_of(route: Route) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(route)

@@ -11,7 +11,7 @@ import getpass
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -20,40 +20,16 @@ from rich.table import Table
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
-DATASETS = ("credit",)
+if TYPE_CHECKING:  # pragma: no cover
+    from sluice.models.training import TrainingSpec
+    from sluice.registry.records import VersionRecord
+    from sluice.registry.store import ModelRegistry
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("models", help="the model registry: versions, approval, aliases, audit")
     commands = parser.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
-
-    register = commands.add_parser("register", help="train a model on a data file and register it")
-    register.add_argument("name", help="model name")
-    source = register.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="CSV or Parquet training data (path or s3://bucket/key)")
-    source.add_argument("--dataset", choices=DATASETS, help="a generated dataset instead of a file")
-    register.add_argument(
-        "--rows", type=int, default=5000, help="rows of the generated dataset (default 5000)"
-    )
-    register.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (default 0)")
-    register.add_argument("--spec", help="training spec as a JSON file (TrainingSpec.to_dict form)")
-    register.add_argument("--target", help="label column")
-    register.add_argument("--numeric", help="comma-separated numeric feature columns")
-    register.add_argument("--categorical", default="", help="comma-separated categorical feature columns")
-    register.add_argument("--estimator", default=None, help="scikit-learn estimator class path")
-    register.add_argument("--task", choices=("classification", "regression"), default=None)
-    register.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="hyperparameter (value parsed as JSON)",
-    )
-    register.add_argument("--parent-version", type=int, default=None, help="the version this one retrains")
-    register.add_argument("--idempotency-key", default=None, help="retries with the same key register once")
-    register.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (zip flavour)")
-    _json_flag(register)
-    register.set_defaults(func=cmd_register)
+    _add_register(commands)
 
     listing = commands.add_parser("list", help="registered models, or the versions of one model")
     listing.add_argument("name", nargs="?", help="list this model's versions")
@@ -97,12 +73,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     download.set_defaults(func=cmd_download)
 
 
+def _add_register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    register = commands.add_parser("register", help="train a model on a data file and register it")
+    register.add_argument("name", help="model name")
+    source = register.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="CSV or Parquet training data (path or s3://bucket/key)")
+    source.add_argument(
+        "--dataset", metavar="NAME", help="a generated dataset instead of a file (e.g. credit)"
+    )
+    register.add_argument(
+        "--rows", type=int, default=5000, help="rows of the generated dataset (default 5000)"
+    )
+    register.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (default 0)")
+    register.add_argument("--spec", help="training spec as a JSON file (TrainingSpec.to_dict form)")
+    register.add_argument("--target", help="label column")
+    register.add_argument("--numeric", help="comma-separated numeric feature columns")
+    register.add_argument("--categorical", default="", help="comma-separated categorical feature columns")
+    register.add_argument("--estimator", default=None, help="scikit-learn estimator class path")
+    register.add_argument("--task", choices=("classification", "regression"), default=None)
+    register.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter (value parsed as JSON)",
+    )
+    register.add_argument("--parent-version", type=int, default=None, help="the version this one retrains")
+    register.add_argument("--idempotency-key", default=None, help="retries with the same key register once")
+    register.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (zip flavour)")
+    _json_flag(register)
+    register.set_defaults(func=cmd_register)
+
+
 # -- commands ------------------------------------------------------------------------------------
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from sluice.registry import Lineage, ModelBundle, check_model_name
-    from sluice.training import train
+    from sluice.models.packaging import bundle_from_training
+    from sluice.models.training import train
+    from sluice.registry.lineage import Lineage
+    from sluice.registry.validation import check_model_name
 
     registry = _registry()
     check_model_name(args.name)  # before minutes of training, not after
@@ -124,7 +134,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         bar.update(
             step, description="building artifacts" + ("" if args.no_onnx else " (with ONNX parity check)")
         )
-        bundle = ModelBundle.from_training(result, onnx=not args.no_onnx)
+        bundle = bundle_from_training(result, onnx=not args.no_onnx)
         bar.update(step, description="registering")
         lineage = Lineage(
             data_uri=data["uri"],
@@ -178,8 +188,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for column in ("name", "latest", "aliases", "updated"):
         table.add_column(column)
     for m in models:
-        aliases = ", ".join(f"{k}=v{v}" for k, v in sorted(m["aliases"].items()))
-        table.add_row(m["name"], str(m["latest_version"]), aliases, m["updated_at"][:19])
+        pointers = ", ".join(f"{k}=v{v}" for k, v in sorted(m["aliases"].items()))
+        table.add_row(m["name"], str(m["latest_version"]), pointers, m["updated_at"][:19])
     Console().print(table if models else "No models registered yet.")
     return 0
 
@@ -268,24 +278,25 @@ def cmd_download(args: argparse.Namespace) -> int:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _registry():
-    from sluice.registry import ModelRegistry
+def _registry() -> ModelRegistry:
+    from sluice.registry.store import ModelRegistry
 
     return ModelRegistry.from_settings(Settings.from_env())
 
 
-def _actor(registry: Any) -> str:
+def _actor(registry: ModelRegistry) -> str:
     caller = registry.caller()
     return caller if caller != "unknown" else getpass.getuser()
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.dataset:
-        from sluice import datasets
+        from sluice.cli.plugins import load_dataset
 
+        dataset = load_dataset(args.dataset)
         if args.rows < 10:
             raise SluiceError(f"--rows must be at least 10; got {args.rows}")
-        frame = datasets.credit(args.rows, seed=args.seed)
+        frame = dataset.generate(args.rows, seed=args.seed)
         # The generated data has no file: its lineage is the generator call and the CSV bytes' hash.
         body = frame.to_csv(index=False).encode()
         uri = f"sluice:datasets/{args.dataset}?rows={args.rows}&seed={args.seed}"
@@ -295,7 +306,7 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "sha256": hashlib.sha256(body).hexdigest(),
             "rows": len(frame),
         }
-    from sluice.datasource import load_table
+    from sluice.pipelines.datasource import load_table
 
     uri = args.data
     if not uri.startswith("s3://"):
@@ -312,8 +323,8 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def _spec(args: argparse.Namespace, frame: Any):
-    from sluice.training import TrainingSpec
+def _spec(args: argparse.Namespace, frame: Any) -> TrainingSpec:
+    from sluice.models.training import TrainingSpec
 
     if args.spec:
         path = Path(args.spec)
@@ -325,10 +336,15 @@ def _spec(args: argparse.Namespace, frame: Any):
             raise SluiceError(f"--spec {args.spec}: not valid JSON ({err})") from None
         if not isinstance(data, dict):
             raise SluiceError(f"--spec {args.spec}: expected a JSON object")
-    elif args.dataset == "credit" and not args.target:
-        from sluice.datasets import CATEGORICAL, NUMERIC, TARGET
+    elif args.dataset and not args.target:
+        from sluice.cli.plugins import load_dataset
 
-        data = {"target": TARGET, "numeric": list(NUMERIC), "categorical": list(CATEGORICAL)}
+        dataset = load_dataset(args.dataset)
+        data = {
+            "target": dataset.target,
+            "numeric": list(dataset.numeric),
+            "categorical": list(dataset.categorical),
+        }
     else:
         if not args.target or not args.numeric:
             raise SluiceError("give --spec FILE, or --target and --numeric (and optionally --categorical)")
@@ -370,7 +386,7 @@ def _names(text: str) -> list[str]:
 
 
 def _code_version() -> str:
-    from sluice.registry import code_version
+    from sluice.registry.lineage import code_version
 
     return code_version()
 
@@ -381,7 +397,7 @@ def _image_digest() -> str:
     return os.environ.get("SLUICE_IMAGE_DIGEST", "")
 
 
-def _describe_table(record: Any, aliases: dict[str, int]) -> None:
+def _describe_table(record: VersionRecord, aliases: dict[str, int]) -> None:
     console = Console()
     mine = sorted(a for a, v in aliases.items() if v == record.version)
     summary = Table(title=f"{record.name} v{record.version}", show_header=False)

@@ -31,7 +31,7 @@ def parse_window(text: str) -> float:
     return float(match.group(1)) * _UNIT_MINUTES[match.group(2)]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("monitor", help="drift and live-quality monitoring of served models")
     commands = parser.add_subparsers(dest="monitor_command", required=True, metavar="SUBCOMMAND")
 
@@ -93,7 +93,7 @@ def _out_paths(out: str | None, versions: list[int], *, open_: bool, model: str)
 
 
 def _save(reports: dict[int, Any], *, model: str, out: str | None, open_: bool, console: Console) -> None:
-    from sluice.drift_report import save_report
+    from sluice.monitoring.report_html import save_report
 
     for version, path in _out_paths(out, sorted(reports), open_=open_, model=model).items():
         saved = save_report(reports[version], path, title=f"Sluice drift report: {model} v{version}")
@@ -130,7 +130,7 @@ def _table(model: str, version: int, window: str, report: Any) -> Table:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sluice.monitoring import drift_runs
+    from sluice.monitoring.drift_job import drift_runs
 
     minutes = parse_window(args.window)
     console = Console()
@@ -161,8 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sluice.drift import DriftReport
-    from sluice.monitoring import latest_reports
+    from sluice.monitoring.report import DriftReport
+    from sluice.monitoring.report_store import latest_reports
 
     settings = Settings.from_env()
     documents = []
@@ -182,7 +182,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from sluice.monitoring import run_concept_check
+    from sluice.monitoring.quality import run_concept_check
 
     results = run_concept_check(
         Settings.from_env(),
@@ -219,7 +219,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from sluice.monitoring import ingest_labels, parse_label_file
+    from sluice.monitoring.labels import ingest_labels, parse_label_file
 
     path = Path(args.file)
     if not path.is_file():

@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 
 from sluice.errors import SluiceError
-from sluice.promotion import StageRegistry, promote
+from sluice.registry.promotion import StageRegistry, promote
 
 STAGES = ("dev", "prod")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("promote", help="promote an Approved model version from dev to prod")
     parser.add_argument("--model", required=True)
     parser.add_argument("--version", required=True, type=int)
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def cdk_context(path: Path) -> dict:
+def cdk_context(path: Path) -> dict[str, Any]:
     """The ``context`` object of the app's ``cdk.json`` (the stages' accounts and regions)."""
     try:
         return dict(json.loads(path.read_text())["context"])
@@ -43,7 +44,7 @@ def cdk_context(path: Path) -> dict:
         raise SluiceError(f"{path} is not a CDK app file with a 'context' object") from None
 
 
-def stage_registry(context: dict, stage: str) -> StageRegistry:
+def stage_registry(context: dict[str, Any], stage: str) -> StageRegistry:
     try:
         return StageRegistry(stage, str(context[f"{stage}:account"]), str(context[f"{stage}:region"]))
     except KeyError as err:

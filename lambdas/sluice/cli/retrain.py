@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from sluice import aws
 from sluice.errors import SluiceError
 from sluice.names import RETRAINING_STEPS
-from sluice.retraining import RetrainRequest, run_all, run_id_for
+from sluice.pipelines.retraining import RetrainRequest, run_all, run_id_for
+from sluice.pipelines.skeleton import follow_execution, start_execution
 from sluice.settings import Settings
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("retrain", help="retrain a model; the new version waits for approval")
     parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument(
@@ -80,48 +80,47 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _follow_execution(
-    settings: Settings, args: argparse.Namespace, run_id: str, bar: Progress, tasks: dict
-) -> dict:
+    settings: Settings, args: argparse.Namespace, run_id: str, bar: Progress, tasks: dict[str, TaskID]
+) -> dict[str, Any]:
     settings.require("retrain_state_machine_arn")
-    sfn = aws.client("stepfunctions")
-    request = {"model": args.model, "data_uri": args.data, "run_id": run_id, "trigger": "manual"}
+    request: dict[str, Any] = {
+        "model": args.model,
+        "data_uri": args.data,
+        "run_id": run_id,
+        "trigger": "manual",
+    }
     if args.spec:
         request["spec"] = _read_spec(args.spec)
-    arn = sfn.start_execution(
-        stateMachineArn=settings.retrain_state_machine_arn, name=run_id, input=json.dumps(request)
-    )["executionArn"]
+    arn = str(start_execution(settings.retrain_state_machine_arn, run_id, request))
     done: set[str] = set()
-    while True:
-        status = sfn.describe_execution(executionArn=arn)
-        for event in sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]:
-            name = (event.get("stateEnteredEventDetails") or event.get("stateExitedEventDetails") or {}).get(
-                "name"
-            )
-            step = name.lower() if name else None
-            if step in tasks:
-                if event["type"].endswith("StateEntered"):
-                    bar.start_task(tasks[step])
-                elif event["type"].endswith("StateExited") and step not in done:
-                    done.add(step)
-                    bar.update(tasks[step], completed=1)
-        if status["status"] != "RUNNING":
-            break
-        time.sleep(1.0)
+
+    def on_state(name: str, entered: bool) -> None:
+        step = name.lower()
+        if step not in tasks:
+            return
+        if entered:
+            bar.start_task(tasks[step])
+        elif step not in done:
+            done.add(step)
+            bar.update(tasks[step], completed=1)
+
+    status = follow_execution(arn, on_state)
     if status["status"] != "SUCCEEDED":
         raise RetrainFailed(
             f"retraining execution {run_id} ended {status['status']}; see its failure notification"
         )
-    return json.loads(status["output"])
+    output: dict[str, Any] = json.loads(status["output"])
+    return output
 
 
 class RetrainFailed(RuntimeError):
     """The run failed (not the user's input): exit 1 with the message."""
 
 
-def _read_spec(path: str | None) -> dict | None:
+def _read_spec(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    from sluice.training import TrainingSpec
+    from sluice.models.training import TrainingSpec
 
     try:
         data = json.loads(Path(path).read_text())

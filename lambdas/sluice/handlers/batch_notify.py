@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice.batch import notify_failure
+from sluice.pipelines.batch_notify import notify_failure
 from sluice.settings import Settings
 
 logger = Logger()

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice.batch import postprocess
+from sluice.pipelines.batch_postprocess import postprocess
 from sluice.settings import Settings
 
 logger = Logger()

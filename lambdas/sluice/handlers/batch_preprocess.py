@@ -11,7 +11,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice.batch import BatchRequest, preprocess
+from sluice.pipelines.batch_preprocess import preprocess
+from sluice.pipelines.batch_request import BatchRequest
 from sluice.settings import Settings
 
 logger = Logger()

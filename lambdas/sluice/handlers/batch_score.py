@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice.batch import score_shard
+from sluice.pipelines.batch_score import score_shard
 from sluice.settings import Settings
 
 logger = Logger()

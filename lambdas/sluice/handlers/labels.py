@@ -22,11 +22,12 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, S
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice.errors import SluiceError
-from sluice.monitoring import ingest_label_object, ingest_labels
+from sluice.monitoring.labels import ingest_label_object, ingest_labels
+from sluice.names import QUALITY_NAMESPACE
 from sluice.settings import Settings
 
 logger = Logger()
-metrics = Metrics(namespace="Sluice/Quality")
+metrics = Metrics(namespace=QUALITY_NAMESPACE)
 
 MAX_LABELS = 10_000
 
@@ -65,7 +66,7 @@ def _objects(event: dict[str, Any]) -> list[tuple[str, str]]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env()
     if event.get("source") == "aws.s3" or "Records" in event:
-        results = {}
+        results: dict[str, int | str] = {}
         for bucket, key in _objects(event):
             try:
                 results[key] = ingest_label_object(settings, bucket=bucket, key=key)

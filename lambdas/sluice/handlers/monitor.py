@@ -6,8 +6,9 @@ default true: run the data-drift check, the concept-drift check), ``quality_wind
 
 Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET, SLUICE_REPORTS_BUCKET.
 Publishes ``Sluice/Drift`` and ``Sluice/Quality`` metrics and writes the drift reports (see
-``sluice.monitoring``). An input error or a model without served versions is logged and returned
-as ``{"error": ...}``, not raised: the scheduler would retry it in vain.
+``sluice.monitoring.drift_job`` and ``sluice.monitoring.quality``). An input error or a model
+without served versions is logged and returned as ``{"error": ...}``, not raised: the scheduler
+would retry it in vain.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice.errors import SluiceError
-from sluice.monitoring import drift_runs, run_concept_check
+from sluice.monitoring.drift_job import drift_runs
+from sluice.monitoring.quality import run_concept_check
 from sluice.settings import Settings
 
 logger = Logger()
@@ -61,7 +63,14 @@ class MonitorEvent:
             flags[key] = event.get(key, True)
             if not isinstance(flags[key], bool):
                 raise SluiceError(f"monitor event: '{key}' must be true or false")
-        return cls(model=model, versions=tuple(versions), **flags, **minutes)
+        return cls(
+            model=model,
+            versions=tuple(versions),
+            drift=flags["drift"],
+            concept=flags["concept"],
+            window_minutes=minutes["window_minutes"],
+            quality_window_minutes=minutes["quality_window_minutes"],
+        )
 
 
 @metrics.log_metrics

@@ -28,7 +28,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice.errors import SluiceError
-from sluice.registry import ModelRegistry
+from sluice.registry.records import VersionRecord
+from sluice.registry.store import ModelRegistry
 from sluice.settings import Settings
 
 logger = Logger()
@@ -84,8 +85,9 @@ def reject(name: str, version: str) -> dict[str, Any]:
     return registry().reject(name, _version(version), actor=_actor(), reason=_comment()).to_dict()
 
 
-@app.exception_handler(SluiceError)
-def user_error(err: SluiceError) -> Response:
+# powertools' exception_handler is not annotated, so mypy cannot see that it returns the function.
+@app.exception_handler(SluiceError)  # type: ignore[untyped-decorator]
+def user_error(err: SluiceError) -> Response[str]:
     logger.info("request refused", extra={"status": err.status, "error": str(err)})
     return Response(
         status_code=err.status,
@@ -95,7 +97,7 @@ def user_error(err: SluiceError) -> Response:
 
 
 @app.not_found
-def not_found(_: Exception) -> Response:
+def not_found(_: Exception) -> Response[str]:
     event = app.current_event
     return Response(
         status_code=404,
@@ -105,11 +107,11 @@ def not_found(_: Exception) -> Response:
 
 
 @logger.inject_lambda_context
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
 
 
-def _summary(record: Any) -> dict[str, Any]:
+def _summary(record: VersionRecord) -> dict[str, Any]:
     return {
         "version": record.version,
         "status": record.status,

@@ -1,7 +1,8 @@
 """Retraining steps. Trigger: the retraining state machine, payload ``{"step": ..., "state": ...}``.
 
 Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_WORK_BUCKET, SLUICE_NOTIFY_TOPIC_ARN.
-Runs in the training image (scikit-learn, pandas); every step is a function of ``sluice.retraining``.
+Runs in the training image (scikit-learn, pandas); every step is a function of
+``sluice.pipelines.retraining``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice import retraining
+from sluice.pipelines import retraining
 from sluice.settings import Settings
 
 logger = Logger()
-
-STEPS = {
-    "train": retraining.train_candidate,
-    "evaluate": retraining.evaluate,
-    "register": retraining.register,
-}
 
 
 @logger.inject_lambda_context
@@ -32,8 +27,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return retraining.preprocess(settings, retraining.RetrainRequest.from_event(state))
     if step == "notify_failure":
         return retraining.notify_failure(settings, state)
-    if step not in STEPS:
-        raise ValueError(
-            f"unknown retraining step {step!r}"
-        )  # a wiring bug in the state machine, not user input
-    return STEPS[step](settings, state)
+    if step not in retraining.STEPS:
+        # A wiring bug in the state machine, not user input.
+        raise ValueError(f"unknown retraining step {step!r}")
+    return retraining.STEPS[step](settings, state)

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sluice.retraining import start_run
+from sluice.pipelines.retraining import start_run
 from sluice.settings import Settings
 
 logger = Logger()

@@ -6,8 +6,8 @@ per Lambda version by ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_
 SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
 
 Capture is sent after the response, by an internal Lambda extension registered at import
-(:mod:`sluice.extension`), so the Firehose call is not on the caller's path; outside a Lambda
-runtime it is sent inline before returning.
+(:mod:`sluice.serving.extension`), so the Firehose call is not on the caller's path; outside a
+Lambda runtime it is sent inline before returning.
 
 Responses are JSON. A request the client got wrong is a 4xx naming the field; a model that
 cannot be loaded is a 503 (counted in ``Errors``, which the canary alarm watches). Metrics go
@@ -29,10 +29,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from sluice.capture import CaptureWriter, capture_records
 from sluice.errors import SluiceError
-from sluice.extension import AfterResponse
-from sluice.scoring import CHAMPION_ALIAS, RequestError, Scored, get_scorer
+from sluice.serving.capture import CaptureWriter, capture_records
+from sluice.serving.extension import AfterResponse
+from sluice.serving.request import RequestError
+from sluice.serving.scoring import CHAMPION_ALIAS, Scored, Scorer, get_scorer
 from sluice.settings import Settings
 
 NAMESPACE = "Sluice/Endpoint"
@@ -49,14 +50,14 @@ _state: dict[str, Any] = {}
 
 def _settings() -> Settings:
     # The environment of a Lambda version never changes: read it once per process.
-    found = _state.get("settings")
+    found: Settings | None = _state.get("settings")
     if found is None:
         found = _state["settings"] = Settings.from_env()
     return found
 
 
 def _capture(settings: Settings) -> CaptureWriter:
-    found = _state.get("capture")
+    found: CaptureWriter | None = _state.get("capture")
     if found is None:
         found = _state["capture"] = CaptureWriter.from_settings(settings)
     return found
@@ -126,7 +127,8 @@ def _record_prediction_metrics(scored: Scored) -> None:
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        return _handle(event, context)
+        response: dict[str, Any] = _handle(event, context)  # the powertools decorators return Any
+        return response
     finally:
         # Last, after the metrics are printed: from here the extension thread competes for the GIL.
         if after_response is not None:
@@ -159,8 +161,21 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
         body = {"error": f"model unavailable: {message}", "status": 503, "request_id": request_id}
         return _response(503, body, settings)
+    scored = _score(scorer, event, request_id, settings)
+    if isinstance(scored, dict):  # the error response
+        return scored
+    _capture_after_response(scored, request_id, settings)
+    _record_prediction_metrics(scored)
+    _both("Latency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+    return _response(200, scored.to_dict(), settings)
+
+
+def _score(
+    scorer: Scorer, event: dict[str, Any], request_id: str, settings: Settings
+) -> Scored | dict[str, Any]:
+    """The scored request, or the 4xx/500 response that refuses it."""
     try:
-        scored = scorer.score(_body(event), request_id=request_id)
+        return scorer.score(_body(event), request_id=request_id)
     except RequestError as err:
         metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=1)
         return _response(err.status, {**err.to_dict(), "request_id": request_id}, settings)
@@ -174,28 +189,30 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _both("Errors", MetricUnit.Count, 1)
         body = {"error": "internal error while scoring", "status": 500, "request_id": request_id}
         return _response(500, body, settings)
+
+
+def _capture_after_response(scored: Scored, request_id: str, settings: Settings) -> None:
+    """Queue the capture records for after the response (inline outside a Lambda runtime)."""
     writer = _capture(settings)
-    if writer.enabled:
-        ts = datetime.now(UTC)  # scoring time, whenever the records are sent
+    if not writer.enabled:
+        return
+    ts = datetime.now(UTC)  # scoring time, whenever the records are sent
 
-        def capture() -> None:
-            writer.put(
-                capture_records(
-                    request_id=request_id,
-                    model=scored.model,
-                    version=scored.version,
-                    rows=scored.instances,
-                    predictions=scored.predictions,
-                    probabilities=scored.positive_probabilities,
-                    source="endpoint",
-                    ts=ts,
-                )
+    def capture() -> None:
+        writer.put(
+            capture_records(
+                request_id=request_id,
+                model=scored.model,
+                version=scored.version,
+                rows=scored.instances,
+                predictions=scored.predictions,
+                probabilities=scored.positive_probabilities,
+                source="endpoint",
+                ts=ts,
             )
+        )
 
-        if after_response is not None:
-            after_response.defer(capture)
-        else:
-            capture()
-    _record_prediction_metrics(scored)
-    _both("Latency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
-    return _response(200, scored.to_dict(), settings)
+    if after_response is not None:
+        after_response.defer(capture)
+    else:
+        capture()

@@ -1,0 +1,230 @@
+"""The data-drift job: compare each served version's captured window with its training baseline.
+
+For each served version, stream the window's captured rows (``sluice.serving.capture_reader.iter_capture``)
+through the version's registered drift profile (``profile.json``) chunk by chunk, merge the
+sketches, compare, publish CloudWatch metrics (:mod:`sluice.monitoring.cloudwatch`) and write a
+JSON and an HTML report (:mod:`sluice.monitoring.report_store`). Memory depends on the chunk
+size, not on the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sluice.errors import NotFound
+from sluice.monitoring.cloudwatch import drift_metric_data, publish
+from sluice.monitoring.report_store import write_report
+from sluice.monitoring.served import choose_versions, open_registry, resolve_window
+from sluice.names import DRIFT_NAMESPACE
+from sluice.serving.capture import format_ts
+from sluice.serving.capture_reader import iter_capture
+from sluice.settings import Settings
+
+if TYPE_CHECKING:  # the drift statistics need pandas and scipy: loaded when a check runs
+    from sluice.monitoring.policy import DriftPolicy
+    from sluice.monitoring.profile import DriftProfile
+    from sluice.monitoring.report import DriftReport
+    from sluice.monitoring.sketch import TargetSketch
+    from sluice.registry.store import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+_profiles: dict[tuple[str, int, str], DriftProfile] = {}
+_profiles_lock = threading.Lock()
+
+
+@dataclass
+class DriftRun:
+    """One version's drift check: the report and where it was stored."""
+
+    model: str
+    version: int
+    start: datetime
+    end: datetime
+    report: DriftReport
+    json_key: str = ""
+    html_key: str = ""
+    metrics_published: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "start": format_ts(self.start),
+            "end": format_ts(self.end),
+            "rows": self.report.target.n_rows,
+            "dataset_drift_share": self.report.dataset_drift_share,
+            "dataset_drift": self.report.dataset_drift,
+            "drifted_features": self.report.drifted_features,
+            "json_key": self.json_key,
+            "html_key": self.html_key,
+            "metrics_published": self.metrics_published,
+        }
+
+
+def load_profile(registry: ModelRegistry, model: str, version: int) -> DriftProfile:
+    """The version's registered drift baseline, cached for warm invocations (artifacts are immutable)."""
+    record = registry.get(model, version=version)
+    info = record.artifacts.get("profile.json")
+    if info is None:
+        raise NotFound(f"model {model!r} version {version} has no drift baseline (profile.json)")
+    key = (model, int(version), info.get("sha256", ""))
+    with _profiles_lock:
+        cached = _profiles.get(key)
+    if cached is None:
+        from sluice.monitoring.profile import DriftProfile
+
+        cached = DriftProfile.from_dict(json.loads(registry.fetch(model, version, "profile.json")))
+        with _profiles_lock:
+            _profiles[key] = cached
+    return cached
+
+
+def sketch_capture(
+    profile: DriftProfile,
+    bucket: str,
+    *,
+    model: str,
+    version: int,
+    start: datetime,
+    end: datetime,
+    chunk_rows: int,
+) -> TargetSketch:
+    """The profile's sketch of the captured features of ``[start, end)``, one chunk at a time."""
+    import pandas as pd
+
+    columns = list(profile.features_)
+    total = profile.partial(pd.DataFrame())
+    for chunk in iter_capture(
+        bucket, model=model, version=version, start=start, end=end, chunk_rows=chunk_rows
+    ):
+        frame = pd.DataFrame.from_records([r.get("features") or {} for r in chunk]).reindex(columns=columns)
+        total = total.merge(profile.partial(frame))
+        # Drop this chunk before the reader builds the next one: one chunk in memory at a time.
+        del frame, chunk
+    return total
+
+
+def _check_version(
+    settings: Settings,
+    profile: DriftProfile,
+    *,
+    model: str,
+    version: int,
+    window: tuple[datetime, datetime],
+    policy: DriftPolicy | None,
+    chunk_rows: int,
+) -> DriftRun:
+    start, end = window
+    sketch = sketch_capture(
+        profile,
+        settings.capture_bucket,
+        model=model,
+        version=version,
+        start=start,
+        end=end,
+        chunk_rows=chunk_rows,
+    )
+    report = profile.compare(
+        sketch,
+        policy=policy,
+        label=f"{model} v{version} capture {format_ts(start)} to {format_ts(end)}",
+        baseline_label=f"{model} v{version} training data",
+    )
+    return DriftRun(model=model, version=version, start=start, end=end, report=report)
+
+
+def _publish(runs: Sequence[DriftRun], *, detailed: bool) -> None:
+    data = drift_metric_data(runs, detailed=detailed)
+    publish(DRIFT_NAMESPACE, data)
+    for run in runs:
+        run.metrics_published = sum(
+            1 for d in data if {"Name": "Version", "Value": str(run.version)} in d["Dimensions"]
+        )
+
+
+def drift_runs(
+    settings: Settings,
+    *,
+    model: str,
+    versions: Sequence[int] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    now: datetime | None = None,
+    window_minutes: float | None = None,
+    policy: DriftPolicy | None = None,
+    registry: ModelRegistry | None = None,
+    publish_metrics: bool = True,
+    detailed_metrics: bool = False,
+    write_reports: bool = True,
+    html: bool = True,
+    chunk_rows: int = 50_000,
+) -> list[DriftRun]:
+    """Check every served (or given) version of ``model`` over the window; see :func:`run_drift_check`."""
+    settings.require("capture_bucket")
+    start, end = resolve_window(window, now=now, minutes=window_minutes)
+    registry = open_registry(settings, registry)
+    runs: list[DriftRun] = []
+    skipped: list[str] = []
+    for version in choose_versions(settings, registry, model, versions, start, end):
+        try:
+            profile = load_profile(registry, model, version)
+        except NotFound as missing:  # e.g. a version registered without a baseline: check the others
+            logger.warning("skipping drift check of %s v%s: %s", model, version, missing)
+            skipped.append(str(missing))
+            continue
+        runs.append(
+            _check_version(
+                settings,
+                profile,
+                model=model,
+                version=version,
+                window=(start, end),
+                policy=policy,
+                chunk_rows=chunk_rows,
+            )
+        )
+    if not runs:
+        raise NotFound(f"no drift check was possible for model {model!r}: {'; '.join(skipped)}")
+    if publish_metrics:
+        _publish(runs, detailed=detailed_metrics)
+    if write_reports:
+        for run in runs:
+            write_report(settings, run, html=html)
+    return runs
+
+
+def run_drift_check(
+    settings: Settings,
+    *,
+    model: str,
+    versions: Sequence[int] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    now: datetime | None = None,
+    **options: Any,
+) -> list[DriftReport]:
+    """Compare the captured window of each served version of ``model`` with its training baseline.
+
+    Parameters
+    ----------
+    versions
+        Versions to check; default the served ones (deploy/traffic events and aliases).
+    window
+        ``(start, end)``, default the 60 minutes up to ``now`` (``window_minutes`` changes it).
+    options
+        ``window_minutes``, ``policy``, ``registry``, ``publish_metrics``, ``detailed_metrics``, ``write_reports``,
+        ``html``, ``chunk_rows``: see :func:`drift_runs`.
+
+    Returns
+    -------
+    One report per version, in version order. Metrics go to CloudWatch (``Sluice/Drift``) and
+    the reports to ``reports/drift/<model>/<version>/<end>.json|.html`` in the reports bucket.
+    A version without captured rows in the window publishes only ``Rows = 0``.
+    """
+    runs = drift_runs(settings, model=model, versions=versions, window=window, now=now, **options)
+    return [run.report for run in runs]

@@ -1,0 +1,185 @@
+"""Self-contained HTML drift report: a summary table and one baseline-vs-target plot per feature.
+
+The page has no external resources (plots are inline base64 PNGs drawn with matplotlib's Agg
+renderer, without pyplot's global state), so it can be stored in S3 and opened anywhere.
+Baseline and target are told apart everywhere by name, colour and hatching: baseline bars are
+solid blue, target bars are hatched orange, and every legend and heading names each side's label
+and row count.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sluice.monitoring.report import DriftReport, FeatureDrift
+
+BASELINE_STYLE: dict[str, Any] = {"color": "#1f77b4", "edgecolor": "#1f77b4"}
+TARGET_STYLE: dict[str, Any] = {"color": "#ff7f0e", "edgecolor": "#a04a00", "hatch": "///", "alpha": 0.85}
+
+
+def side_legend(report: DriftReport) -> tuple[str, str]:
+    """Legend texts for the two sides, e.g. ``baseline: training v3 (120,000 rows)``."""
+    return (
+        f"baseline: {report.baseline.label} ({report.baseline.n_rows:,} rows)",
+        f"target: {report.target.label} ({report.target.n_rows:,} rows)",
+    )
+
+
+def plot_feature(report: DriftReport, feature: FeatureDrift) -> Figure:
+    """Grouped bars of the baseline and target proportions per bin (or category).
+
+    Bins empty on both sides are left out. The first bar container is the baseline, the second
+    the target; each is labelled with its side.
+    """
+    baseline = np.asarray(feature.baseline_hist, dtype=float)
+    target = np.asarray(feature.target_hist, dtype=float)
+    keep = (baseline > 0) | (target > 0)
+    if not keep.any():
+        keep[:] = True
+    labels = [label for label, k in zip(feature.bin_labels, keep, strict=True) if k]
+    x = np.arange(len(labels))
+    width = 0.4
+    fig = Figure(figsize=(7.0, 3.0), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    base_label, target_label = side_legend(report)
+    ax.bar(x - width / 2, baseline[keep], width, label=base_label, **BASELINE_STYLE)
+    ax.bar(x + width / 2, target[keep], width, label=target_label, **TARGET_STYLE)
+    ax.set_xticks(
+        x, labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center"
+    )
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylabel("share of non-missing values")
+    status = "DRIFT" if feature.drifted else "no drift"
+    ax.set_title(f"{feature.name} ({feature.kind}): {status}", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _png_base64(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "&ndash;"
+    return f"{value:.{digits}g}"
+
+
+def _rate(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{100 * value:.1f}%"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f3f3f3; }
+td.name, th.name { text-align: left; }
+tr.drift td { background: #fde8e8; }
+.alarm { color: #b00020; font-weight: bold; }
+.ok { color: #1b7a1b; font-weight: bold; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; vertical-align: middle; margin-right: 0.3em; }
+.baseline { background: #1f77b4; }
+.target { background: repeating-linear-gradient(45deg, #ff7f0e 0 3px, #a04a00 3px 4px); }
+figure { margin: 1.5rem 0; }
+figcaption { font-size: 0.8rem; color: #555; }
+"""
+
+
+def _summary_row(f: FeatureDrift, anchor: str) -> str:
+    esc = html.escape
+    reasons = ", ".join(f.reasons) if f.reasons else ""
+    return (
+        f'<tr class="{"drift" if f.drifted else ""}">'
+        f'<td class="name"><a href="#{anchor}">{esc(f.name)}</a></td>'
+        f"<td>{f.kind}</td><td>{f.test}</td><td>{_num(f.statistic)}</td><td>{_num(f.p_value)}</td>"
+        f"<td>{_num(f.psi)}</td><td>{_num(f.js_distance)}</td><td>{_num(f.wasserstein)}</td>"
+        f"<td>{_rate(f.baseline_missing_rate)}</td><td>{_rate(f.target_missing_rate)}</td>"
+        f'<td>{"yes" if f.drifted else "no"}</td><td class="name">{esc(reasons)}</td>'
+        f'<td class="name">{esc(f.note or "")}</td></tr>'
+    )
+
+
+def _figure(report: DriftReport, f: FeatureDrift, anchor: str) -> str:
+    esc = html.escape
+    base_label, target_label = side_legend(report)
+    caption = (
+        f"{esc(f.name)}: baseline = {esc(report.baseline.label)}, target = {esc(report.target.label)}; "
+        f"{f.n_baseline:,} baseline and {f.n_target:,} target non-missing values."
+    )
+    return (
+        f'<figure id="{anchor}"><img alt="{esc(f.name)}: {esc(base_label)} vs {esc(target_label)}" '
+        f'src="data:image/png;base64,{_png_base64(plot_feature(report, f))}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _header(report: DriftReport) -> str:
+    """Verdict, the two sides and the policy, above the table."""
+    esc = html.escape
+    policy = report.policy
+    verdict = (
+        '<span class="alarm">DATASET DRIFT</span>'
+        if report.dataset_drift
+        else '<span class="ok">no dataset drift</span>'
+    )
+    tolerances = "".join(
+        f"<li>{esc(name)}: PSI tolerance {value:g}</li>"
+        for name, value in policy.feature_psi_tolerance.items()
+    )
+    return f"""<p>{verdict}: {report.n_drifted} of {len(report.features)} features drift
+(dataset drift share {report.dataset_drift_share:.3f}, alarm above {policy.share_tolerance:g}).</p>
+<ul>
+<li><span class="swatch baseline"></span><strong>Baseline</strong> (reference the profile was fitted on):
+{esc(report.baseline.label)}, {report.baseline.n_rows:,} rows, profile {esc(report.profile_fingerprint)}</li>
+<li><span class="swatch target"></span><strong>Target</strong> (window compared against it):
+{esc(report.target.label)}, {report.target.n_rows:,} rows</li>
+</ul>
+<p>A feature drifts when its test p-value is below {report.alpha_per_test:.3g}
+(alpha {policy.alpha:g}, {esc(policy.correction)} correction) and its PSI exceeds {policy.psi_tolerance:g},
+or when its missing rate moved by more than {policy.missing_tolerance:g} with a p-value below the same level.</p>
+{f"<ul>{tolerances}</ul>" if tolerances else ""}"""
+
+
+def render_html(report: DriftReport, *, title: str = "Sluice drift report") -> str:
+    """The report as one self-contained HTML page (inline PNG plots, no external resources)."""
+    esc = html.escape
+    ordered = sorted(report.features, key=lambda f: not f.drifted)
+    anchors = {f.name: f"feature-{i}" for i, f in enumerate(ordered)}  # names may hold spaces
+    rows = [_summary_row(f, anchors[f.name]) for f in ordered]
+    figures = [_figure(report, f, anchors[f.name]) for f in ordered]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{esc(title)}</h1>
+{_header(report)}
+<table>
+<thead><tr><th class="name">feature</th><th>kind</th><th>test</th><th>statistic</th><th>p-value</th>
+<th>PSI</th><th>JS distance</th><th>Wasserstein</th><th>baseline missing</th><th>target missing</th>
+<th>drift</th><th class="name">reasons</th><th class="name">note</th></tr></thead>
+<tbody>
+{"".join(rows)}
+</tbody></table>
+<h2>Baseline vs target per feature</h2>
+{"".join(figures)}
+</body></html>
+"""
+
+
+def save_report(report: DriftReport, path: str | Path, *, title: str = "Sluice drift report") -> Path:
+    """Write ``render_html(report)`` to ``path`` (parent folders are created) and return the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(report, title=title), encoding="utf-8")
+    return target

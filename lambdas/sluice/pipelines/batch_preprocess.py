@@ -1,0 +1,160 @@
+"""Batch step 1: read the input, validate it against the version's schema, write rejects and shards.
+
+Rows that do not match the model version's registered schema go to ``<output>/rejects.csv``
+(``input_row``, ``reason`` and the rejected row's values); the valid rows are cut into shards
+(:mod:`sluice.pipelines.batch_shards`), each scored by one Distributed Map child.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sluice import aws
+from sluice.pipelines.batch_request import BatchRequest, default_output
+from sluice.pipelines.batch_shards import ROW, parquet_bytes, plan_shards, shard_name, work_prefix
+from sluice.pipelines.skeleton import load_registry
+from sluice.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sluice.registry.store import ModelRegistry
+
+
+def reject_reasons(errors: Sequence[Any], n_rows: int) -> dict[int, str]:
+    """Row position → ``"age: type; region: unknown_category"`` from :class:`FeatureError` s."""
+    reasons: dict[int, list[str]] = {}
+    for error in errors:
+        label = f"{error.feature or 'record'}: {error.code}"
+        for row in error.rows:
+            if 0 <= row < n_rows:
+                reasons.setdefault(int(row), []).append(label)
+    return {row: "; ".join(labels) for row, labels in sorted(reasons.items())}
+
+
+def numbers_from_text(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """Parse numeric features that arrived as text (a CSV column with one bad cell reads as text).
+
+    Cells that parse become floats; the others keep their text, so validation rejects only them.
+    """
+    import pandas as pd
+
+    out = frame
+    for feature in schema.features:
+        if feature.kind != "numeric" or feature.name not in frame.columns:
+            continue
+        column = frame[feature.name]
+        if column.dtype.kind in "fiub":
+            continue
+        parsed = pd.to_numeric(column, errors="coerce")
+        keep_text = parsed.isna() & column.notna()
+        if out is frame:
+            out = frame.copy()
+        out[feature.name] = column.astype(object).where(keep_text, parsed.astype(object))
+    return out
+
+
+def preprocess(
+    settings: Settings,
+    request: BatchRequest,
+    *,
+    registry: ModelRegistry | None = None,
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Read the input, validate it against the version's schema, write rejects and shards.
+
+    Returns the run's state: the context every shard needs under ``run`` (small, so it can be
+    passed to each Distributed Map child) and the counts postprocess completes.
+
+    Raises
+    ------
+    SluiceError
+        If the input cannot be read, the model or version does not exist, or no row is valid.
+    """
+    from sluice.pipelines.datasource import data_format, load_table
+
+    settings.require("work_bucket")
+    started = now()
+    registry = load_registry(settings, registry)
+    version = request.version or registry.resolve_alias(request.model, "champion")
+    schema = _schema(registry, request.model, version)
+    frame, lineage = load_table(request.input_uri)
+    output = request.output_uri or default_output(settings, request.model, request.run_id)
+    if not output.endswith("/"):
+        output += "/"
+    output_format = request.output_format or data_format(request.input_uri)
+
+    frame = numbers_from_text(frame, schema)
+    _, errors = schema.validate(frame, as_frame=False)
+    reasons = reject_reasons(errors, len(frame))
+    rejects_uri = _write_rejects(frame, reasons, output)
+    prefix = work_prefix(request.run_id)
+    shards = _write_shards(settings, _valid_rows(frame, reasons), request.shard_rows, prefix)
+    return {
+        "run": {
+            "run_id": request.run_id,
+            "model": request.model,
+            "version": int(version),
+            "bucket": settings.work_bucket,
+            "prefix": prefix,
+            "faults": request.faults,
+            "endpoint_url": request.endpoint_url,
+        },
+        "input": lineage.to_dict(),
+        "output": output,
+        "output_format": output_format,
+        "rows_in": len(frame),
+        "rejected": len(reasons),
+        "rejects_uri": rejects_uri,
+        "max_reject_share": request.max_reject_share,
+        "shards": shards,
+        "shard_prefix": f"{prefix}shards/",
+        "started_at": started,
+    }
+
+
+def _schema(registry: ModelRegistry, model: str, version: int) -> Any:
+    from sluice.models.schema import FeatureSchema
+
+    return FeatureSchema.from_dict(json.loads(registry.fetch(model, version, "schema.json")))
+
+
+def _write_rejects(frame: pd.DataFrame, reasons: dict[int, str], output: str) -> str | None:
+    """Write the rejected rows, each with its input row number and reasons; their URI, if any."""
+    from sluice.pipelines.datasource import write_table
+
+    if not reasons:
+        return None
+    rejected = frame.iloc[list(reasons)].copy()
+    rejected.insert(0, "reason", list(reasons.values()))
+    rejected.insert(0, ROW, list(reasons))
+    rejects_uri = output + "rejects.csv"
+    write_table(rejected, rejects_uri)
+    return rejects_uri
+
+
+def _valid_rows(frame: pd.DataFrame, reasons: dict[int, str]) -> pd.DataFrame:
+    """The rows without reasons, numbered by their position in the input (the ``input_row``)."""
+    valid = frame.drop(index=frame.index[list(reasons)]) if reasons else frame
+    return valid.reset_index(drop=True).assign(**{ROW: np.setdiff1d(np.arange(len(frame)), list(reasons))})
+
+
+def _write_shards(settings: Settings, valid: pd.DataFrame, shard_rows: int, prefix: str) -> int:
+    """Cut ``valid`` into shards under ``<prefix>shards/``; how many there are."""
+    shards = plan_shards(len(valid), shard_rows)
+    s3 = aws.client("s3")
+
+    def put(item: tuple[int, tuple[int, int]]) -> None:
+        index, (start, stop) = item
+        key = f"{prefix}shards/{shard_name(index)}.parquet"
+        s3.put_object(Bucket=settings.work_bucket, Key=key, Body=parquet_bytes(valid.iloc[start:stop]))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, enumerate(shards)))
+    return len(shards)

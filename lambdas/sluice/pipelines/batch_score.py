@@ -1,0 +1,146 @@
+"""Batch step 2: score one shard (one Distributed Map child) and write the scored shard beside it.
+
+Rows scored by the model scorer are captured for monitoring as ``source="batch"``; the endpoint
+captures the rows it scores itself. A shard listed in the run's ``faults`` fails its first
+attempts with a :class:`~sluice.pipelines.batch_shards.BatchTransientError` (a fault drill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sluice import aws
+from sluice.pipelines.batch_scorers import ModelShardScorer, ShardScorer, json_records, scorer_for
+from sluice.pipelines.batch_shards import (
+    PREDICTION,
+    PROBABILITY,
+    ROW,
+    BatchTransientError,
+    ShardError,
+    parquet_bytes,
+    read_parquet,
+    shard_of,
+)
+from sluice.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sluice.pipelines.batch_scorers import Array
+
+
+def score_shard(
+    settings: Settings,
+    item: Mapping[str, Any],
+    *,
+    scorer: ShardScorer | None = None,
+    capture: Any = None,
+) -> dict[str, Any]:
+    """Score one shard ``{"key": <shard key>, "run": <preprocess state's run>}``.
+
+    Writes the scored shard next to it and, for the model scorer, captures the rows as
+    ``source="batch"``. Returns ``{"shard", "key", "scored_key", "rows", "version", "via"}``.
+
+    Raises
+    ------
+    BatchTransientError
+        For the fault drill and transient endpoint failures (the state machine retries).
+    ShardError
+        If the rows cannot be scored.
+    """
+    run, key = item["run"], item["key"]
+    name = shard_of(key)
+    _fault_drill(run, name)
+    s3 = aws.client("s3")
+    frame = read_parquet(s3, run["bucket"], key)
+    if scorer is None:
+        scorer = scorer_for(settings, run)
+    features = frame.drop(columns=[ROW])
+    labels, probabilities = _predict(scorer, features, name)
+    scored = frame.assign(**{PREDICTION: labels})
+    if probabilities is not None:
+        scored[PROBABILITY] = probabilities
+    scored_key = f"{run['prefix']}scored/{name}.parquet"
+    s3.put_object(Bucket=run["bucket"], Key=scored_key, Body=parquet_bytes(scored))
+    version = int(scorer.version or run["version"])
+    if scorer.via == "model":
+        _capture(
+            settings,
+            scorer,
+            capture,
+            request_id=f"{run['run_id']}/{name}",
+            model=run["model"],
+            version=version,
+            features=features,
+            labels=labels,
+            probabilities=probabilities,
+        )
+    return {
+        "shard": name,
+        "key": key,
+        "scored_key": scored_key,
+        "rows": len(frame),
+        "version": version,
+        "via": scorer.via,
+    }
+
+
+def _predict(scorer: ShardScorer, features: pd.DataFrame, name: str) -> tuple[Array, Array | None]:
+    """Labels and probabilities of a shard's rows, one per row."""
+    # Shards hold only rows preprocess validated against this version's schema.
+    labels, probabilities = (
+        scorer.predict(features, validated=True)
+        if isinstance(scorer, ModelShardScorer)
+        else scorer.predict(features)
+    )
+    if len(labels) != len(features):
+        raise ShardError(f"{name}: {len(features)} rows but {len(labels)} predictions")
+    return labels, probabilities
+
+
+def _capture(
+    settings: Settings,
+    scorer: ShardScorer,
+    capture: Any,
+    *,
+    request_id: str,
+    model: str,
+    version: int,
+    features: pd.DataFrame,
+    labels: Array,
+    probabilities: Array | None,
+) -> None:
+    """Capture the rows the model scored for monitoring, as ``source="batch"``."""
+    from sluice.serving.capture import CaptureWriter, capture_records
+
+    capture = capture if capture is not None else CaptureWriter(bucket_name=settings.capture_bucket)
+    if not capture.enabled:
+        return
+    inner = getattr(scorer, "scorer", None)
+    schema_names = list(inner.schema.names) if inner is not None else list(features.columns)
+    capture.put(
+        capture_records(
+            request_id=request_id,
+            model=model,
+            version=version,
+            rows=json_records(features[[c for c in schema_names if c in features.columns]]),
+            predictions=labels,
+            probabilities=probabilities,
+            source="batch",
+            plain_rows=True,
+        )
+    )
+
+
+def _fault_drill(run: Mapping[str, Any], name: str) -> None:
+    """Fail the first ``faults[name]`` attempts of a shard; attempts are counted in S3 markers."""
+    wanted = int((run.get("faults") or {}).get(name, 0))
+    if wanted <= 0:
+        return
+    s3 = aws.client("s3")
+    prefix = f"{run['prefix']}faults/{name}/"
+    done = s3.list_objects_v2(Bucket=run["bucket"], Prefix=prefix).get("KeyCount", 0)
+    if done < wanted:
+        s3.put_object(Bucket=run["bucket"], Key=f"{prefix}{done + 1:04d}", Body=b"")
+        raise BatchTransientError(f"fault drill: {name} attempt {done + 1} of {wanted} failing")

@@ -1,0 +1,18 @@
+"""The model registry: artifacts in S3, versions, aliases and the audit trail in DynamoDB.
+
+- :mod:`~sluice.registry.store`: :class:`~sluice.registry.store.ModelRegistry`, every registry
+  operation on one table and one bucket, and ``create_storage``.
+- What is stored: :mod:`~sluice.registry.bundle` (artifact names, the bytes to register),
+  :mod:`~sluice.registry.records` (a stored version and its status),
+  :mod:`~sluice.registry.lineage` (where a version came from).
+- How it is stored: :mod:`~sluice.registry.table` (the table's item layout and reads),
+  :mod:`~sluice.registry.integrity` (content-addressed, sha256-verified artifacts),
+  :mod:`~sluice.registry.validation` (checks of names and values).
+- One job each: :mod:`~sluice.registry.versions` (taking version numbers),
+  :mod:`~sluice.registry.approval`, :mod:`~sluice.registry.aliases`,
+  :mod:`~sluice.registry.audit` (the event trail), :mod:`~sluice.registry.loading` (a version
+  in memory), :mod:`~sluice.registry.manifest` (what a serving flavour needs) and
+  :mod:`~sluice.registry.promotion` (dev to prod).
+
+Nothing is imported here, so the score handler's cold start loads only the modules it uses.
+"""

@@ -1,0 +1,93 @@
+"""One registered version as stored: :class:`VersionRecord`, and where its artifacts live in S3.
+
+Artifacts are content-addressed: ``artifacts/<model>/<sha256>/<artifact>`` in the registry
+bucket, so registering a version never overwrites bytes another version uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sluice.registry.bundle import ONNX_ARTIFACT
+
+#: A version's approval status (see :mod:`sluice.registry.approval`).
+PENDING = "PendingManualApproval"
+APPROVED = "Approved"
+REJECTED = "Rejected"
+STATUSES = (PENDING, APPROVED, REJECTED)
+
+
+def artifact_key(model: str, digest: str, artifact: str) -> str:
+    """Where an artifact lives in the registry bucket: content-addressed by its sha256."""
+    return f"artifacts/{model}/{digest}/{artifact}"
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered version as stored in the table."""
+
+    name: str
+    version: int
+    status: str
+    artifacts: dict[str, dict[str, Any]]
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: str
+    created_by: str
+    parent_version: int | None = None
+    estimator: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+    decided_at: str = ""
+    decided_by: str = ""
+    decision_reason: str = ""
+
+    @property
+    def flavours(self) -> tuple[str, ...]:
+        """Scoring flavours this version can be served with."""
+        return ("sklearn", "onnx") if ONNX_ARTIFACT in self.artifacts else ("sklearn",)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["flavours"] = list(self.flavours)
+        return out
+
+    @classmethod
+    def from_manifest(cls, name: str, version: int, digests: Mapping[str, str]) -> VersionRecord:
+        """The part of a record a serving manifest carries: name, version, artifacts.
+
+        See :func:`sluice.registry.manifest.serving_manifest`.
+        """
+        artifacts = {
+            artifact: {"sha256": digest, "key": artifact_key(name, digest, artifact)}
+            for artifact, digest in digests.items()
+        }
+        return cls(
+            name=name, version=version, status="", artifacts=artifacts, metrics={},
+            hyperparameters={}, lineage={}, created_at="", created_by="",
+        )  # fmt: skip
+
+    @classmethod
+    def from_item(cls, name: str, item: Mapping[str, Any]) -> VersionRecord:
+        """The record of a version item (``sk = V#...``) of the registry table."""
+        body = json.loads(item["body"]["S"])
+        return cls(
+            name=name,
+            version=int(item["version"]["N"]),
+            status=item["status"]["S"],
+            artifacts=body["artifacts"],
+            metrics=body.get("metrics", {}),
+            hyperparameters=body.get("hyperparameters", {}),
+            lineage=body.get("lineage", {}),
+            created_at=item["created_at"]["S"],
+            created_by=body.get("created_by", ""),
+            parent_version=body.get("parent_version"),
+            estimator=body.get("estimator", ""),
+            notes=body.get("notes", {}),
+            decided_at=item.get("decided_at", {}).get("S", ""),
+            decided_by=item.get("decided_by", {}).get("S", ""),
+            decision_reason=item.get("decision_reason", {}).get("S", ""),
+        )

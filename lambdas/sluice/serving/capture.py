@@ -1,0 +1,290 @@
+"""Data capture: one JSON line per scored row, partitioned by model, version, day and hour.
+
+Layout in the capture bucket (the same in AWS, where Firehose dynamic partitioning writes it,
+and locally, where the direct-S3 writer or the patched local Firehose writes it)::
+
+    capture/model=<name>/version=<v>/dt=YYYY-MM-DD/hour=HH/<file>
+
+Each line::
+
+    {"request_id": str, "row": int, "ts": "2026-11-25T10:00:00.123Z", "model": str,
+     "version": int, "source": "endpoint" | "batch", "features": {name: value},
+     "prediction": value, "probability": float | null}
+
+:class:`CaptureWriter` sends the lines; :mod:`sluice.serving.capture_reader` reads a window back.
+
+This module imports with only the standard library, numpy and boto3 available (the zip scoring
+flavour has no pandas), and the writer never lets a capture failure reach the scoring request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sluice import aws
+from sluice.errors import SluiceError
+from sluice.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_PREFIX = "capture"
+SOURCES = ("endpoint", "batch")
+# Firehose PutRecordBatch limits: 500 records and 4 MiB per call, 1,000 KiB per record.
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_RECORD_BYTES = 1000 * 1024
+METRIC_NAMESPACE = "Sluice/Capture"
+
+
+# ---------------------------------------------------------------------------------------------
+# Records and keys
+# ---------------------------------------------------------------------------------------------
+
+
+def format_ts(moment: datetime) -> str:
+    """``2026-11-25T10:00:00.123Z``: UTC, millisecond precision, sortable as a string."""
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: str) -> datetime:
+    """Inverse of :func:`format_ts` (also accepts any ISO-8601 timestamp)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise SluiceError(f"timestamp {value!r} is not ISO-8601") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def partition_prefix(model: str, version: int, moment: datetime | None = None) -> str:
+    """``capture/model=<m>/version=<v>/`` or, with ``moment``, down to its ``dt=.../hour=HH/``."""
+    base = f"{CAPTURE_PREFIX}/model={model}/version={int(version)}/"
+    if moment is None:
+        return base
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{base}dt={moment:%Y-%m-%d}/hour={moment:%H}/"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays to Python, NaN and infinities to ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if tolist is not None:
+        return _plain(tolist())
+    return str(value)
+
+
+def capture_records(
+    *,
+    request_id: str,
+    model: str,
+    version: int,
+    rows: Sequence[Mapping[str, Any]],
+    predictions: Sequence[Any] | np.ndarray,
+    probabilities: Sequence[float] | np.ndarray | None = None,
+    source: str = "endpoint",
+    ts: datetime | None = None,
+    plain_rows: bool = False,
+) -> list[dict[str, Any]]:
+    """The capture lines of one scored request, one per row, in row order.
+
+    Parameters
+    ----------
+    rows
+        The feature dicts as received (after parsing, before preprocessing).
+    plain_rows
+        ``rows`` hold only JSON types already (as :func:`~sluice.pipelines.batch_scorers.json_records` makes them),
+        so they are used as they are; :func:`encode_line` still nulls a stray NaN or infinity.
+    predictions, probabilities
+        One value per row; ``probabilities`` (of the positive class) may be ``None``.
+    ts
+        Scoring time, default now. All rows of a request share it.
+    """
+    if source not in SOURCES:
+        raise SluiceError(f"capture source must be one of {SOURCES}, got {source!r}")
+    predictions = _plain(list(predictions) if not hasattr(predictions, "tolist") else predictions)
+    if len(predictions) != len(rows):
+        raise SluiceError(f"capture got {len(rows)} rows but {len(predictions)} predictions")
+    if probabilities is not None:
+        probabilities = _plain(list(probabilities) if not hasattr(probabilities, "tolist") else probabilities)
+        if len(probabilities) != len(rows):
+            raise SluiceError(f"capture got {len(rows)} rows but {len(probabilities)} probabilities")
+    stamp = format_ts(ts or datetime.now(UTC))
+    version = int(version)
+    return [
+        {
+            "request_id": str(request_id),
+            "row": i,
+            "ts": stamp,
+            "model": model,
+            "version": version,
+            "source": source,
+            "features": row if plain_rows else _plain(row),
+            "prediction": predictions[i],
+            "probability": None if probabilities is None else probabilities[i],
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """One record as a newline-terminated JSON line (NaN becomes null)."""
+    try:
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        text = json.dumps(_plain(record), separators=(",", ":"), allow_nan=False)
+    return (text + "\n").encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+# ---------------------------------------------------------------------------------------------
+
+
+class CaptureWriter:
+    """Sends capture records to Firehose (``stream_name``) or straight to S3 (``bucket_name``).
+
+    With neither it is disabled and ``put`` does nothing. ``put`` never raises: a failure is
+    logged, counted in ``failed`` and published as the ``CaptureFailures`` metric through an
+    Embedded Metric Format log line (no extra AWS call on the request path).
+
+    Parameters
+    ----------
+    stream_name
+        Firehose delivery stream; preferred when both are given.
+    bucket_name
+        Capture bucket for the direct writer: one JSON-lines object per request and partition.
+    """
+
+    def __init__(self, *, stream_name: str = "", bucket_name: str = "") -> None:
+        self.stream_name = stream_name
+        self.bucket_name = bucket_name
+        self.sent = 0
+        self.failed = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CaptureWriter:
+        """``SLUICE_CAPTURE_STREAM`` (Firehose) or ``SLUICE_CAPTURE_BUCKET`` (direct S3)."""
+        return cls(
+            stream_name=getattr(settings, "capture_stream", "") or "",
+            bucket_name=settings.capture_bucket or "",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.stream_name or self.bucket_name)
+
+    @property
+    def mode(self) -> str:
+        return "firehose" if self.stream_name else "s3" if self.bucket_name else "disabled"
+
+    def put(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Send ``records``; return how many were accepted. Never raises."""
+        if not records or not self.enabled:
+            return 0
+        try:
+            accepted = self._put_firehose(records) if self.stream_name else self._put_s3(records)
+        except Exception:  # capture must never fail a scoring request
+            logger.exception("capture of %d record(s) to %s failed", len(records), self.mode)
+            accepted = 0
+        self.sent += accepted
+        lost = len(records) - accepted
+        if lost:
+            self.failed += lost
+            self._emit_failures(records[0].get("model", ""), lost)
+        return accepted
+
+    def _put_firehose(self, records: Sequence[Mapping[str, Any]]) -> int:
+        client = aws.client("firehose")
+        accepted = 0
+        for batch in _batches(encode_line(r) for r in records):
+            # Records Firehose rejects (throttling, a transient internal error) are retried once;
+            # the normal path stays one call per batch.
+            for attempt in range(2):
+                response = client.put_record_batch(
+                    DeliveryStreamName=self.stream_name, Records=[{"Data": data} for data in batch]
+                )
+                results = response.get("RequestResponses", [])
+                if not int(response.get("FailedPutCount", 0)):
+                    accepted += len(batch)
+                    break
+                failed = [
+                    data for data, result in zip(batch, results, strict=False) if result.get("ErrorCode")
+                ]
+                accepted += len(batch) - len(failed)
+                codes = sorted({r["ErrorCode"] for r in results if r.get("ErrorCode")})
+                logger.warning(
+                    "firehose rejected %d capture record(s) (attempt %d): %s", len(failed), attempt + 1, codes
+                )
+                batch = failed
+        return accepted
+
+    def _put_s3(self, records: Sequence[Mapping[str, Any]]) -> int:
+        client = aws.client("s3")
+        groups: dict[str, list[bytes]] = {}
+        prefixes: dict[tuple[str, int, str], str] = {}  # the rows of one request share model, version and ts
+        for record in records:
+            where = (record["model"], record["version"], record["ts"])
+            prefix = prefixes.get(where)
+            if prefix is None:
+                prefix = prefixes[where] = partition_prefix(where[0], where[1], parse_ts(where[2]))
+            groups.setdefault(prefix, []).append(encode_line(record))
+        accepted = 0
+        for prefix, lines in groups.items():
+            request = str(records[0].get("request_id", ""))[:64].replace("/", "_")
+            key = f"{prefix}{time.time_ns()}-{request}-{uuid.uuid4().hex[:8]}.jsonl"
+            client.put_object(Bucket=self.bucket_name, Key=key, Body=b"".join(lines))
+            accepted += len(lines)
+        return accepted
+
+    @staticmethod
+    def _emit_failures(model: str, count: int) -> None:
+        document = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": METRIC_NAMESPACE,
+                        "Dimensions": [["Model"]],
+                        "Metrics": [{"Name": "CaptureFailures", "Unit": "Count"}],
+                    }
+                ],
+            },
+            "Model": str(model),
+            "CaptureFailures": count,
+        }
+        print(json.dumps(document), flush=True)
+
+
+def _batches(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Group lines into PutRecordBatch calls within the record-count and byte limits."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        if len(line) > MAX_RECORD_BYTES:
+            logger.warning("capture record of %d bytes exceeds the Firehose limit; dropped", len(line))
+            continue
+        if batch and (len(batch) == MAX_BATCH_RECORDS or size + len(line) > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line)
+    if batch:
+        yield batch

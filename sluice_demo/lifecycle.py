@@ -1,0 +1,388 @@
+"""The seed's lifecycle, end to end, on a running stage (the embedded local AWS in ``make demo``).
+
+Eight steps, from the first model M1 to M2 running beside it:
+
+1. train M1 with the training pipeline (Step Functions, training image, non-personal role);
+2. its artifacts are registered; a person approves it and names it champion;
+3. deploy M1 to the endpoint;
+4. monitoring: baseline from the training partition, target from the test partition;
+5. production traffic through the API gateway, captured;
+6. drift is injected, the drift job's metric raises the alarm, the rule starts retraining;
+7. M2 is registered PendingManualApproval, parent M1;
+8. a person approves M2; it is deployed beside M1 at 10 %, the canary shifts traffic, and the
+   version is promoted to the prod registry.
+
+Every step talks to the stage only through AWS APIs (boto3 against ``AWS_ENDPOINT_URL``) and
+HTTP, exactly as it would against a deployed stage. :class:`Lifecycle` records figures and
+timings per step for the summary table and the HTML lifecycle report (:mod:`sluice_demo.cli`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.client import HTTPConnection
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sluice import aws
+from sluice.errors import SluiceError
+from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit, credit_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sluice.registry.store import ModelRegistry
+    from sluice.serving.traffic import EndpointTraffic
+
+HUMAN = "demo-approver"  # the person who approves and deploys in the demo
+
+
+@dataclass
+class Step:
+    number: int
+    title: str
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """Names of the running stage that the lifecycle needs (from the deployed resources)."""
+
+    model: str
+    work_bucket: str
+    capture_bucket: str
+    retrain_state_machine_arn: str
+    endpoint_function: str
+    monitor_function: str
+    gateway_url: str
+    registry_table: str
+    registry_bucket: str
+    alarm_names: list[str]
+    # The account the prod stage's registry lives in (cdk.json's prod:account); "" for the same one.
+    prod_account: str = ""
+
+
+class Lifecycle:
+    """Run the lifecycle on a stage; ``on_step(step)`` is called when each step starts and ends."""
+
+    # What the steps learn and pass on as they run (set by :meth:`run` and the steps).
+    registry: ModelRegistry
+    dataset: str
+    data: pd.DataFrame
+    shifted: pd.DataFrame
+    holdout: pd.DataFrame
+    started: datetime
+    m1: int
+    m2: int
+    final_routes: list[dict[str, Any]]
+
+    def __init__(
+        self,
+        stage: Stage,
+        *,
+        rows: int = 4_000,
+        requests: int = 400,
+        split_requests: int = 1_000,
+        on_step: Callable[[Step, bool], None] | None = None,
+        wait_s: float = 300.0,
+    ) -> None:
+        self.stage = stage
+        self.rows = rows
+        self.requests = requests
+        self.split_requests = split_requests
+        self.on_step = on_step or (lambda step, done: None)
+        self.wait_s = wait_s
+        self.steps: list[Step] = []
+        self.request_ids: list[str] = []
+        self.rows_sent = 0
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _registry(self) -> ModelRegistry:
+        from sluice.registry.store import ModelRegistry
+
+        return ModelRegistry(table_name=self.stage.registry_table, bucket_name=self.stage.registry_bucket)
+
+    def _run(self, number: int, title: str, body: Callable[[Step], None]) -> Step:
+        step = Step(number, title)
+        self.steps.append(step)
+        self.on_step(step, False)
+        started = time.perf_counter()
+        body(step)
+        step.seconds = time.perf_counter() - started
+        self.on_step(step, True)
+        return step
+
+    def _wait_execution(self, arn: str) -> dict[str, Any]:
+        sfn = aws.client("stepfunctions")
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            described = sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                if described["status"] != "SUCCEEDED":
+                    raise SluiceError(
+                        f"execution {arn} ended {described['status']}: {described.get('cause', '')}"
+                    )
+                return json.loads(described["output"])
+            time.sleep(0.5)
+        raise SluiceError(f"execution {arn} did not finish within {self.wait_s:.0f} s")
+
+    def _score(self, frame: pd.DataFrame, *, batch: int = 1) -> tuple[list[dict[str, Any]], list[float]]:
+        """POST rows to the endpoint, ``batch`` rows per request, over one keep-alive connection."""
+        url = urlsplit(self.stage.gateway_url)
+        connection = HTTPConnection(url.hostname or "localhost", url.port, timeout=60)
+        features = [c for c in frame.columns if c != "default"]
+        records = json.loads(frame[features].to_json(orient="records"))
+        responses: list[dict[str, Any]] = []
+        latencies: list[float] = []
+        try:
+            for start in range(0, len(records), batch):
+                body = json.dumps({"instances": records[start : start + batch]})
+                began = time.perf_counter()
+                connection.request("POST", f"{url.path}/predict", body, {"Content-Type": "application/json"})
+                reply = connection.getresponse()
+                payload = json.loads(reply.read() or b"{}")
+                latencies.append(time.perf_counter() - began)
+                if reply.status != 200:
+                    raise SluiceError(f"endpoint answered {reply.status}: {payload}")
+                responses.append(payload)
+                self.request_ids.append(payload.get("request_id", ""))
+                self.rows_sent += len(payload.get("predictions", []))
+        finally:
+            connection.close()
+        return responses, latencies
+
+    def _drift_check(self, window_minutes: float = 30.0) -> list[dict[str, Any]]:
+        result = aws.client("lambda").invoke(
+            FunctionName=self.stage.monitor_function,
+            Payload=json.dumps(
+                {"model": self.stage.model, "window_minutes": window_minutes, "concept": False}
+            ),
+        )
+        body = json.loads(result["Payload"].read() or b"{}")
+        if result.get("FunctionError") or "error" in body:
+            raise SluiceError(f"drift job failed: {body}")
+        return body["drift"]
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def run(self) -> list[Step]:
+        """Run the eight steps in order; returns them with their figures and timings."""
+        self.started = datetime.now(UTC)
+        self.registry = self._registry()
+        self.dataset = f"s3://{self.stage.work_bucket}/datasets/{self.stage.model}/latest.parquet"
+        self.data = credit(self.rows, seed=0)
+        self.shifted = credit(
+            self.rows, seed=7, shift={"income": -0.8, "debt_ratio": 0.7, "utilisation": 0.6}
+        )
+        self._run(1, "Train M1 with the training pipeline", self._train_m1)
+        self._run(2, "Register M1's artifacts; approve it", self._register_m1)
+        self._run(3, "Deploy M1 to the endpoint", self._deploy_m1)
+        self._run(4, "Monitoring: training baseline vs test partition", self._monitoring)
+        self._run(5, "Production traffic through the gateway, captured", self._production_traffic)
+        self._run(6, "Inject drift: alarm → rule → retraining", self._inject_drift)
+        self._run(7, "M2 registered, pending approval", self._m2_registered)
+        self._run(8, "Approve M2, 10 % beside M1, canary, promote", self._approve_and_shift)
+        return self.steps
+
+    def _train_m1(self, step: Step) -> None:
+        from sluice.models.training import TrainingSpec
+        from sluice.pipelines.datasource import write_table
+
+        write_table(self.data, self.dataset)
+        spec = TrainingSpec(
+            target=TARGET,
+            numeric=NUMERIC,
+            categorical=CATEGORICAL,
+            estimator="sklearn.linear_model.LogisticRegression",
+            hyperparameters={"C": 0.5, "max_iter": 500},
+        )
+        execution = {
+            "model": self.stage.model,
+            "data_uri": self.dataset,
+            "run_id": "demo-m1",
+            "spec": spec.to_dict(),
+            "trigger": "demo",
+        }
+        arn = aws.client("stepfunctions").start_execution(
+            stateMachineArn=self.stage.retrain_state_machine_arn, name="demo-m1", input=json.dumps(execution)
+        )["executionArn"]
+        state = self._wait_execution(arn)
+        self.m1 = state["version"]
+        step.figures.update(version=self.m1, rows=state["rows"], metrics=state["candidate_metrics"])
+
+    def _register_m1(self, step: Step) -> None:
+        model = self.stage.model
+        record = self.registry.approve(model, self.m1, actor=HUMAN, reason="demo: holdout metrics reviewed")
+        self.registry.set_alias(model, "champion", self.m1, actor=HUMAN)
+        step.figures.update(
+            status=record.status,
+            artifacts=len(record.artifacts),
+            sha256={k: v["sha256"][:12] for k, v in sorted(record.artifacts.items())},
+        )
+
+    def _deploy_m1(self, step: Step) -> None:
+        endpoint = self._traffic()
+        endpoint.deploy(self.m1)
+        endpoint.promote(self.m1)
+        step.figures.update(routes=self._routes(endpoint))
+
+    def _monitoring(self, step: Step) -> None:
+        from sluice.models.training import split
+
+        _, holdout = split(self.data, credit_spec())
+        self.holdout = holdout
+        responses, _ = self._score(holdout.head(self.requests))
+        runs = self._drift_check()
+        step.figures.update(
+            baseline="training partition (profile.json in the registry)",
+            target_rows=len(responses),
+            dataset_drift_share=[r.get("dataset_drift_share") for r in runs],
+        )
+
+    def _production_traffic(self, step: Step) -> None:
+        responses, latencies = self._score(self.holdout.tail(self.requests), batch=1)
+        served = Counter(r["version"] for r in responses)
+        step.figures.update(
+            requests=len(responses),
+            p50_ms=round(sorted(latencies)[len(latencies) // 2] * 1000, 2),
+            served=dict(served),
+            captured=self._captured(),
+        )
+
+    def _inject_drift(self, step: Step) -> None:
+        from sluice.pipelines.datasource import write_table
+
+        write_table(self.shifted, self.dataset)  # the newest labelled window that retraining will use
+        self._score(self.shifted.head(self.requests), batch=10)
+        runs = self._drift_check(window_minutes=5)
+        step.figures.update(
+            dataset_drift_share=[r.get("dataset_drift_share") for r in runs],
+            drifted=[r.get("drifted_features") for r in runs],
+            alarm=self._wait_alarm(),
+        )
+
+    def _m2_registered(self, step: Step) -> None:
+        self.m2 = self._wait_version(self.registry, after=self.m1)
+        record = self.registry.get(self.stage.model, version=self.m2)
+        step.figures.update(
+            version=self.m2, status=record.status, parent=record.parent_version, metrics=record.metrics
+        )
+
+    def _approve_and_shift(self, step: Step) -> None:
+        self.registry.approve(self.stage.model, self.m2, actor=HUMAN, reason="demo: challenger reviewed")
+        endpoint = self._traffic()
+        endpoint.deploy(self.m2)
+        endpoint.shift(self.m2, 0.1)
+        responses, _ = self._score(self.shifted.head(self.split_requests))
+        share = sum(1 for r in responses if r["version"] == self.m2) / len(responses)
+        step.figures.update(split=self._routes(endpoint), observed_share_m2=round(share, 3))
+        self._canary(step, endpoint)
+        step.figures.update(prod=self._promote(self.registry))
+        self.final_routes = [asdict(r) for r in endpoint.routes()]
+
+    def _canary(self, step: Step, endpoint: EndpointTraffic) -> None:
+        """Shift 25 % then 50 % to M2, judging its own metrics while traffic flows, then promote it.
+
+        CodeDeploy's linear shift in AWS; ``sluice.serving.canary`` does it locally.
+        """
+        canary = self._traffic(sleep=lambda seconds: self._score(self.shifted.sample(200, random_state=1)))
+        result = canary.canary(self.m2, steps=(0.25, 0.5), interval_s=0)
+        step.figures.update(
+            canary=result.outcome,
+            canary_steps=[s["weight"] for s in result.steps],
+            routes=self._routes(endpoint),
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _traffic(self, **kwargs: Any) -> EndpointTraffic:
+        from sluice.serving.traffic import EndpointTraffic
+
+        return EndpointTraffic(
+            function_name=self.stage.endpoint_function,
+            model_name=self.stage.model,
+            registry=self._registry(),
+            actor=HUMAN,
+            **kwargs,
+        )
+
+    @staticmethod
+    def _routes(endpoint: EndpointTraffic) -> dict[str, float]:
+        return {f"v{r.model_version}": r.weight for r in endpoint.routes()}
+
+    def _captured(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Rows captured for M1 so far, and whether every request id sent came back in capture.
+
+        The endpoint sends capture after each response, so the last requests' records may
+        still be on their way: read again until they are all there or ``timeout_s`` passes.
+        """
+        from sluice.serving.capture_reader import iter_capture
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = datetime.now(UTC)
+            request_ids: set[str] = set()
+            rows = 0
+            for chunk in iter_capture(
+                self.stage.capture_bucket,
+                model=self.stage.model,
+                version=self.m1,
+                start=self.started - timedelta(minutes=1),
+                end=now + timedelta(minutes=1),
+            ):
+                rows += len(chunk)
+                request_ids.update(r["request_id"] for r in chunk)
+            if request_ids >= set(self.request_ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        return {
+            "rows": rows,
+            "sent": self.rows_sent,
+            "request_ids_match": request_ids == set(self.request_ids),
+        }
+
+    def _wait_alarm(self) -> str:
+        cloudwatch = aws.client("cloudwatch")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            alarms = cloudwatch.describe_alarms(AlarmNames=self.stage.alarm_names)["MetricAlarms"]
+            firing = [a["AlarmName"] for a in alarms if a["StateValue"] == "ALARM"]
+            if firing:
+                return firing[0]
+            time.sleep(0.5)
+        raise SluiceError(f"no drift alarm of {self.stage.alarm_names} reached ALARM within 60 s")
+
+    def _wait_version(self, registry: ModelRegistry, *, after: int) -> int:
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            newer = [r.version for r in registry.list_versions(self.stage.model) if r.version > after]
+            if newer:
+                return max(newer)
+            time.sleep(1.0)
+        raise SluiceError(f"no version after v{after} was registered within {self.wait_s:.0f} s")
+
+    def _promote(self, registry: ModelRegistry) -> dict[str, Any]:
+        """Promote M2 into the prod stage's registry, in the prod account (through its promotion role)."""
+        from sluice.registry.promotion import StageRegistry, promote
+        from sluice.registry.store import create_storage
+
+        account = aws.client("sts").get_caller_identity()["Account"]
+        region = aws.client("sts").meta.region_name
+        source = StageRegistry("dev", account, region)
+        target = StageRegistry("prod", self.stage.prod_account or account, region)
+        # The prod stage's stateful stack holds its registry; locally it is created here, in the
+        # prod account, as CloudFormation's execution role there would.
+        deployer = f"arn:aws:iam::{target.account}:role/cdk-hnb659fds-cfn-exec-role-{target.account}-{region}"
+        with aws.assumed_role(deployer, session_name="sluice-demo-prod-registry", region=region):
+            create_storage(target.table_name, target.bucket_name, region=region)
+        promoted = promote(self.stage.model, self.m2, source=source, target=target, actor=HUMAN).to_dict()
+        if target.account == account:
+            promoted["note"] = "no prod account configured: the prod registry is in the dev account"
+        return promoted
