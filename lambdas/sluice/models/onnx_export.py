@@ -20,6 +20,10 @@ from sluice.errors import SluiceError
 
 LABEL_AGREEMENT_MIN = 0.999
 PROBABILITY_TOLERANCE = 1e-4
+# A failed export's reason goes into the version record (a DynamoDB item, 400 KB at most):
+# skl2onnx's messages can hold a whole tree ensemble's attributes (324 KB measured for a
+# HistGradientBoostingClassifier), so only its start is kept.
+MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,19 @@ def to_onnx(estimator: Any, n_features: int) -> bytes:
             target_opset=18,
         )
     except Exception as err:  # skl2onnx raises many types for unsupported estimators
-        raise SluiceError(f"estimator {type(estimator).__name__} cannot be converted to ONNX: {err}") from None
+        raise SluiceError(
+            f"estimator {type(estimator).__name__} cannot be converted to ONNX: {bounded_reason(err)}"
+        ) from None
     serialised: bytes = graph.SerializeToString()
     return serialised
+
+
+def bounded_reason(err: BaseException, limit: int = MAX_REASON_CHARS) -> str:
+    """``err``'s message on one line, cut to ``limit`` characters (saying how long it was)."""
+    text = " ".join(str(err).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters in all)"
 
 
 def check_parity(estimator: Any, onnx_bytes: bytes, matrix: np.ndarray) -> Parity:
