@@ -48,7 +48,12 @@ def test_split_is_deterministic(spec):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"estimator": "os.system"}, "scikit-learn class path"),
+        ({"estimator": "os.system"}, "public path of a scikit-learn class"),
+        # A callable in a private module that runs Python given as a string: refused before import.
+        (
+            {"estimator": "sklearn.utils._testing.assert_run_python_script_without_output"},
+            "public path of a scikit-learn class",
+        ),
         ({"task": "ranking"}, "task must be one of"),
         ({"holdout_fraction": 1.5}, "holdout_fraction"),
     ],
@@ -56,6 +61,31 @@ def test_split_is_deterministic(spec):
 def test_bad_specs_are_refused(spec, change, message):
     with pytest.raises(SluiceError, match=message):
         TrainingSpec.from_dict({**spec.to_dict(), **change})
+
+
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        ("sklearn.utils.shuffle", "is not a scikit-learn classification estimator"),
+        ("sklearn.linear_model.LinearRegression", "is not a scikit-learn classification estimator"),
+        ("sklearn.linear_model.NoSuchModel", "cannot be imported"),
+    ],
+)
+def test_only_estimator_classes_of_the_task_are_built(spec, estimator, message, monkeypatch):
+    # Given a spec naming a public sklearn name that is not a classifier
+    bad = TrainingSpec.from_dict({**spec.to_dict(), "estimator": estimator, "hyperparameters": {}})
+    called = []
+    monkeypatch.setattr("sklearn.utils.shuffle", lambda *a, **k: called.append(a))
+    # When the estimator is built, Then it is refused and nothing it names was called
+    with pytest.raises(SluiceError, match=message):
+        bad.build_estimator()
+    assert called == []
+
+
+def test_a_classifier_with_native_categoricals_is_built(spec):
+    data = {**spec.to_dict(), "estimator": "sklearn.ensemble.HistGradientBoostingClassifier"}
+    built = TrainingSpec.from_dict({**data, "hyperparameters": {"max_iter": 5}}).build_estimator()
+    assert type(built).__name__ == "HistGradientBoostingClassifier"
 
 
 def test_bad_hyperparameters_name_the_problem(spec):

@@ -7,21 +7,26 @@ estimator class, the same ``get_params()``, the same features. No new feature en
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 
 from sluice.errors import SluiceError
 from sluice.models.features import Preprocessor
 
 TASKS = ("classification", "regression")
-# Estimators are imported by dotted path from registry records: only these packages may be named.
-ALLOWED_ESTIMATOR_PACKAGES = ("sklearn.",)
+# Estimators are named by dotted path in specs and registry records, which run-time inputs can
+# carry: the path must be a public scikit-learn name (no private module, which is where the
+# callables that run code live, e.g. sklearn.utils._testing), and what it names must be an
+# estimator class of the spec's task before anything is called.
+_ESTIMATOR_PATH = re.compile(r"^sklearn(\.[A-Za-z][A-Za-z0-9_]*)+$")
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,10 @@ class TrainingSpec:
             raise SluiceError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise SluiceError(f"holdout_fraction must be between 0 and 1; got {self.holdout_fraction}")
-        if not self.estimator.startswith(ALLOWED_ESTIMATOR_PACKAGES):
-            raise SluiceError(f"estimator must be a scikit-learn class path; got {self.estimator!r}")
+        if not _ESTIMATOR_PATH.match(self.estimator):
+            raise SluiceError(
+                f"estimator must be the public path of a scikit-learn class; got {self.estimator[:100]!r}"
+            )
 
     @property
     def features(self) -> list[str]:
@@ -89,6 +96,11 @@ class TrainingSpec:
             estimator_class = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError):
             raise SluiceError(f"estimator {self.estimator!r} cannot be imported") from None
+        # Checked on the class, so nothing the path names is called unless it is an estimator.
+        mixin = ClassifierMixin if self.task == "classification" else RegressorMixin
+        is_estimator = inspect.isclass(estimator_class) and issubclass(estimator_class, BaseEstimator)
+        if not (is_estimator and issubclass(estimator_class, mixin)):
+            raise SluiceError(f"estimator {self.estimator!r} is not a scikit-learn {self.task} estimator")
         try:
             return estimator_class(**self.hyperparameters)
         except TypeError as err:
