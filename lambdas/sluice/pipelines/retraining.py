@@ -13,6 +13,7 @@ The champion/challenger comparison is :mod:`~sluice.pipelines.retraining_report`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -21,12 +22,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sluice import aws
-from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.errors import Conflict, IntegrityError, NotFound, SluiceError
 from sluice.names import RETRAINING_STEPS
 from sluice.pipelines.retraining_report import compare, render_comparison_html
 from sluice.pipelines.skeleton import (
     State,
     check_run_id,
+    error_cause,
     load_registry,
     notify,
     run_steps,
@@ -153,10 +155,16 @@ def train_candidate(
     result = _fit_parent_form(settings, state, registry)
     buffer = io.BytesIO()
     joblib.dump({"estimator": result.estimator, "preprocessor": result.preprocessor.to_artifacts()}, buffer)
-    aws.client("s3").put_object(
-        Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"), Body=buffer.getvalue()
-    )
-    return {**state, "candidate_metrics": result.metrics, "hyperparameters": result.hyperparameters}
+    body = buffer.getvalue()
+    aws.client("s3").put_object(Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"), Body=body)
+    # The digest travels in the execution's state, which only the state machine writes: a later
+    # step unpickles the staged candidate only if the work bucket still holds these exact bytes.
+    return {
+        **state,
+        "candidate_metrics": result.metrics,
+        "hyperparameters": result.hyperparameters,
+        "candidate_sha256": hashlib.sha256(body).hexdigest(),
+    }
 
 
 def evaluate(
@@ -216,8 +224,8 @@ def register(
     )
     out = {**state, "version": record.version, "status": record.status}
     out["deploy_command"] = (
-        f"sluice models approve {state['model']} {record.version} && "
-        f"sluice endpoint deploy {state['model']} {record.version} --weight 0.1"
+        f"sluice models approve {state['model']}:{record.version} && "
+        f"sluice endpoint deploy {state['model']}:{record.version} --weight 0.1"
     )
     notify(
         settings,
@@ -234,15 +242,21 @@ STEPS: dict[str, StateStep] = {"train": train_candidate, "evaluate": evaluate, "
 
 def notify_failure(settings: Settings, event: dict[str, Any]) -> dict[str, Any]:
     """The state machine's Catch: tell people the run failed and that nothing was registered."""
+    error = event.get("error") or {}
+    step = event.get("failed_step") or "a step"
+    # The cause itself (e.g. the data URI that does not exist), not a pointer to another message;
+    # the state machine's Fail state ends the execution with it too.
+    reason = error_cause(error.get("Cause", ""), limit=2000) or str(error.get("Error") or "unknown error")
     message = {
         "model": event.get("model"),
         "run_id": event.get("run_id"),
         "step": event.get("failed_step"),
-        "error": (event.get("error") or {}).get("Error"),
-        "cause": str((event.get("error") or {}).get("Cause", ""))[:2000],
+        "data_uri": event.get("data_uri"),
+        "error": error.get("Error"),
+        "cause": f"{step} failed: {reason}",
         "registry": "unchanged: nothing is registered before the last step",
     }
-    notify(settings, f"Sluice: retraining of {event.get('model')} failed", message, indent=2)
+    notify(settings, f"Sluice: retraining of {event.get('model')} failed in {step}", message, indent=2)
     return message
 
 
@@ -371,11 +385,14 @@ def _load_candidate(settings: Settings, state: dict[str, Any], registry: ModelRe
 
     from sluice.models.features import Preprocessor
 
-    body = (
-        aws.client("s3")
-        .get_object(Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"))["Body"]
-        .read()
-    )
+    key = _work_key(state, "candidate.joblib")
+    body = aws.client("s3").get_object(Bucket=settings.work_bucket, Key=key)["Body"].read()
+    expected = state.get("candidate_sha256")
+    if not isinstance(expected, str) or hashlib.sha256(body).hexdigest() != expected:
+        raise IntegrityError(
+            f"s3://{settings.work_bucket}/{key} does not match the digest the train step recorded; "
+            "it is not loaded"
+        )
     staged = joblib.load(io.BytesIO(body))
     spec = _parent_spec(registry, state)
     return _Candidate(
