@@ -189,12 +189,14 @@ def _measure(table: str, bucket: str, *, server: str, api_url: str | None) -> No
             server=server,
         )
     if api_url:
+        from localaws.auth import sign
+
         parts = urlsplit(api_url)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         path = f"{parts.path}/models/credit/versions/{record.version}"
 
         def describe() -> dict:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=sign("GET", f"{api_url}/models/credit/versions/{record.version}"))
             response = connection.getresponse()
             body = json.loads(response.read())
             if response.status != 200:

@@ -339,8 +339,9 @@ def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
 
 
 class _Http:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, signed: bool = False) -> None:
         parts = urlsplit(url)
+        self.url, self.signed = url, signed  # the local gateway's AWS_IAM method wants SigV4
         self.path = parts.path or "/"
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         self.connection.connect()
@@ -348,7 +349,12 @@ class _Http:
         self.connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def post(self, body: bytes) -> tuple[int, bytes]:
-        self.connection.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.signed:
+            from localaws.auth import sign
+
+            headers = sign("POST", self.url, body=body, headers=headers)
+        self.connection.request("POST", self.path, body=body, headers=headers)
         response = self.connection.getresponse()
         return response.status, response.read()
 
@@ -363,8 +369,8 @@ MODES = ("back-to-back", "paced")
 PACE_S = float(os.environ.get("BENCH_SERVING_PACE_S", "0.01"))
 
 
-def _latency(url: str, body: bytes, n: int) -> dict[str, list[float]]:
-    client = _Http(url)
+def _latency(url: str, body: bytes, n: int, *, signed: bool = False) -> dict[str, list[float]]:
+    client = _Http(url, signed=signed)
     status, raw = client.post(body)
     if status != 200:
         raise RuntimeError(f"{url} answered {status}: {raw[:300]!r}")
@@ -556,7 +562,7 @@ def _gateway(trained, row, n: int, peers: dict[str, dict[str, float]], tmp: Path
                 lam.update_function_configuration(FunctionName=function, Environment={"Variables": variables})
                 traffic.deploy(version)
                 traffic.promote(version)
-                for mode, lat in _latency(api_url, body, n).items():
+                for mode, lat in _latency(api_url, body, n, signed=True).items():
                     p50, p99 = median(lat) * 1000, percentile(lat, 99) * 1000
                     extra = {
                         "model": name,

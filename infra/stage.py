@@ -21,7 +21,7 @@ from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 from infra.model_schemas import feature_names, load_request_schema
-from sluice.names import batch_state_machine_name, registry_table_name
+from sluice.names import STAGE_OUTPUTS, batch_state_machine_name, registry_table_name
 
 
 class StatefulStack(cdk.Stack):
@@ -64,6 +64,13 @@ class StatefulStack(cdk.Stack):
             self.access_logs,
             {"AwsSolutions-S1": "This is the access-log bucket; logging it to itself would loop."},
         )
+        _outputs(
+            self,
+            RegistryTable=self.registry.table.table_name,
+            RegistryBucket=self.registry.bucket.bucket_name,
+            CaptureBucket=self.capture_bucket.bucket_name,
+            WorkBucket=self.work_bucket.bucket_name,
+        )
 
 
 class ServiceStack(cdk.Stack):
@@ -92,8 +99,13 @@ class ServiceStack(cdk.Stack):
             promotion_role_name=config.promotion_role_name,
             promotion_target_role_arn=config.promotion_target_role_arn,
         )
+        # Each REST API's stage is the Sluice stage's name: URLs read /dev/... on the dev stage.
         self.registry_api = RegistryApi(
-            self, "RegistryApi", registry=stateful.registry, retain_logs=config.retain_data
+            self,
+            "RegistryApi",
+            registry=stateful.registry,
+            retain_logs=config.retain_data,
+            api_stage=config.name,
         )
         self.capture = CaptureStream(
             self, "Capture", bucket=stateful.capture_bucket, stream_name=f"sluice-{config.name}-capture"
@@ -105,6 +117,17 @@ class ServiceStack(cdk.Stack):
         self.batch, self.batch_via_endpoint = self._build_batch()
         for pipeline in (self.batch, self.batch_via_endpoint):
             pipeline.grant_start(self.roles.deployer)
+        # What `sluice --stage` reads (sluice.names.STAGE_OUTPUTS).
+        _outputs(
+            self,
+            CaptureStream=self.capture.stream_name,
+            RetrainStateMachineArn=self.retraining.state_machine.state_machine_arn,
+            BatchStateMachineArn=self.batch.state_machine.state_machine_arn,
+            EndpointFunction=self.endpoint.function.function_name,
+            EndpointUrl=self.endpoint.api.url,
+            RegistryApiUrl=self.registry_api.rest.api.url,
+            ModelName=config.model_name,
+        )
 
     def _build_monitoring(self) -> Monitoring:
         config = self.config
@@ -150,6 +173,7 @@ class ServiceStack(cdk.Stack):
             request_schema=load_request_schema(config.model_name),
             function_name=f"sluice-{config.name}-{config.model_name}-endpoint",
             retain_logs=config.retain_data,
+            api_stage=config.name,
         )
 
     def _build_batch(self) -> tuple[BatchPipeline, BatchPipeline]:
@@ -202,3 +226,11 @@ def _send_events_to_eventbridge(bucket: s3.Bucket) -> None:
     cast(s3.CfnBucket, bucket.node.default_child).add_property_override(
         "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
     )
+
+
+def _outputs(stack: cdk.Stack, **values: str) -> None:
+    """Stack outputs under the names ``sluice --stage`` reads (:data:`sluice.names.STAGE_OUTPUTS`)."""
+    for name, value in values.items():
+        if name not in STAGE_OUTPUTS:
+            raise ValueError(f"output {name} is not in sluice.names.STAGE_OUTPUTS")
+        cdk.CfnOutput(stack, name, value=value)

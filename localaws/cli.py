@@ -1,9 +1,16 @@
-"""``sluice local up|down|status``: the synthesized dev stage on the embedded local AWS.
+"""``sluice local up|down|status|env``: the synthesized dev stage on the embedded local AWS.
 
-``up`` deploys the assembly onto an in-process moto server and serves it until Ctrl-C (or
+``up`` deploys the assembly onto an in-process moto server and keeps serving it until Ctrl-C (or
 ``sluice local down``); ``up --background`` starts that server as a detached process, waits
 until it is ready, prints the same table and returns. The running server writes
-``<state-dir>/state.json`` (what is deployed, endpoints) and ``<state-dir>/local.pid``.
+``<state-dir>/state.json`` (what is deployed, endpoints) and ``<state-dir>/local.pid``, and
+registers itself in the per-user registry of running stacks (:mod:`sluice.cli.stage`), where
+``sluice --stage dev ...``, ``local status``, ``local env`` and ``local down`` find it, as they
+find the demo's (``sluice demo --keep``).
+
+``--keep`` means the same on ``local up`` and ``demo``: when the command's work is done, the
+stack stays up (in the foreground) until Ctrl-C or ``sluice local down``. For ``local up`` that
+is what it always does; ``--background`` detaches.
 """
 
 from __future__ import annotations
@@ -18,11 +25,22 @@ import threading
 import time
 from pathlib import Path
 
+from sluice.cli.stage import (
+    RunningStack,
+    choose_local,
+    export_lines,
+    local_environment,
+    register_stack,
+    running_stacks,
+    unregister_stack,
+)
 from sluice.errors import SluiceError
 
 PID_FILE = "local.pid"
 LOG_FILE = "local.log"
 READY_TIMEOUT_S = 300.0
+DEFAULT_STATE_DIR = ".sluice/local"
+_STATE_DIR_HELP = "the stack started with this --state-dir (default: the running one, else .sluice/local)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,26 +57,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--gateway-port", type=int, default=0, help="first REST API port (default: free ones)")
     up.add_argument(
         "--background",
-        "--keep",
+        "-d",
         dest="background",
         action="store_true",
         help="run the server as a detached process and return once it is ready",
+    )
+    up.add_argument(
+        "--keep",
+        action="store_true",
+        help="stay up until Ctrl-C or `sluice local down` (what `up` always does; as on `sluice demo`)",
     )
     up.add_argument("--echo-logs", action="store_true", help="print Lambda worker logs to stderr")
     up.add_argument(
         "--fresh",
         action="store_true",
-        help="start empty instead of restoring the buckets and tables saved by the last `down`",
+        help="start empty: drop the journal and snapshot of earlier runs (<state-dir>/data)",
     )
     up.set_defaults(func=cmd_up)
 
-    down = commands.add_parser("down", help="stop the local stage started with `up`")
-    down.add_argument("--state-dir", default=".sluice/local")
+    down = commands.add_parser("down", help="stop the running local stack (`local up` or `demo --keep`)")
+    down.add_argument("--state-dir", default=None, help=_STATE_DIR_HELP)
     down.set_defaults(func=cmd_down)
 
-    status = commands.add_parser("status", help="show what the local stage runs")
-    status.add_argument("--state-dir", default=".sluice/local")
+    status = commands.add_parser("status", help="show the running local stacks (the demo's too)")
+    status.add_argument("--state-dir", default=None, help=_STATE_DIR_HELP)
     status.set_defaults(func=cmd_status)
+
+    env = commands.add_parser(
+        "env",
+        help='print `export` lines for other tools (aws CLI, curl --aws-sigv4): eval "$(sluice local env)"',
+    )
+    env.add_argument("--state-dir", default=None, help=_STATE_DIR_HELP)
+    env.add_argument("--stage", default="dev", help="the stage's stack to describe (default dev)")
+    env.set_defaults(func=cmd_env)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -97,6 +128,7 @@ def _up_foreground(args: argparse.Namespace, state_dir: Path) -> int:
     pid_file = state_dir / PID_FILE
     try:
         pid_file.write_text(str(os.getpid()))
+        register_stack(state_dir / "state.json", stage=aws.stage, kind="local")
         print_state(aws.state(), header=f"Local {aws.stage} stage is up in {aws.timings.total:.1f} s")
         print("Ctrl-C or `sluice local down` stops it.", flush=True)
         try:
@@ -105,6 +137,7 @@ def _up_foreground(args: argparse.Namespace, state_dir: Path) -> int:
         except KeyboardInterrupt:
             pass
     finally:
+        unregister_stack()
         aws.stop()
         pid_file.unlink(missing_ok=True)
     print("local stage stopped", flush=True)
@@ -159,11 +192,11 @@ def _up_background(args: argparse.Namespace, state_dir: Path) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
-    pid = _running_pid(state_dir)
-    if pid is None:
-        print(f"no local stage runs from {state_dir}")
+    target = _target(args.state_dir)
+    if target is None:
+        print(f"no local stack runs (from {args.state_dir or 'any state dir'})")
         return 0
+    pid, state_dir = target
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _alive(pid):
@@ -171,6 +204,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if _alive(pid):
         raise SluiceError(f"local stage (pid {pid}) did not stop within 30 s")
     (state_dir / PID_FILE).unlink(missing_ok=True)
+    unregister_stack(pid)
     print(f"stopped the local stage (pid {pid})")
     return 0
 
@@ -178,14 +212,59 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from localaws.env import read_state
 
-    state_dir = Path(args.state_dir)
+    shown = 0
+    for stack in running_stacks():
+        if args.state_dir and stack.state_file.parent.resolve() != Path(args.state_dir).resolve():
+            continue
+        print_state(stack.state, header=_header(stack))
+        shown += 1
+    if shown:
+        return 0
+    state_dir = Path(args.state_dir or DEFAULT_STATE_DIR)
     state = read_state(state_dir)
     if state is None:
-        raise SluiceError(f"no local stage state in {state_dir} (run `sluice local up`)")
+        raise SluiceError(f"no local stack runs and no state in {state_dir} (run `sluice local up`)")
     pid = _running_pid(state_dir)
     header = f"Local {state['stage']} stage: " + (f"running (pid {pid})" if pid else "stopped")
     print_state(state, header=header)
     return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from localaws.env import read_state
+
+    if args.state_dir:
+        state = read_state(Path(args.state_dir))
+        if state is None or not _alive(int(state.get("pid") or 0)):
+            raise SluiceError(f"no local stack runs from {args.state_dir} (run `sluice local up`)")
+    else:
+        chosen = choose_local(args.stage)
+        if chosen is None:
+            raise SluiceError(
+                f"no local {args.stage} stack runs (run `sluice local up` or `sluice demo --keep`)"
+            )
+        state = chosen.state
+    print(f'# the local {args.stage} stack: eval "$(sluice local env)"')
+    print("\n".join(export_lines(local_environment(state, stage=args.stage))))
+    return 0
+
+
+def _header(stack: RunningStack) -> str:
+    what = "sluice demo --keep" if stack.kind == "demo" else "sluice local up"
+    return f"Local {stack.stage} stage: running (pid {stack.pid}, {what}, state {stack.state_file.parent})"
+
+
+def _target(state_dir: str | None) -> tuple[int, Path] | None:
+    """The pid and state dir of the stack to stop: the one of ``state_dir``, else the only
+    registered one (newest first), else the default state dir's."""
+    if state_dir:
+        pid = _running_pid(Path(state_dir))
+        return (pid, Path(state_dir)) if pid is not None else None
+    stacks = running_stacks()
+    if stacks:
+        return stacks[0].pid, stacks[0].state_file.parent
+    pid = _running_pid(Path(DEFAULT_STATE_DIR))
+    return (pid, Path(DEFAULT_STATE_DIR)) if pid is not None else None
 
 
 def print_state(state: dict, *, header: str) -> None:
@@ -220,7 +299,12 @@ def print_state(state: dict, *, header: str) -> None:
     table.add_row("Resources", f"{sum(counts.values())} ({summary})")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     if state.get("endpoint_url"):
-        print(f"Point the AWS CLI and SDKs at it: export AWS_ENDPOINT_URL={state['endpoint_url']}")
+        print(f"AWS endpoint: AWS_ENDPOINT_URL={state['endpoint_url']}")
+        stage = str(state.get("stage", "dev")).lower()
+        print(
+            f"`sluice --stage {stage} ...` finds this stack by itself; "
+            f'for other tools (aws CLI, curl --aws-sigv4): eval "$(sluice local env --stage {stage})"'
+        )
 
 
 def _running_pid(state_dir: Path) -> int | None:

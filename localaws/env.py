@@ -38,13 +38,14 @@ from typing import Any, Protocol
 
 from botocore.config import Config
 
-from localaws import accounts, dynamodb, firehose, gateway, services
+from localaws import accounts, credentials, dynamodb, firehose, gateway, services
 from localaws.assembly import StackArtifact, read_assembly
 from localaws.bootstrap import bootstrap, publish_assets
 from localaws.cloudformation import deploy, support
 from localaws.cloudformation import models as cloudformation_models
 from localaws.lambdas import runtime as lambdas
-from localaws.persistence import restore_data, save_data
+from localaws.persistence import LocalStore, journal_wanted
+from localaws.persistence import install as install_journal
 from sluice import aws as sluice_aws
 from sluice.errors import NotFound, SluiceError
 
@@ -66,6 +67,7 @@ MOTO_PATCHES: tuple[Callable[[], None], ...] = (
     cloudformation_models.install,  # the resource types moto's CloudFormation skips, its model fixes
     firehose.install,  # dynamic partitioning prefixes
     accounts.install,  # assumed-role credentials act in their role's account
+    install_journal,  # write-ahead journal and stable names (inert unless ``persist``)
 )
 #: Services started in this order once the stacks exist; each returns what ``stop`` stops
 #: (in reverse order).
@@ -122,6 +124,9 @@ class LocalAws:
     runtime: lambdas.LambdaRuntime | None = None
     gateways: gateway.Gateways | None = None
     persist: bool = False
+    store: LocalStore | None = None
+    #: The developer's key issued at start (:mod:`localaws.credentials`), also the process's while running.
+    credentials: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,10 +155,10 @@ class LocalAws:
             0 picks free ports. ``gateway_port`` is used by the first REST API; others get
             the following ports (or free ones when 0).
         persist
-            Bring back the data of the last persisted run (objects of the stage's buckets,
-            items of its tables, by stack and logical id) and save it again on ``stop``, so
-            ``sluice local down`` / ``up`` keeps registered models. Lambda versions and
-            aliases created at run time are not kept: redeploy them.
+            Journal every acknowledged write under ``state_dir/data`` and replay it on the
+            next start, so a killed or stopped stage comes back as it was (objects, items,
+            Lambda versions and aliases, alarm states, executions; :mod:`localaws.persistence`).
+            A clean ``stop`` compacts the journal into a snapshot.
 
         Raises
         ------
@@ -193,6 +198,11 @@ class LocalAws:
             apply()
         self.runtime = lambdas.install(self)
         self._start_server(port)
+        self.credentials = credentials.issue_developer(self)
+        os.environ["AWS_ACCESS_KEY_ID"] = self.credentials["aws_access_key_id"]
+        os.environ["AWS_SECRET_ACCESS_KEY"] = self.credentials["aws_secret_access_key"]
+        self._clients.clear()  # from here on every client signs as the developer
+        sluice_aws.reset_clients()
         t1 = time.perf_counter()
         bootstrap(self.account, self.region)
         t2 = time.perf_counter()
@@ -200,11 +210,14 @@ class LocalAws:
             if stack.assets_path is not None:
                 publish_assets(stack.assets_path, account=self.account, region=self.region)
         t3 = time.perf_counter()
+        if journal_wanted(self.persist):
+            self.store = LocalStore(self)
+            self.store.pin_names()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.deployed = [deploy.deploy_stack(stack) for stack in self.stacks]
-        if self.persist:
-            restore_data(self)
+        if self.store is not None:
+            self.store.recover()
         t4 = time.perf_counter()
         self.gateways = gateway.Gateways.serve(self, first_port=gateway_port)
         for start in SERVICES:
@@ -244,11 +257,6 @@ class LocalAws:
 
     def stop(self) -> None:
         """Stop components, workers, gateways and the server; restore the environment."""
-        if self.persist and self._server is not None and self.deployed:
-            try:
-                save_data(self)
-            except Exception:  # stopping must still release the ports and workers
-                log.exception("saving the local data failed")
         for component in reversed(self._components):
             stopper = getattr(component, "stop", None)
             if callable(stopper):
@@ -263,6 +271,7 @@ class LocalAws:
         if self.runtime is not None:
             self.runtime.stop()
             self.runtime = None
+        self._close_store()
         if self._server is not None:
             # Free what the stage held (the scoring layer alone is 136 MB) for the rest of the process.
             with contextlib.suppress(OSError):
@@ -278,6 +287,19 @@ class LocalAws:
                 os.environ[key] = value
         self._saved_env = {}
         sluice_aws.reset_clients()
+
+    def _close_store(self) -> None:
+        """Compact the journal into a snapshot once nothing writes any more (the journal stays on failure)."""
+        store, self.store = self.store, None
+        if store is None:
+            return
+        try:
+            if self._server is not None and store.file is not None:
+                store.compact()
+        except Exception:  # stopping must still release the ports; the journal is still there
+            log.exception("compacting the local journal failed")
+        finally:
+            store.close()
 
     def __enter__(self) -> LocalAws:
         return self
@@ -371,6 +393,7 @@ class LocalAws:
             "timings": self.timings.__dict__ | {"total": self.timings.total},
             "pid": os.getpid(),
             "endpoint_url": self.endpoint_url,
+            "credentials": self.credentials,
         }
 
     def write_state(self) -> Path:
@@ -378,6 +401,7 @@ class LocalAws:
         path = self.state_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state(), indent=2, default=str))
+        tmp.chmod(0o600)  # it holds the developer's secret key
         tmp.replace(path)
         return path
 

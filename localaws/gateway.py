@@ -4,23 +4,30 @@ moto 5.2.5 stores REST APIs but raises NotImplementedError for ``AWS_PROXY`` int
 :class:`Gateways` starts one ``ThreadingHTTPServer`` per REST API on 127.0.0.1, so a URL is
 ``http://127.0.0.1:<port>/<stage>/<path>`` as on ``execute-api``. Each request:
 
+* is refused with 413 ``{"message": "Request Too Long"}`` when its body is over 10 MB
+  (:data:`MAX_REQUEST_BYTES`), before it is read: the rest is discarded unread;
 * matches the API's resources (literal parts, ``{param}`` and ``{proxy+}``) and method
   (``ANY`` included); unknown paths or methods get API Gateway's 403
   ``{"message": "Missing Authentication Token"}``, an unknown stage 404;
+* when the method's authorization type is ``AWS_IAM``, must carry a SigV4 signature that
+  :func:`localaws.auth.verify` checks with botocore against the secret moto's IAM or STS
+  holds for the access key: unsigned is 403 ``Missing Authentication Token``, an unknown key
+  403 ``The security token included in the request is invalid.``, a wrong signature 403
+  ``The request signature we calculated does not match…``, a time more than 5 minutes off
+  403 ``Signature expired…``, each with API Gateway's ``x-amzn-ErrorType``. The verified key's
+  principal (IAM user or assumed-role session) is ``requestContext.identity``. Policies are
+  not evaluated: any verified key may invoke (see :mod:`localaws.auth`);
 * when the method's request validator validates bodies, checks the body against the
-  method's request model (JSON Schema); a mismatch is 400 ``{"message": "Invalid request body"}``
-  or, when the API defines a ``BAD_REQUEST_BODY`` gateway response, that response's template
-  with ``$context.error.validationErrorString`` filled in. Locally that string is the path of
-  the failing value and jsonschema's reason (``instances[0].age: 'old' is not of type
-  'number'``); API Gateway's own validator words its reasons differently;
+  method's request model (:mod:`localaws.validation`); a mismatch is 400 ``{"message":
+  "Invalid request body"}`` or, when the API defines a ``BAD_REQUEST_BODY`` gateway response,
+  that response's template with ``$context.error.validationErrorString`` filled in: the
+  path of each failing value and jsonschema's reason (API Gateway's validator words them
+  differently), the first 20 and a count, never the body itself. A body nested too deeply
+  to parse is a 400 too;
 * builds the REST proxy event (payload format 1.0), invokes the integration's Lambda
   through :class:`localaws.lambdas.runtime.LambdaRuntime` (so an alias's weighted routing
   applies) and maps the proxy response; a function error or malformed response is 502
   ``{"message": "Internal server error"}``, as API Gateway answers.
-
-IAM (SigV4) authorization is **not enforced** locally: every request is accepted. A SigV4
-``Authorization`` header's access key is passed as ``requestContext.identity.accessKey`` and
-``caller``; unsigned requests get the identity ``arn:aws:iam::<account>:user/local``.
 
 Sockets use HTTP/1.1 keep-alive and ``TCP_NODELAY``; without it, small responses stall
 about 40 ms on delayed ACKs.
@@ -29,7 +36,6 @@ about 40 ms on delayed ACKs.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import logging
 import re
@@ -42,6 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from localaws import auth, validation
 from localaws.patches import moto_symbol
 from sluice.errors import NotFound
 
@@ -50,7 +57,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("localaws.gateway")
 _LAMBDA_URI = re.compile(r"arn:aws:apigateway:[^:]+:lambda:path/[^/]+/functions/(?P<arn>.+)/invocations$")
-_SIGV4_KEY = re.compile(r"Credential=([^/,\s]+)/")
+#: API Gateway's payload limit: a larger body is refused with 413 before it is read.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+#: How much of a refused body is read and discarded so the client sees the 413; beyond, the socket closes.
+_DRAIN_BYTES = 64 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,19 @@ class Route:
     resource_id: str
     method: Any  # moto Method
     path_parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the gateway received it (path without the stage)."""
+
+    method: str
+    path: str
+    query: str
+    headers: Any  # email.message.Message
+    body: bytes
+    stage: str
+    client: str
 
 
 class _Server(ThreadingHTTPServer):
@@ -83,8 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        self._unread = 0
+        body, refusal = self._read_body()
+        if refusal is not None:
+            self._answer(*refusal)
+            self._discard()
+            return
         try:
             status, headers, payload = self.server.gateway.handle(
                 self.command, self.path, self.headers, body, client=self.client_address[0]
@@ -92,6 +120,54 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a bug here must still answer like API Gateway, not drop the socket
             log.exception("local gateway failed on %s %s", self.command, self.path)
             status, headers, payload = _message(500, "Internal server error")
+        self._answer(status, headers, payload)
+
+    def _read_body(self) -> tuple[bytes, tuple[int, dict, bytes] | None]:
+        """The body, or why it is refused (413 over :data:`MAX_REQUEST_BYTES`) without reading it."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            return b"", _message(400, "Bad Request")
+        if length > MAX_REQUEST_BYTES:
+            self._unread = length
+            self.close_connection = True
+            return b"", _message(413, "Request Too Long")
+        return (self.rfile.read(length) if length > 0 else b""), None
+
+    def _read_chunked(self) -> tuple[bytes, tuple[int, dict, bytes] | None]:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                self.close_connection = True
+                return b"", _message(400, "Bad Request")
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts), None
+            total += size
+            if total > MAX_REQUEST_BYTES:
+                self.close_connection = True
+                return b"", _message(413, "Request Too Long")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _discard(self) -> None:
+        """Read and drop what is left of a refused body (up to a cap), then close the connection."""
+        left = min(getattr(self, "_unread", 0), _DRAIN_BYTES)
+        while left > 0:
+            chunk = self.rfile.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+        self.close_connection = True
+
+    def _answer(self, status: int, headers: dict, payload: bytes) -> None:
         self.send_response(status)
         sent = {k.lower() for k in headers}
         for key, value in headers.items():
@@ -100,9 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         if "content-type" not in sent:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+        self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
@@ -166,12 +245,21 @@ class ApiGateway:
         split = urlsplit(raw_path)
         segments = split.path.lstrip("/").split("/", 1)
         stage = segments[0]
-        path = "/" + (segments[1] if len(segments) > 1 else "")
+        request = Request(
+            method, "/" + (segments[1] if len(segments) > 1 else ""), split.query, headers, body, stage, client
+        )
         if stage not in self.api().stages:
             return _message(404 if stage else 403, "Not Found" if stage else "Missing Authentication Token")
-        route = self.match(method, path)
+        route = self.match(method, request.path)
         if route is None:
             return _message(403, "Missing Authentication Token")
+        identity = None
+        if str(getattr(route.method, "authorization_type", "") or "").upper() == "AWS_IAM":
+            try:
+                identity = auth.verify(method, raw_path, headers, body, region=self.local.region)
+            except auth.AuthError as refused:
+                status, _, payload = _message(403, refused.message)
+                return status, {"Content-Type": "application/json", "x-amzn-ErrorType": refused.kind}, payload
         invalid = self._body_error(route.method, headers, body)
         if invalid is not None:
             return self._bad_request_body(invalid)
@@ -184,7 +272,7 @@ class ApiGateway:
             or target is None
         ):
             return _message(500, "Internal server error: only Lambda proxy integrations run locally")
-        event = self.proxy_event(method, path, split.query, headers, body, route, stage, client)
+        event = self.proxy_event(request, route, identity)
         try:
             result = self.local.lambda_runtime().invoke(target["arn"], None, json.dumps(event))
         except NotFound:
@@ -209,16 +297,8 @@ class ApiGateway:
         model = next((m for m in self.api().models.values() if m.name == model_name), None)
         if model is None or not model.schema:
             return None
-        try:
-            document = json.loads(body or b"null")
-        except ValueError as err:
-            return f"body is not JSON: {err}"
         schema = model.schema if isinstance(model.schema, str) else json.dumps(model.schema, sort_keys=True)
-        error = _best_match(_validator(schema).iter_errors(document))
-        if error is None:
-            return None
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-        return f"{where}: {error.message}" if where else error.message
+        return validation.body_error(schema, body)
 
     def _bad_request_body(self, reason: str) -> tuple[int, dict, bytes]:
         """The API's ``BAD_REQUEST_BODY`` gateway response for ``reason``, else API Gateway's default."""
@@ -233,71 +313,55 @@ class ApiGateway:
         )
         return int(response.status_code or 400), {"Content-Type": "application/json"}, rendered.encode()
 
-    def proxy_event(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: Any,
-        body: bytes,
-        route: Route,
-        stage: str,
-        client: str,
-    ) -> dict[str, Any]:
+    def proxy_event(self, request: Request, route: Route, identity: auth.Identity | None) -> dict[str, Any]:
+        """The REST proxy event (payload format 1.0) of ``request`` on ``route``."""
         multi_headers: dict[str, list[str]] = {}
-        for key, value in headers.items():
+        for key, value in request.headers.items():
             multi_headers.setdefault(key, []).append(value)
         multi_query: dict[str, list[str]] = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
+        for key, value in parse_qsl(request.query, keep_blank_values=True):
             multi_query.setdefault(key, []).append(value)
         try:
-            text, is_base64 = body.decode("utf-8"), False
+            text, is_base64 = request.body.decode("utf-8"), False
         except UnicodeDecodeError:
-            text, is_base64 = base64.b64encode(body).decode(), True
+            text, is_base64 = base64.b64encode(request.body).decode(), True
         return {
             "resource": route.resource_path,
-            "path": path,
-            "httpMethod": method,
+            "path": request.path,
+            "httpMethod": request.method,
             "headers": {k: v[-1] for k, v in multi_headers.items()} or None,
             "multiValueHeaders": multi_headers or None,
             "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
             "multiValueQueryStringParameters": multi_query or None,
             "pathParameters": route.path_parameters or None,
-            "stageVariables": (getattr(self.api().stages.get(stage), "variables", None) or None),
-            "requestContext": self._request_context(method, path, headers, route, stage, client),
-            "body": text if body else None,
+            "stageVariables": (getattr(self.api().stages.get(request.stage), "variables", None) or None),
+            "requestContext": self._request_context(request, route, identity),
+            "body": text if request.body else None,
             "isBase64Encoded": is_base64,
         }
 
-    def _request_context(
-        self, method: str, path: str, headers: Any, route: Route, stage: str, client: str
-    ) -> dict[str, Any]:
-        access_key = _SIGV4_KEY.search(headers.get("Authorization") or "")
-        key = access_key.group(1) if access_key else None
+    def _request_context(self, request: Request, route: Route, identity: auth.Identity | None) -> dict[str, Any]:
         now = time.time()
         request_id = str(uuid.uuid4())
+        caller: dict[str, Any] = {"accessKey": None, "accountId": None, "caller": None, "user": None, "userArn": None}
         return {
             "accountId": self.local.account,
             "apiId": self.api_id,
             "resourceId": route.resource_id,
             "resourcePath": route.resource_path,
-            "stage": stage,
+            "stage": request.stage,
             "requestId": request_id,
             "extendedRequestId": request_id,
             "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "requestTimeEpoch": int(now * 1000),
-            "path": f"/{stage}{path}",
+            "path": f"/{request.stage}{request.path}",
             "protocol": "HTTP/1.1",
-            "httpMethod": method,
+            "httpMethod": request.method,
             "domainName": f"127.0.0.1:{self.port}",
             "identity": {
-                "sourceIp": client,
-                "userAgent": headers.get("User-Agent"),
-                "accessKey": key,
-                "caller": key,
-                "user": key,
-                "accountId": self.local.account,
-                "userArn": f"arn:aws:iam::{self.local.account}:user/{key or 'local'}",
+                "sourceIp": request.client,
+                "userAgent": request.headers.get("User-Agent"),
+                **(identity.context() if identity is not None else caller),
             },
         }
 
@@ -397,20 +461,6 @@ def _match_path(template: str, parts: list[str]) -> dict[str, str] | None:
         elif piece != parts[index]:
             return None
     return params if len(pieces) == len(parts) else None
-
-
-@functools.lru_cache(maxsize=64)
-def _validator(schema: str) -> Any:
-    """A draft-04 validator per request model (building one costs more than validating a body)."""
-    import jsonschema
-
-    return jsonschema.Draft4Validator(json.loads(schema))
-
-
-def _best_match(errors: Any) -> Any:
-    import jsonschema
-
-    return jsonschema.exceptions.best_match(errors)
 
 
 def _message(status: int, message: str) -> tuple[int, dict, bytes]:

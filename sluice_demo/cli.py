@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import html
 import json
 import signal
 import threading
@@ -25,11 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from localaws.assembly import read_assembly
+from sluice.cli.stage import register_stack, unregister_stack
 from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from localaws.env import LocalAws
     from sluice_demo.lifecycle import Lifecycle, Stage, Step
+    from sluice_demo.story import Comparison
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=1_000,
         help="requests that measure the 10 %% split (default 1000)",
     )
-    parser.add_argument("--keep", action="store_true", help="leave the local endpoint running at the end")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="when done, stay up until Ctrl-C or `sluice local down` (as `sluice local up` does)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,6 +77,7 @@ def synth_summary(console: Console, assembly: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from localaws import LocalAws
     from sluice_demo.lifecycle import Lifecycle
+    from sluice_demo.report import lifecycle_html
 
     console = Console()
     synth_summary(console, args.assembly)
@@ -80,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with console.status("Deploying the dev stage onto the embedded local AWS..."):
         env = LocalAws.start(args.assembly, state_dir=args.state_dir)
+    # Registered while it runs, so `sluice --stage dev`, `sluice local status|env|down` find it.
+    register_stack(env.state_dir / "state.json", stage=env.stage, kind="demo")
     try:
         console.print(f"[green]local AWS up[/] in {env.timings.total:.1f} s at {env.endpoint_url}")
         stage = resolve_stage(env)
@@ -104,13 +112,24 @@ def run(args: argparse.Namespace) -> int:
             status.stop()
         elapsed = time.perf_counter() - started
         console.print(summary_table(lifecycle, elapsed))
+        console.print(comparison_table(lifecycle.comparison))
         drift_html = save_drift_report(stage, out)
         report = out / "lifecycle.html"
-        report.write_text(lifecycle_html(steps, elapsed, drift_html))
+        report.write_text(
+            lifecycle_html(
+                steps,
+                elapsed,
+                drift_html,
+                timeline=lifecycle.timeline,
+                comparison=lifecycle.comparison,
+                decision=lifecycle.decision,
+            )
+        )
         console.print(f"Reports: [bold]{report}[/]" + (f" and [bold]{drift_html}[/]" if drift_html else ""))
         if args.keep:
             _keep(console, env, stage)
     finally:
+        unregister_stack()
         env.stop()
     return 0
 
@@ -172,6 +191,22 @@ def summary_table(lifecycle: Lifecycle, elapsed: float) -> Table:
     return table
 
 
+def comparison_table(comparison: Comparison) -> Table:
+    """M1 and M2 per metric on the same holdout rows (the retraining run's own comparison)."""
+    one, two = comparison.champion_version, comparison.challenger_version
+    table = Table(title=f"M1 vs M2 on the same holdout: {comparison.holdout()}")
+    for column in ("metric", f"M1 (v{one})", f"M2 (v{two})", "M2 - M1"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in comparison.metrics:
+        primary = " (primary)" if metric == comparison.primary_metric else ""
+        champion, challenger = comparison.champion[metric], comparison.challenger[metric]
+        table.add_row(
+            metric + primary, f"{champion:.4f}", f"{challenger:.4f}", f"{challenger - champion:+.4f}"
+        )
+    table.caption = f"On {comparison.primary_metric}, M2 is {comparison.verdict} than M1."
+    return table
+
+
 def save_drift_report(stage: Stage, out: Path) -> Path | None:
     """Copy the newest HTML drift report the drift job wrote to S3 into ``out``."""
     from sluice import aws
@@ -186,25 +221,6 @@ def save_drift_report(stage: Stage, out: Path) -> Path | None:
     path = out / "drift-report.html"
     path.write_bytes(s3.get_object(Bucket=stage.capture_bucket, Key=newest["Key"])["Body"].read())
     return path
-
-
-def lifecycle_html(steps: list[Step], elapsed: float, drift_report: Path | None) -> str:
-    rows = "".join(
-        f"<tr><td>{s.number}</td><td>{html.escape(s.title)}</td><td><pre>"
-        f"{html.escape(json.dumps(s.figures, indent=1, default=str))}</pre></td><td>{s.seconds:.1f} s</td></tr>"
-        for s in steps
-    )
-    link = (
-        f"<p>Drift report: <a href='{drift_report.name}'>{drift_report.name}</a></p>" if drift_report else ""
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Sluice lifecycle</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px;"
-        "vertical-align:top}table{border-collapse:collapse}pre{margin:0}</style></head><body>"
-        f"<h1>Sluice lifecycle</h1><p>Eight steps from M1 to M2 beside it, {elapsed:.0f} s on the "
-        f"embedded local AWS.</p>{link}<table><tr><th>#</th><th>step</th><th>figures</th><th>time</th></tr>"
-        f"{rows}</table></body></html>"
-    )
 
 
 def _keep(console: Console, env: LocalAws, stage: Stage) -> None:
@@ -224,11 +240,16 @@ def _keep(console: Console, env: LocalAws, stage: Stage) -> None:
             }
         ]
     }
-    console.print("The local endpoint stays up until Ctrl-C. Try:")
     console.print(
-        f"  curl -s -X POST {stage.gateway_url}/predict -H 'Content-Type: application/json' "
-        f"-d '{json.dumps(example)}'",
+        "The local stack stays up until Ctrl-C or `sluice local down`; `sluice --stage dev ...` "
+        "finds it. Try a signed request (the API takes SigV4 only, as in AWS):"
+    )
+    console.print(
+        '  eval "$(sluice local env)"\n'
+        '  curl -s --aws-sigv4 "aws:amz:$AWS_REGION:execute-api" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" '
+        f"-H 'Content-Type: application/json' -d '{json.dumps(example)}' {stage.gateway_url}/predict",
         soft_wrap=True,
+        markup=False,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it as cleanly as Ctrl-C

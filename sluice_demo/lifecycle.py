@@ -8,13 +8,16 @@ Eight steps, from the first model M1 to M2 running beside it:
 4. monitoring: baseline from the training partition, target from the test partition;
 5. production traffic through the API gateway, captured;
 6. drift is injected, the drift job's metric raises the alarm, the rule starts retraining;
-7. M2 is registered PendingManualApproval, parent M1;
-8. a person approves M2; it is deployed beside M1 at 10 %, the canary shifts traffic, and the
-   version is promoted to the prod registry.
+7. M2 is registered PendingManualApproval, parent M1, with its retraining's comparison of M1 and
+   M2 on one holdout;
+8. a person reads M1 against M2 on the same holdout and approves M2 accordingly: it is deployed
+   beside M1 at 10 %; only if it is better there does the canary shift all traffic to it and the
+   version go on to the prod registry (:func:`sluice_demo.story.decide`).
 
 Every step talks to the stage only through AWS APIs (boto3 against ``AWS_ENDPOINT_URL``) and
 HTTP, exactly as it would against a deployed stage. :class:`Lifecycle` records figures and
-timings per step for the summary table and the HTML lifecycle report (:mod:`sluice_demo.cli`).
+timings per step, and a :class:`~sluice_demo.story.Timeline` of what happened when, for the summary
+table (:mod:`sluice_demo.cli`) and the HTML lifecycle report (:mod:`sluice_demo.report`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,20 @@ from http.client import HTTPConnection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from localaws.auth import sign
 from sluice import aws
 from sluice.errors import SluiceError
 from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit, credit_spec
+from sluice_demo.story import (
+    CANARY_STEPS,
+    TRIAL_WEIGHT,
+    Comparison,
+    Decision,
+    Timeline,
+    decide,
+    side_by_side,
+    trial_health,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,6 +94,8 @@ class Lifecycle:
     started: datetime
     m1: int
     m2: int
+    comparison: Comparison  # M1 against M2 on the same holdout (step 7)
+    decision: Decision  # the person's call on M2, which follows the comparison (step 8)
     final_routes: list[dict[str, Any]]
 
     def __init__(
@@ -101,6 +117,7 @@ class Lifecycle:
         self.steps: list[Step] = []
         self.request_ids: list[str] = []
         self.rows_sent = 0
+        self.timeline = Timeline()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -112,6 +129,7 @@ class Lifecycle:
     def _run(self, number: int, title: str, body: Callable[[Step], None]) -> Step:
         step = Step(number, title)
         self.steps.append(step)
+        self.timeline.step(number)
         self.on_step(step, False)
         started = time.perf_counter()
         body(step)
@@ -145,13 +163,20 @@ class Lifecycle:
             for start in range(0, len(records), batch):
                 body = json.dumps({"instances": records[start : start + batch]})
                 began = time.perf_counter()
-                connection.request("POST", f"{url.path}/predict", body, {"Content-Type": "application/json"})
+                headers = sign(
+                    "POST",
+                    f"{self.stage.gateway_url}/predict",
+                    body=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                connection.request("POST", f"{url.path}/predict", body, headers)  # SigV4, as IAM auth wants
                 reply = connection.getresponse()
                 payload = json.loads(reply.read() or b"{}")
                 latencies.append(time.perf_counter() - began)
                 if reply.status != 200:
                     raise SluiceError(f"endpoint answered {reply.status}: {payload}")
                 responses.append(payload)
+                self.timeline.serve(payload.get("version"))
                 self.request_ids.append(payload.get("request_id", ""))
                 self.rows_sent += len(payload.get("predictions", []))
         finally:
@@ -175,6 +200,7 @@ class Lifecycle:
     def run(self) -> list[Step]:
         """Run the eight steps in order; returns them with their figures and timings."""
         self.started = datetime.now(UTC)
+        self.timeline = Timeline()
         self.registry = self._registry()
         self.dataset = f"s3://{self.stage.work_bucket}/datasets/{self.stage.model}/latest.parquet"
         self.data = credit(self.rows, seed=0)
@@ -187,8 +213,9 @@ class Lifecycle:
         self._run(4, "Monitoring: training baseline vs test partition", self._monitoring)
         self._run(5, "Production traffic through the gateway, captured", self._production_traffic)
         self._run(6, "Inject drift: alarm → rule → retraining", self._inject_drift)
-        self._run(7, "M2 registered, pending approval", self._m2_registered)
-        self._run(8, "Approve M2, 10 % beside M1, canary, promote", self._approve_and_shift)
+        self._run(7, "M2 registered, pending approval; M1 vs M2 on one holdout", self._m2_registered)
+        self.decision = decide(self.comparison)
+        self._run(8, self.decision.title, self._approve_and_shift)
         return self.steps
 
     def _train_m1(self, step: Step) -> None:
@@ -215,7 +242,10 @@ class Lifecycle:
         )["executionArn"]
         state = self._wait_execution(arn)
         self.m1 = state["version"]
-        step.figures.update(version=self.m1, rows=state["rows"], metrics=state["candidate_metrics"])
+        # On M1's own holdout (training data); step 7 sets M1 against M2 on one newer holdout.
+        step.figures.update(
+            version=self.m1, rows=state["rows"], metrics_own_holdout=state["candidate_metrics"]
+        )
 
     def _register_m1(self, step: Step) -> None:
         model = self.stage.model
@@ -232,6 +262,7 @@ class Lifecycle:
         endpoint.deploy(self.m1)
         endpoint.promote(self.m1)
         step.figures.update(routes=self._routes(endpoint))
+        self.timeline.route(step.figures["routes"])
 
     def _monitoring(self, step: Step) -> None:
         from sluice.models.training import split
@@ -240,6 +271,7 @@ class Lifecycle:
         self.holdout = holdout
         responses, _ = self._score(holdout.head(self.requests))
         runs = self._drift_check()
+        self.timeline.drift_window(4, "test partition", runs)
         step.figures.update(
             baseline="training partition (profile.json in the registry)",
             target_rows=len(responses),
@@ -262,6 +294,7 @@ class Lifecycle:
         write_table(self.shifted, self.dataset)  # the newest labelled window that retraining will use
         self._score(self.shifted.head(self.requests), batch=10)
         runs = self._drift_check(window_minutes=5)
+        self.timeline.drift_window(6, "shifted traffic", runs)
         step.figures.update(
             dataset_drift_share=[r.get("dataset_drift_share") for r in runs],
             drifted=[r.get("drifted_features") for r in runs],
@@ -271,33 +304,70 @@ class Lifecycle:
     def _m2_registered(self, step: Step) -> None:
         self.m2 = self._wait_version(self.registry, after=self.m1)
         record = self.registry.get(self.stage.model, version=self.m2)
+        # The retraining scored M1 and M2 on the same holdout rows; M2's own metrics and M1's
+        # from step 1 come from different holdouts and are not compared.
+        report = json.loads(self.registry.fetch(self.stage.model, self.m2, "reports/comparison.json"))
+        self.comparison = Comparison.from_report(report, challenger_version=self.m2)
         step.figures.update(
-            version=self.m2, status=record.status, parent=record.parent_version, metrics=record.metrics
+            version=self.m2,
+            status=record.status,
+            parent=record.parent_version,
+            same_holdout=self.comparison.figures(),
+            m2_better=self.comparison.better,
         )
 
     def _approve_and_shift(self, step: Step) -> None:
-        self.registry.approve(self.stage.model, self.m2, actor=HUMAN, reason="demo: challenger reviewed")
+        """M2 beside M1 at 10 %; the canary and prod only if the person's decision says so."""
+        self.registry.approve(self.stage.model, self.m2, actor=HUMAN, reason=self.decision.reason)
         endpoint = self._traffic()
         endpoint.deploy(self.m2)
-        endpoint.shift(self.m2, 0.1)
-        responses, _ = self._score(self.shifted.head(self.split_requests))
+        endpoint.shift(self.m2, TRIAL_WEIGHT)
+        split = self._routes(endpoint)
+        self.timeline.route(split)
+        trial = self.shifted.head(self.split_requests)
+        responses, _ = self._score(trial)
         share = sum(1 for r in responses if r["version"] == self.m2) / len(responses)
-        step.figures.update(split=self._routes(endpoint), observed_share_m2=round(share, 3))
-        self._canary(step, endpoint)
-        step.figures.update(prod=self._promote(self.registry))
+        both = side_by_side(responses, trial[TARGET].tolist())
+        self.timeline.canary_step(
+            TRIAL_WEIGHT, trial_health(both.get(f"v{self.m2}")), ran=True, note="beside M1"
+        )
+        step.figures.update(
+            decision=self.decision.verdict, split=split, observed_share_m2=round(share, 3), side_by_side=both
+        )
+        if self.decision.promote:
+            self._canary(step, endpoint)
+        else:
+            for weight in (*CANARY_STEPS, 1.0):
+                self.timeline.canary_step(weight, None, ran=False, note="not run: M2 is not better")
+            step.figures.update(routes=self._routes(endpoint), prod="not promoted: M2 is not better than M1")
         self.final_routes = [asdict(r) for r in endpoint.routes()]
 
     def _canary(self, step: Step, endpoint: EndpointTraffic) -> None:
-        """Shift 25 % then 50 % to M2, judging its own metrics while traffic flows, then promote it.
+        """Shift 25 % then 50 % to M2, judging its own metrics while traffic flows; promote it if healthy.
 
-        CodeDeploy's linear shift in AWS; ``sluice.serving.canary`` does it locally.
+        CodeDeploy's linear shift in AWS; ``sluice.serving.canary`` does it locally. Only a canary
+        that took M2 to all traffic goes on to the prod registry.
         """
-        canary = self._traffic(sleep=lambda seconds: self._score(self.shifted.sample(200, random_state=1)))
-        result = canary.canary(self.m2, steps=(0.25, 0.5), interval_s=0)
+
+        def flow(seconds: float) -> None:  # while the canary waits, traffic reaches the new weights
+            self.timeline.route(self._routes(endpoint))
+            self._score(self.shifted.sample(200, random_state=1))
+
+        def judged(canary_step: dict[str, Any]) -> None:
+            note = "; ".join(canary_step["breaches"])
+            self.timeline.canary_step(canary_step["weight"], canary_step["health"], ran=True, note=note)
+
+        canary = self._traffic(sleep=flow)
+        result = canary.canary(self.m2, steps=CANARY_STEPS, interval_s=0, on_step=judged)
+        routes = self._routes(endpoint)
+        self.timeline.route(routes)
+        promoted = result.outcome == "promoted"
+        self.timeline.canary_step(1.0, None, ran=promoted, note=result.outcome)
         step.figures.update(
-            canary=result.outcome,
-            canary_steps=[s["weight"] for s in result.steps],
-            routes=self._routes(endpoint),
+            canary=result.outcome, canary_steps=[s["weight"] for s in result.steps], routes=routes
+        )
+        step.figures.update(
+            prod=self._promote(self.registry) if promoted else f"not promoted: {result.reason}"
         )
 
     # -- helpers ------------------------------------------------------------------------------
@@ -354,6 +424,7 @@ class Lifecycle:
         while time.monotonic() < deadline:
             alarms = cloudwatch.describe_alarms(AlarmNames=self.stage.alarm_names)["MetricAlarms"]
             firing = [a["AlarmName"] for a in alarms if a["StateValue"] == "ALARM"]
+            self.timeline.alarm_threshold = next((a.get("Threshold") for a in alarms), None)
             if firing:
                 return firing[0]
             time.sleep(0.5)

@@ -17,7 +17,8 @@ BAD_REQUEST_BODY_TEMPLATE = '{"message": "Invalid request body: $context.error.v
 class SecureRestApi(Construct):
     """An API Gateway REST API behind IAM (SigV4) auth.
 
-    Every method requires IAM auth by default; the ``prod`` stage throttles, traces with
+    Every method requires IAM auth by default; its one stage (``stage_name``, the Sluice stage's
+    name, so URLs read ``/dev/...`` on the dev stage) throttles, traces with
     X-Ray and writes JSON access logs to its own log group. A body that fails its request
     model gets a 400 whose message carries the validator's reason (``bad_request_body``).
 
@@ -25,6 +26,8 @@ class SecureRestApi(Construct):
     ----------
     description
         Shown in the console.
+    stage_name
+        The API's stage, the path's first segment; default ``prod``.
     rate_limit, burst_limit
         Stage-wide throttling (requests per second, burst); default 100 and 200.
     retain_logs
@@ -42,6 +45,7 @@ class SecureRestApi(Construct):
         id: str,
         *,
         description: str,
+        stage_name: str = "prod",
         rate_limit: int = 100,
         burst_limit: int = 200,
         retain_logs: bool = False,
@@ -60,7 +64,7 @@ class SecureRestApi(Construct):
             endpoint_types=[apigw.EndpointType.REGIONAL],
             cloud_watch_role=False,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
-            deploy_options=self._stage_options(rate_limit=rate_limit, burst_limit=burst_limit),
+            deploy_options=self._stage_options(stage_name, rate_limit=rate_limit, burst_limit=burst_limit),
         )
         self.validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
@@ -82,10 +86,10 @@ class SecureRestApi(Construct):
             },
         )
 
-    def _stage_options(self, *, rate_limit: int, burst_limit: int) -> apigw.StageOptions:
-        """The ``prod`` stage: throttled, traced, JSON access logs with the standard fields."""
+    def _stage_options(self, stage_name: str, *, rate_limit: int, burst_limit: int) -> apigw.StageOptions:
+        """The API's stage: throttled, traced, JSON access logs with the standard fields."""
         return apigw.StageOptions(
-            stage_name="prod",
+            stage_name=stage_name,
             throttling_rate_limit=rate_limit,
             throttling_burst_limit=burst_limit,
             tracing_enabled=True,

@@ -251,9 +251,8 @@ class BatchPipeline(Construct):
 
     def _build_failure_path(self) -> tasks.LambdaInvoke:
         """Notify, then fail the run: where every failure ends."""
-        failed = sfn.Fail(
-            self, "Failed", error="BatchFailed", cause="see the failure notification and manifest"
-        )
+        # The run fails with the cause the notification carries (its reasons, joined).
+        failed = sfn.Fail(self, "Failed", error="BatchFailed", cause_path="$.cause")
         notify = lambda_step(self, "NotifyFailure", self.notify.function)
         retry_transient(notify, max_attempts=2, jitter=False)
         notify.next(failed)

@@ -87,6 +87,9 @@ class Endpoint(Construct):
         version produces.
     retain_logs
         Keep the function's and the API's log groups when the stack is deleted.
+    api_stage
+        The REST API's stage, the URL path's first segment (default ``prod``; the Sluice stage
+        passes its own name, so the dev endpoint is ``.../dev/predict``).
 
     Attributes
     ----------
@@ -119,6 +122,7 @@ class Endpoint(Construct):
         latency_p99_ms: int = 1000,
         quality_bounds: tuple[float, float] = (0.01, 0.99),
         retain_logs: bool = False,
+        api_stage: str = "prod",
     ) -> None:
         super().__init__(scope, id)
         if flavour not in FLAVOURS:
@@ -143,6 +147,7 @@ class Endpoint(Construct):
             rate_limit=rate_limit,
             burst_limit=burst_limit,
             retain_logs=retain_logs,
+            api_stage=api_stage,
         )
         self.usage_plan: apigw.UsagePlan | None = None
         self.api_key: apigw.IApiKey | None = None
@@ -229,11 +234,14 @@ class Endpoint(Construct):
         rate_limit: int,
         burst_limit: int,
         retain_logs: bool,
+        api_stage: str,
     ) -> None:
+        self.api_stage = api_stage
         self.rest = SecureRestApi(
             self,
             "Rest",
             description=f"Sluice endpoint of model {self.model_name}",
+            stage_name=api_stage,
             rate_limit=rate_limit,
             burst_limit=burst_limit,
             retain_logs=retain_logs,
@@ -313,7 +321,7 @@ class Endpoint(Construct):
 
     @property
     def url(self) -> str:
-        """``https://.../prod/predict``."""
+        """``https://.../<api stage>/predict``."""
         return self.api.url_for_path("/predict")
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
@@ -321,7 +329,7 @@ class Endpoint(Construct):
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["execute-api:Invoke"],
-            resource_arns=[self.api.arn_for_execute_api("POST", "/predict", "prod")],
+            resource_arns=[self.api.arn_for_execute_api("POST", "/predict", self.api_stage)],
         )
 
     def grant_deploy(self, grantee: iam.IGrantable) -> iam.Grant:

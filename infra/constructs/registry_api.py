@@ -25,10 +25,19 @@ class RegistryApi(Construct):
         POST /models/{name}/versions/{version}/reject    {"comment": "..."}
 
     The function can read the registry and change records (approval, audit events); it
-    cannot write artifacts.
+    cannot write artifacts. ``api_stage`` names the API's stage, the URL path's first segment
+    (default ``prod``; the Sluice stage passes its own name).
     """
 
-    def __init__(self, scope: Construct, id: str, *, registry: Registry, retain_logs: bool = False) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: Registry,
+        retain_logs: bool = False,
+        api_stage: str = "prod",
+    ) -> None:
         super().__init__(scope, id)
         self.role = iam.Role(
             self,
@@ -49,7 +58,9 @@ class RegistryApi(Construct):
             },
             retain_logs=retain_logs,
         )
-        self.rest = SecureRestApi(self, "Rest", description="Sluice model registry", retain_logs=retain_logs)
+        self.rest = SecureRestApi(
+            self, "Rest", description="Sluice model registry", stage_name=api_stage, retain_logs=retain_logs
+        )
         integration = apigw.LambdaIntegration(self.handler.function)
         decision_body = self.rest.api.add_model(
             "DecisionBody",

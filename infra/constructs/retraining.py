@@ -152,7 +152,8 @@ class RetrainingPipeline(Construct):
 
     def _build_definition(self) -> sfn.IChainable:
         """The steps in order; any final failure names its step, notifies and fails the run."""
-        failed = sfn.Fail(self, "Failed", error="RetrainingFailed", cause="see the failure notification")
+        # The run fails with the cause the notification carries (the missing data URI, ...).
+        failed = sfn.Fail(self, "Failed", error="RetrainingFailed", cause_path="$.cause")
         notify_failure = self._step("NotifyFailure", "notify_failure").next(failed)
         chain = [self._build_task(step, on_failure=notify_failure) for step in RETRAINING_STEPS]
         for task, following in itertools.pairwise(chain):

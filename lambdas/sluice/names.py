@@ -51,3 +51,28 @@ def promotion_role_name(stage: str) -> str:
 
 def role_arn(account: str, role_name: str, *, partition: str = "aws") -> str:
     return f"arn:{partition}:iam::{account}:role/{role_name}"
+
+
+# --- Stage discovery: the stacks of a stage and the outputs the CLI reads from them ---
+#: CloudFormation output name → the environment variable the runtime and the CLI read it from.
+#: ``infra/stage.py`` declares these outputs; ``sluice --stage STAGE`` reads them from the
+#: stage's stacks (in AWS) or from the running local stack's state file (locally).
+STAGE_OUTPUTS = {
+    "RegistryTable": "SLUICE_REGISTRY_TABLE",
+    "RegistryBucket": "SLUICE_REGISTRY_BUCKET",
+    "CaptureBucket": "SLUICE_CAPTURE_BUCKET",
+    "WorkBucket": "SLUICE_WORK_BUCKET",
+    "CaptureStream": "SLUICE_CAPTURE_STREAM",
+    "RetrainStateMachineArn": "SLUICE_RETRAIN_STATE_MACHINE_ARN",
+    "BatchStateMachineArn": "SLUICE_BATCH_STATE_MACHINE_ARN",
+    "EndpointFunction": "SLUICE_ENDPOINT_FUNCTION",
+    "EndpointUrl": "SLUICE_ENDPOINT_URL",
+    "RegistryApiUrl": "SLUICE_REGISTRY_API_URL",
+    "ModelName": "SLUICE_STAGE_MODEL",
+}
+
+
+def stage_stack_names(stage: str) -> tuple[str, str]:
+    """The stateful and the service stack of a stage (``Dev-Stateful``, ``Dev-Service``)."""
+    construct_id = stage.capitalize()
+    return f"{construct_id}-Stateful", f"{construct_id}-Service"

@@ -45,5 +45,8 @@ class Settings:
         """Raise a clear error if any of the named settings is empty."""
         missing = [f"SLUICE_{n.upper()}" for n in names if not getattr(self, n)]
         if missing:
-            raise SluiceError(f"missing setting(s): {', '.join(missing)} (set the environment variable)")
+            raise SluiceError(
+                f"missing setting(s): {', '.join(missing)} (name the stage: `sluice --stage dev ...` or "
+                "SLUICE_STAGE=dev, which finds them; or set the environment variables)"
+            )
         return self

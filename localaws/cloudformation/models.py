@@ -4,8 +4,9 @@ moto's CloudFormation skips resource types it has no model for (it warns and cre
 so a ``Ref`` to them yields nothing). :data:`MODEL_MAP` adds a small model class for every
 ``filled`` and ``emulated`` type of :data:`~localaws.cloudformation.support.RESOURCE_SUPPORT`,
 built around its filler (:mod:`localaws.cloudformation.fillers`). The other patches here fix
-moto's own models: KMS key tags, API Gateway method request models, and resource errors and
-``DependsOn`` order. :func:`install` applies them all, through :mod:`localaws.patches`.
+moto's own models: KMS key tags, API Gateway method request models, the package type of
+container-image functions, declared bucket versioning, and resource errors and ``DependsOn``
+order. :func:`install` applies them all, through :mod:`localaws.patches`.
 """
 
 from __future__ import annotations
@@ -179,6 +180,38 @@ def _method_create(original: Any) -> Any:
     return classmethod(create)
 
 
+def _function_create(original: Any) -> Any:
+    func = original.__func__
+
+    def create(cls, /, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        fn = func(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        props = cloudformation_json.get("Properties", {})
+        # Set on $LATEST before any version is published, so versions copy them.
+        fn.package_type = props.get("PackageType") or fn.package_type
+        if props.get("ImageConfig"):
+            image_config = moto_symbol("moto.awslambda.models.ImageConfig", owner=__name__)
+            fn.image_config = image_config(props["ImageConfig"])
+        fn.architectures = props.get("Architectures") or fn.architectures
+        return fn
+
+    return classmethod(create)
+
+
+def _bucket_create(original: Any) -> Any:
+    func = original.__func__
+
+    def create(cls, /, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        bucket = func(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        status = (cloudformation_json.get("Properties", {}).get("VersioningConfiguration") or {}).get(
+            "Status"
+        )
+        if status in ("Enabled", "Suspended"):
+            bucket.versioning_status = status  # what PutBucketVersioning sets
+        return bucket
+
+    return classmethod(create)
+
+
 def _named_resource_errors(original: Any) -> Any:
     def create(logical_id, resource_json, resources_map, account_id, region_name):
         depends_on = resource_json.get("DependsOn") or []
@@ -222,6 +255,27 @@ METHOD_REQUEST_MODELS = Patch(
     owner=__name__,
     name="method_request_models",
 )
+FUNCTION_PACKAGE_TYPE = Patch(
+    target="moto.awslambda.models.LambdaFunction.create_from_cloudformation_json",
+    gap=(
+        "AWS::Lambda::Function drops PackageType, ImageConfig and Architectures: container-image "
+        "functions show PackageType Zip in GetFunction and ListFunctions"
+    ),
+    replace=_function_create,
+    owner=__name__,
+    name="function_package_type",
+    requires=("moto.awslambda.models.ImageConfig",),
+)
+BUCKET_VERSIONING = Patch(
+    target="moto.s3.models.FakeBucket.create_from_cloudformation_json",
+    gap=(
+        "AWS::S3::Bucket ignores VersioningConfiguration: buckets declared versioned are "
+        "unversioned, and objects get no VersionId"
+    ),
+    replace=_bucket_create,
+    owner=__name__,
+    name="bucket_versioning",
+)
 RESOURCE_ERRORS = Patch(
     target="moto.cloudformation.parsing.parse_and_create_resource",
     gap=(
@@ -233,7 +287,14 @@ RESOURCE_ERRORS = Patch(
     owner=__name__,
     name="resource_errors",
 )
-PATCHES: tuple[Patch, ...] = (MODEL_MAP, KMS_KEY_TAGS, METHOD_REQUEST_MODELS, RESOURCE_ERRORS)
+PATCHES: tuple[Patch, ...] = (
+    MODEL_MAP,
+    KMS_KEY_TAGS,
+    METHOD_REQUEST_MODELS,
+    FUNCTION_PACKAGE_TYPE,
+    BUCKET_VERSIONING,
+    RESOURCE_ERRORS,
+)
 
 
 def install() -> None:

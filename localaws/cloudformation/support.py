@@ -41,12 +41,12 @@ RESOURCE_SUPPORT: dict[str, str] = {
     "AWS::KMS::Key": MOTO,  # + Tags, which moto's model passes in the wrong shape
     "AWS::Kinesis::Stream": MOTO,
     "AWS::Lambda::EventSourceMapping": MOTO,
-    "AWS::Lambda::Function": MOTO,
+    "AWS::Lambda::Function": MOTO,  # + PackageType, ImageConfig, Architectures, which moto drops
     "AWS::Lambda::LayerVersion": MOTO,
     "AWS::Lambda::Permission": MOTO,
     "AWS::Logs::LogGroup": MOTO,
     "AWS::Logs::ResourcePolicy": MOTO,
-    "AWS::S3::Bucket": MOTO,
+    "AWS::S3::Bucket": MOTO,  # + VersioningConfiguration, which moto ignores
     "AWS::SNS::Topic": MOTO,
     "AWS::SQS::Queue": MOTO,
     "AWS::SSM::Parameter": MOTO,

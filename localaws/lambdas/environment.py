@@ -5,7 +5,8 @@ sends one JSON line per invocation, reads the answer, enforces the timeout (Lamb
 gets :data:`INIT_ALLOWANCE_S` more on a cold start), streams the worker's stderr to the
 runtime's log handling, and serves the environment's Extensions API. A :class:`WorkerPool`
 keeps the workers of one function version: an idle one is reused, concurrent invocations get
-more, up to the limit, and idle ones are reaped as Lambda recycles environments.
+more, up to the limit, idle ones are reaped as Lambda recycles environments, and one that dies
+(killed, crashed, reset after a timeout) is replaced, so the pool stays at the size it reached.
 """
 
 from __future__ import annotations
@@ -40,10 +41,15 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, spec: FunctionSpec, runtime: LambdaRuntime) -> None:
+    def __init__(
+        self, spec: FunctionSpec, runtime: LambdaRuntime, *, on_exit: Callable[[Worker], None] | None = None
+    ) -> None:
         self.spec = spec
         self.runtime = runtime
+        self.on_exit = on_exit  # called once the process has ended, whatever ended it
         self.invocations = 0
+        self.ready = False  # the worker finished its init (it imported, or failed to import, the handler)
+        self.retired = False  # stopped on purpose (recycled or the pool stopped), not lost
         self.idle_since = time.monotonic()
         self.log_stream_created = False
         self.log_stream = f"{time.strftime('%Y/%m/%d')}/[{spec.version}]{uuid.uuid4().hex}"
@@ -159,6 +165,7 @@ class Worker:
             self.process.wait(timeout=5)
 
     def stop(self) -> None:
+        self.retired = True
         if self.alive():
             try:
                 self.process.stdin.close()  # type: ignore[union-attr]  # Popen(stdin/stdout/stderr=PIPE) sets the streams
@@ -180,6 +187,7 @@ class Worker:
             if "id" in message:
                 self._responses.put(message)
             elif message.get("ready"):
+                self.ready = True
                 self.extensions.end_init()  # init ends when every extension polls for events
                 self._initialised.set()
         # The process ended: nothing is left to wait for.
@@ -188,6 +196,8 @@ class Worker:
         self.extensions.close()
         if pending is not None:
             pending()
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     def _read_stderr(self) -> None:
         batch: list[str] = []
@@ -205,15 +215,22 @@ class Worker:
 
 
 class WorkerPool:
-    """Workers of one function version: reuse an idle one, or start one up to the limit."""
+    """Workers of one function version: reuse an idle one, or start one up to the limit.
+
+    ``size`` is the number of workers the pool has grown to (at most ``max_workers``). A worker
+    that dies is replaced at once by a new one that initialises in the background, so the pool
+    stays at its size; only recycling idle workers (:meth:`reap`) shrinks it.
+    """
 
     def __init__(self, spec: FunctionSpec, runtime: LambdaRuntime, max_workers: int) -> None:
         self.spec = spec
         self.runtime = runtime
         self.max_workers = max_workers
+        self.size = 0
         self.workers: list[Worker] = []
         self._idle: list[Worker] = []
         self._cond = threading.Condition()
+        self._stopped = False
 
     def acquire(self) -> tuple[Worker, bool]:
         with self._cond:
@@ -221,12 +238,38 @@ class WorkerPool:
                 self.workers = [w for w in self.workers if w.alive()]
                 self._idle = [w for w in self._idle if w.alive()]
                 if self._idle:
-                    return self._idle.pop(), False
+                    worker = self._idle.pop()
+                    return worker, worker.invocations == 0  # a replacement's first call is its cold start
                 if len(self.workers) < self.max_workers:
-                    worker = Worker(self.spec, self.runtime)
-                    self.workers.append(worker)
+                    worker = self._start()
+                    self.size = max(self.size, len(self.workers))
                     return worker, True
                 self._cond.wait(timeout=1.0)
+
+    def _start(self) -> Worker:
+        worker = Worker(self.spec, self.runtime, on_exit=self._lost)
+        self.workers.append(worker)
+        return worker
+
+    def _lost(self, worker: Worker) -> None:
+        """Replace a worker whose process ended without being retired, up to the pool's size."""
+        with self._cond:
+            self.workers = [w for w in self.workers if w is not worker and w.alive()]
+            self._idle = [w for w in self._idle if w is not worker and w.alive()]
+            # A worker that died before finishing its init is not replaced: its replacement
+            # would most likely die the same way, again and again.
+            if not (self._stopped or worker.retired) and worker.ready and len(self.workers) < self.size:
+                replacement = self._start()
+                replacement.idle_since = time.monotonic()
+                self._idle.append(replacement)
+                log.info(
+                    "%s:%s: worker %s lost; started %s",
+                    self.spec.name,
+                    self.spec.version,
+                    worker.pid,
+                    replacement.pid,
+                )
+            self._cond.notify()
 
     def release(self, worker: Worker) -> None:
         with self._cond:
@@ -247,12 +290,17 @@ class WorkerPool:
             stale = [w for w in self._idle if now - w.idle_since > idle_s]
             self._idle = [w for w in self._idle if w not in stale]
             self.workers = [w for w in self.workers if w not in stale]
+            for worker in stale:
+                worker.retired = True
+            if stale:  # recycled on purpose: the pool is smaller now
+                self.size = len(self.workers)
         for worker in stale:
             worker.stop()
         return len(stale)
 
     def stop(self) -> None:
         with self._cond:
+            self._stopped = True
             for worker in self.workers:
                 worker.stop()
             self.workers, self._idle = [], []

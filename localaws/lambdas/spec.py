@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sluice
+from localaws import credentials
 from sluice.errors import NotFound
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class FunctionSpec:
     log_group: str
     code_root: str
     package_type: str = "Zip"
+    role: str = ""  # the execution role, whose session the worker gets
 
 
 @dataclass
@@ -98,6 +100,7 @@ class FunctionSpecs:
             log_group=log_group,
             code_root=code_root,
             package_type=package_type,
+            role=str(getattr(fn, "role", "") or ""),
         )
 
     def template_properties(self) -> dict[str, dict[str, Any]]:
@@ -147,8 +150,7 @@ class FunctionSpecs:
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.local.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
+                **credentials.function_environment(self.local, spec.role, spec.name),
                 "AWS_REGION": self.local.region,
                 "AWS_DEFAULT_REGION": self.local.region,
                 "AWS_EXECUTION_ENV": "AWS_Lambda_python_local",

@@ -243,3 +243,70 @@ def test_events_that_are_not_proxy_events_are_400s(endpoint, bad_event):
     response = score.lambda_handler(bad_event, Context())
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["errors"][0]["field"] in ("event", "body")
+
+
+# -- required and nullable features (issue 17) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_with_gaps():
+    """The credit model trained on data with missing numeric values: its numerics are nullable."""
+    spec = datasets.credit_spec(max_iter=300)
+    return train(datasets.credit(2000, seed=6, missing_rate=0.02), spec)
+
+
+def _post(instances: list[dict]) -> dict:
+    request = event("single")
+    request["body"] = json.dumps({"instances": instances})
+    return score.lambda_handler(request, Context())
+
+
+def _rows(trained, n: int = 5) -> list[dict]:
+    rows = trained.holdout[list(trained.spec.features)].head(n).fillna(1.0)
+    return json.loads(rows.to_json(orient="records"))
+
+
+def test_a_missing_required_feature_is_a_400_naming_it_not_imputed(endpoint, trained_with_gaps):
+    # Given v2, whose numerics were nullable in its training data (so the model imputes them)
+    registry, bind = endpoint
+    v2 = registry.register("credit", bundle_from_training(trained_with_gaps, onnx=False), lineage=Lineage())
+    registry.approve("credit", v2.version, actor="tester")
+    bind(version=v2.version)
+    rows = _rows(trained_with_gaps)
+    # When instance 3 leaves out "age", a required feature
+    del rows[3]["age"]
+    response = _post(rows)
+    # Then the request is refused, naming the instance and the feature, and nothing is captured
+    assert response["statusCode"] == 400
+    body = json.loads(response["body"])
+    assert body["errors"] == [
+        {
+            "field": "instances[3].age",
+            "feature": "age",
+            "code": "missing",
+            "message": "instances[3].age: required",
+        }
+    ]
+    assert captured() == []
+
+
+def test_null_is_scored_only_where_the_schema_allows_it(endpoint, trained, trained_with_gaps):
+    registry, bind = endpoint
+    v2 = registry.register("credit", bundle_from_training(trained_with_gaps, onnx=False), lineage=Lineage())
+    registry.approve("credit", v2.version, actor="tester")
+    # Given v2 (numerics nullable, categoricals not): a null age is imputed and scored
+    bind(version=v2.version)
+    rows = _rows(trained_with_gaps)
+    rows[3]["age"] = None
+    assert _post(rows)["statusCode"] == 200
+    # But a null region is refused
+    rows[3]["region"] = None
+    body = json.loads(_post(rows)["body"])
+    assert [e["message"] for e in body["errors"]] == ["instances[3].region: may not be null"]
+    # And v1, trained without missing values, refuses a null age
+    bind(version=1)
+    rows = _rows(trained)
+    rows[3]["age"] = None
+    response = _post(rows)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["errors"][0]["message"] == "instances[3].age: may not be null"

@@ -134,7 +134,7 @@ def test_model_variant_captures_and_endpoint_variant_calls_the_endpoint(template
         if statement["Action"] == "execute-api:Invoke"
     ]
     batch_invokes = [(roles, r) for roles, r in invokes if any("BatchViaEndpoint" in x["Ref"] for x in roles)]
-    assert len(batch_invokes) == 1 and batch_invokes[0][1].endswith("/prod/POST/predict")
+    assert len(batch_invokes) == 1 and batch_invokes[0][1].endswith("/dev/POST/predict")
     assert not [roles for roles, _ in invokes if any(x["Ref"].startswith("BatchSteps") for x in roles)]
 
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from localaws.auth import sign
 from sluice.errors import NotFound
 from sluice.models.packaging import bundle_from_training
 from sluice.models.training import TrainingSpec, train
@@ -49,9 +50,9 @@ class Client:
         data = body.encode() if isinstance(body, str) else body
         for attempt in range(2):
             try:
-                self.connection.request(
-                    "POST", self.path, body=data, headers={"Content-Type": "application/json"}
-                )
+                url = f"http://{self.host}:{self.port}{self.path}"
+                headers = sign("POST", url, body=data, headers={"Content-Type": "application/json"})
+                self.connection.request("POST", self.path, body=data, headers=headers)
                 response = self.connection.getresponse()
                 raw = response.read()
                 break

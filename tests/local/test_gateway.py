@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from localaws.auth import sign
 from localaws.gateway import _match_path
 from tests.local.conftest import create_two_versions
 
@@ -59,7 +60,8 @@ def _request(
 ) -> tuple[int, dict]:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn.request(method, target, body=body, headers={"Content-Type": "application/json"})
+    headers = sign(method, url, body=body or b"", headers={"Content-Type": "application/json"})
+    conn.request(method, target, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, json.loads(response.read() or b"null")
 

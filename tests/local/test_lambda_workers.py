@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from localaws.lambdas import routing, runtime, telemetry
-from tests.local.conftest import create_tiny_function, create_two_versions
+from tests.local.conftest import create_fixture_function, create_tiny_function, create_two_versions
 
 pytestmark = pytest.mark.local
 
@@ -231,3 +235,57 @@ def test_a_payload_that_is_not_json_is_a_400(local_aws, tiny):
     client = local_aws.client("lambda")
     with pytest.raises(client.exceptions.InvalidRequestContentException):
         client.invoke(FunctionName=tiny, Payload=b"{not json")
+
+
+
+def test_the_pool_refills_to_its_size_after_worker_kills(local_aws):
+    # Given a function whose pool grew to its size under a burst of invocations
+    name = create_tiny_function(local_aws)
+    size = local_aws.runtime.max_workers
+    with ThreadPoolExecutor(max_workers=size * 2) as callers:
+        list(callers.map(lambda _: _invoke(local_aws, name, {"sleep": 0.3}), range(size * 2)))
+    assert len(local_aws.runtime.workers(name)) == size
+    # When 7 workers are killed during a second burst, the last ones as the burst ends
+    killed: set[int] = set()
+    done = threading.Event()
+
+    def caller() -> list[int]:
+        statuses = []
+        while not done.is_set():
+            statuses.append(_invoke(local_aws, name, {"sleep": 0.05})[0]["StatusCode"])
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=size * 2) as callers:
+        burst = [callers.submit(caller) for _ in range(size * 2)]
+        while len(killed) < 7:
+            # (A worker that dies before its init is done is not replaced: it would crash-loop.)
+            live = [w.pid for w in local_aws.runtime.workers(name) if w.ready and w.pid not in killed]
+            if live:
+                os.kill(live[0], signal.SIGKILL)
+                killed.add(live[0])
+            time.sleep(0.1)
+        done.set()
+        statuses = [status for future in burst for status in future.result()]
+    assert set(statuses) == {200}  # a killed environment fails its invocation, not the API
+    # Then, with no more invocations, the pool is back at its size, none of them a killed worker
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(local_aws.runtime.workers(name)) < size:
+        time.sleep(0.1)
+    pids = {w.pid for w in local_aws.runtime.workers(name)}
+    assert len(pids) == size and not pids & killed
+    # And they serve
+    with ThreadPoolExecutor(max_workers=size) as callers:
+        served = list(callers.map(lambda _: _invoke(local_aws, name, {"sleep": 0.3}), range(size)))
+    assert all("FunctionError" not in response for response, _ in served)
+    assert {body["pid"] for _, body in served} <= pids
+
+
+def test_a_worker_that_dies_during_init_is_not_replaced(local_aws):
+    # Given a function whose init kills its process
+    name = create_fixture_function(local_aws, "crash_handler")
+    # When it is invoked
+    response, payload = _invoke(local_aws, name)
+    # Then the invocation fails as Lambda reports a runtime exit, and no replacement crash-loops
+    assert response["FunctionError"] == "Unhandled" and payload["errorType"] == "Runtime.ExitError"
+    time.sleep(1.0)
+    assert local_aws.runtime.workers(name) == []

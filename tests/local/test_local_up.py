@@ -220,6 +220,12 @@ def test_cli_up_background_status_down(assembly_dir, tmp_path):
         # Then status reports it running, and a second up is a one-line user error
         status = sluice("status")
         assert status.returncode == 0 and "running" in status.stdout
+        # and `local env` prints what other tools need, as export lines
+        exports = sluice("env")
+        assert exports.returncode == 0, exports.stderr
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "SLUICE_REGISTRY_TABLE", "SLUICE_ENDPOINT_URL"):
+            assert f"export {name}=" in exports.stdout
+        assert "/dev" in exports.stdout  # the API's real stage path
         again = sluice("up", "--assembly", str(assembly_dir))
         assert again.returncode == 2 and again.stderr.startswith("sluice: error: a local stage already runs")
     finally:

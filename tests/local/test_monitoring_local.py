@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from localaws.auth import sign
 from sluice.models.packaging import bundle_from_training
 from sluice.models.training import train
 from sluice.registry.lineage import Lineage
@@ -144,12 +145,9 @@ def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_a
     labels = [
         {"request_id": ids[i // 100], "row": i % 100, "label": int(truth[i])} for i in range(len(frame))
     ]
-    request = urllib.request.Request(
-        aws.gateway_url("RegistryApi") + "/labels",
-        data=json.dumps({"model": MODEL, "labels": labels}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    url, body = aws.gateway_url("RegistryApi") + "/labels", json.dumps({"model": MODEL, "labels": labels}).encode()
+    headers = sign("POST", url, body=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 202
         assert json.loads(response.read()) == {"model": MODEL, "accepted": 400}

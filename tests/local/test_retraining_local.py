@@ -128,7 +128,7 @@ def test_drift_alarm_retrains_to_a_pending_child_and_deploys_nothing(local_aws, 
     notes = _notifications(local_aws, queue, version=2)
     assert notes and notes[0]["parent_version"] == 1
     assert set(notes[0]["comparison"]) >= {"champion", "challenger", "primary_metric"}
-    assert notes[0]["deploy_command"].endswith(f"sluice endpoint deploy {MODEL} 2 --weight 0.1")
+    assert notes[0]["deploy_command"].endswith(f"sluice endpoint deploy {MODEL}:2 --weight 0.1")
 
 
 def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
@@ -137,11 +137,15 @@ def test_failed_run_notifies_and_registers_nothing(local_aws, stage):
     queue = _subscribe(local_aws, topic)
     before = [r.version for r in registry.list_versions(MODEL)]
     missing = stage["data"].replace("latest.parquet", "missing.parquet")
-    assert _run(stage, "broken", missing)["status"] == "FAILED"
+    done = _run(stage, "broken", missing)
+    assert done["status"] == "FAILED"
     assert [r.version for r in registry.list_versions(MODEL)] == before
     failure = _notifications(local_aws, queue, run_id="broken")
     assert failure and failure[0]["registry"].startswith("unchanged")
     assert failure[0]["step"] == "preprocess"  # the missing data file fails the first step
+    # and both the notification and the execution carry the cause: the missing data URI
+    assert missing in failure[0]["cause"] and failure[0]["data_uri"] == missing
+    assert missing in done["cause"] and done["error"] == "RetrainingFailed"
 
 
 def test_a_train_step_that_always_fails_notifies_and_leaves_the_registry_unchanged(local_aws, stage):

@@ -232,3 +232,37 @@ def test_register_from_parquet_with_estimator_and_params(registry, capsys, tmp_p
     assert record["lineage"]["data_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = registry.load("credit", version=1)
     assert type(loaded.estimator).__name__ == "DecisionTreeClassifier"
+
+
+def test_one_grammar_for_model_references(registry, capsys, tmp_path):
+    # Given two versions of a model
+    registry.register("m", tiny_bundle("1"), lineage=lineage())
+    registry.register("m", tiny_bundle("2"), lineage=lineage())
+    # When they are named NAME:VERSION and NAME@ALIAS in every command
+    assert run_json(capsys, "models", "approve", "m:2", "--actor", "alice")["status"] == "Approved"
+    assert run_json(capsys, "models", "alias", "m:2", "champion", "--actor", "alice")["version"] == 2
+    assert run_json(capsys, "models", "describe", "m:1")["version"] == 1
+    assert run_json(capsys, "models", "describe", "m@champion")["version"] == 2
+    assert run_json(capsys, "models", "describe", "m")["version"] == 2  # NAME alone: the latest
+    assert run_json(capsys, "models", "reject", "m@champion", "--reason", "no")["status"] == "Rejected"
+    out = tmp_path / "out"
+    assert run_json(capsys, "models", "download", "m:1", "--out", str(out))["version"] == 1
+    # Then the older forms still work too: a positional version, --version, NAME ALIAS VERSION
+    assert run_json(capsys, "models", "describe", "m", "2")["version"] == 2
+    assert run_json(capsys, "models", "approve", "m", "1")["status"] == "Approved"
+    assert run_json(capsys, "models", "alias", "m", "champion", "1")["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "approve", "m"], "m: name a version, as m:VERSION or m@ALIAS"),
+        (["models", "describe", "m:1", "2"], "m:1 already names a version"),
+        (["models", "approve", "m@nope"], "m@nope: model m has no alias 'nope'"),
+    ],
+)
+def test_reference_errors_are_one_line(registry, capsys, argv, message):
+    registry.register("m", tiny_bundle("1"), lineage=lineage())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sluice: error: {message}") and err.count("\n") == 1

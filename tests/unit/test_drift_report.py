@@ -12,7 +12,15 @@ from matplotlib.container import BarContainer
 
 from sluice.monitoring.profile import DriftProfile
 from sluice.monitoring.report import DriftReport
-from sluice.monitoring.report_html import plot_feature, render_html, save_report, side_legend
+from sluice.monitoring.report_html import (
+    plot_feature,
+    readable_bin_labels,
+    readable_number,
+    render_html,
+    save_report,
+    side_legend,
+    tick_labels,
+)
 
 RNG = np.random.default_rng(42)
 BASELINE = pd.DataFrame(
@@ -89,7 +97,7 @@ def test_plot_bars_are_the_report_histograms_with_the_right_labels(report, name)
     np.testing.assert_allclose([b.get_height() for b in target_bars], np.asarray(feature.target_hist)[keep])
     ax = plot_feature(report, feature).axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == [
-        label for label, k in zip(feature.bin_labels, keep, strict=True) if k
+        label for label, k in zip(tick_labels(feature), keep, strict=True) if k
     ]
     # the legend shows the sides in the same order as the bars
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [baseline_legend, target_legend]
@@ -174,3 +182,68 @@ def test_feature_psi_tolerances_are_listed():
     frame = pd.DataFrame({"x": np.arange(100.0)})
     report = DriftProfile().fit(frame).compare(frame, policy=DriftPolicy(feature_psi_tolerance={"x": 0.25}))
     assert "x: PSI tolerance 0.25" in render_html(report)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (12_345.6, "12.3k"),
+        (0.25, "0.25"),
+        (123_456, "123k"),
+        (123.4, "123"),
+        (999_999, "1M"),
+        (2_500_000, "2.5M"),
+        (0.30000000000000004, "0.3"),
+        (-23_320, "-23.3k"),
+        (0, "0"),
+        (7, "7"),
+    ],
+)
+def test_readable_number(value, shown):
+    assert readable_number(value) == shown
+
+
+def test_bin_labels_are_short_numbers_that_stay_distinct():
+    # Given labels as the drift job writes them (4 significant digits) or as older reports held them
+    labels = ["< 2.332e+04", "[2.332e+04, 3.057e+04)", "[0.30000000000000004, 0.7)", ">= 8.709e+04"]
+    assert readable_bin_labels(labels) == ["< 23.3k", "[23.3k, 30.6k)", "[0.3, 0.7)", ">= 87.1k"]
+    # Edges that 3 digits would merge get a fourth, so no two bins read the same
+    assert readable_bin_labels(["< 23310", "[23310, 23340)", ">= 23340"]) == [
+        "< 23.31k",
+        "[23.31k, 23.34k)",
+        ">= 23.34k",
+    ]
+    # Text around the numbers is kept: atoms, open intervals, negatives, the empty profile's bin
+    assert readable_bin_labels(["= 0", "(0, 1)", "[-1.5, -0.25)", "all values"]) == [
+        "= 0",
+        "(0, 1)",
+        "[-1.5, -0.25)",
+        "all values",
+    ]
+
+
+def test_plotted_bin_labels_of_large_and_fractional_numerics_are_readable():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"income": rng.normal(55_000, 15_000, 2_000), "ratio": rng.beta(2, 3, 2_000)})
+    report = DriftProfile(n_bins=20).fit(frame).compare(frame.sample(300, random_state=0))
+    for name, unit in (("income", "k"), ("ratio", "")):
+        texts = [t.get_text() for t in plot_feature(report, report[name]).axes[0].get_xticklabels()]
+        assert len(set(texts)) == len(texts) > 10
+        numbers = [n for text in texts for n in re.findall(r"[\d.]+[kMBT]?", text)]
+        assert all("e" not in text for text in texts)
+        # at most 4 significant digits, and the unit where the values are in the thousands
+        assert all(len(n.rstrip("kMBT").replace(".", "").lstrip("0")) <= 4 for n in numbers)
+        assert all(n[-1] == unit if unit else n[-1].isdigit() for n in numbers)
+
+
+@pytest.mark.parametrize("name", ["low", "colour", "steady"])
+def test_the_legend_covers_no_bar(report, name):
+    fig = plot_feature(report, report[name])
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [bar.get_window_extent() for container in _bars(fig) for bar in container]
+    assert bars and not any(legend.overlaps(bar) for bar in bars)
+    # nor the plotting area at all, and it stays on the figure
+    assert legend.y0 >= ax.get_window_extent().y1
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)

@@ -194,7 +194,7 @@ def test_cli_retrain_here_registers_pending_and_prints_deploy_command(env, monke
     commands = [shlex.split(c) for c in state["deploy_command"].split("&&")]
     assert [c[:3] for c in commands] == [["sluice", "models", "approve"], ["sluice", "endpoint", "deploy"]]
     for command in commands:
-        assert build_parser().parse_args(command[1:]).version in ("2", 2)
+        assert str(build_parser().parse_args(command[1:]).ref) == "credit-risk:2"  # NAME:VERSION
 
 
 def test_cli_retrain_unknown_model_exits_2(env, monkeypatch, capsys):

@@ -113,6 +113,11 @@ def test_infer_needs_a_dataframe():
         ),
         ({"features": [{"kind": "numeric"}]}, "schema.features[0].name: required"),
         ({"features": [{"name": "a", "kind": "numeric", "nullable": "yes"}]}, "schema.features[0].nullable"),
+        ({"features": [{"name": "a", "kind": "numeric", "required": "no"}]}, "schema.features[0].required"),
+        (
+            {"features": [{"name": "a", "kind": "numeric", "required": False, "nullable": False}]},
+            "schema.features[0]: feature 'a': a feature that may be absent must be nullable",
+        ),
         ({"features": [{"name": "a", "kind": "text"}]}, "schema.features[0]: feature 'a': kind must be"),
         ({"features": [{"name": "a", "kind": "numeric", "min": 3, "max": 1}]}, "min 3 is greater than max 1"),
         ({"features": [{"name": "a", "kind": "categorical"}]}, "needs a non-empty list of categories"),
@@ -131,14 +136,16 @@ def test_from_dict_errors_name_the_field(data, message):
 # -- JSON Schema -----------------------------------------------------------------------------
 
 
-def test_json_schema_requires_non_nullable_features_and_enumerates_categories(schema):
+def test_json_schema_requires_every_inferred_feature_and_enumerates_categories(schema):
     doc = schema.to_json_schema(max_instances=100, allow_extra=False)
     assert doc["$schema"] == JSON_SCHEMA_DRAFT4
     assert doc["required"] == ["instances"]
     instances = doc["properties"]["instances"]
     assert (instances["minItems"], instances["maxItems"]) == (1, 100)
     item = instances["items"]
-    assert item["required"] == ["age", "segment"]
+    # Nullable features are required too: a client sends null for an unknown value, never
+    # leaves the key out (before issue 17 only non-nullable ones were, so "income" went missing unseen)
+    assert item["required"] == ["age", "income", "plan", "segment"]
     assert item["additionalProperties"] is False
     assert item["properties"]["age"] == {"type": "number"}
     assert item["properties"]["income"] == {"type": ["number", "null"]}
@@ -168,14 +175,15 @@ def test_valid_records_have_no_errors(schema):
 @pytest.mark.parametrize(
     ("record", "code", "message"),
     [
-        ({k: v for k, v in GOOD.items() if k != "age"}, "missing", "instances[1].age: missing feature"),
+        ({k: v for k, v in GOOD.items() if k != "age"}, "missing", "instances[1].age: required"),
+        ({k: v for k, v in GOOD.items() if k != "income"}, "missing", "instances[1].income: required"),
         ({**GOOD, "age": "old"}, "type", "instances[1].age: expected a number, got 'old'"),
         ({**GOOD, "age": True}, "type", "instances[1].age: expected a number, got True"),
-        ({**GOOD, "age": None}, "null", "instances[1].age: null where a number is required"),
+        ({**GOOD, "age": None}, "null", "instances[1].age: may not be null"),
         ({**GOOD, "age": float("inf")}, "type", "instances[1].age: expected a finite number"),
         ({**GOOD, "plan": "platinum"}, "unknown_category", "instances[1].plan: unknown category 'platinum'"),
         ({**GOOD, "plan": 3}, "type", "instances[1].plan: expected a string category, got 3"),
-        ({**GOOD, "segment": None}, "null", "instances[1].segment: null where a category is required"),
+        ({**GOOD, "segment": None}, "null", "instances[1].segment: may not be null"),
         ({**GOOD, "segment": "two"}, "type", "instances[1].segment: expected an integer category"),
     ],
 )
@@ -221,7 +229,7 @@ def test_records_that_are_not_objects(schema):
 def test_dataframe_input_with_an_absent_column(schema):
     frame = pd.DataFrame([GOOD, GOOD]).drop(columns=["segment"])
     _, errors = schema.validate(frame)
-    assert messages(errors) == ["segment: missing feature (column absent)"]
+    assert messages(errors) == ["segment: required (column absent)"]
     assert errors[0].rows == (0, 1)
 
 
@@ -248,3 +256,72 @@ def test_training_rows_always_validate_against_their_own_schema(ages, plans):
     schema = FeatureSchema.infer(frame)
     _, errors = schema.validate(frame.to_dict(orient="records"), out_of_range="reject")
     assert errors == []
+
+
+# -- required and nullable ---------------------------------------------------------------------
+
+
+def test_infer_requires_every_feature_and_allows_null_where_the_reference_has_nulls(schema):
+    # Given the reference frame, where only income and plan have missing values
+    # Then every feature is required, and exactly those two are nullable
+    assert {f.name: (f.required, f.nullable) for f in schema.features} == {
+        "age": (True, False),
+        "income": (True, True),
+        "plan": (True, True),
+        "segment": (True, False),
+    }
+    assert all(f["required"] is True for f in schema.to_dict()["features"])
+
+
+def test_optional_features_may_be_absent_and_are_nullable(frame):
+    # Given age declared optional although the reference has no missing age
+    schema = FeatureSchema.infer(frame, categorical=["segment"], optional=["age"])
+    assert (schema["age"].required, schema["age"].nullable) == (False, True)
+    item = schema.to_json_schema()["properties"]["instances"]["items"]
+    assert item["required"] == ["income", "plan", "segment"]
+    assert item["properties"]["age"] == {"type": ["number", "null"]}
+    # When an instance leaves it out
+    out, errors = schema.validate([{k: v for k, v in GOOD.items() if k != "age"}, GOOD])
+    # Then it is scored as a null (the model imputes it)
+    assert errors == [] and math.isnan(out["age"][0]) and out["age"][1] == 30
+    with pytest.raises(SluiceError, match="optional column\\(s\\) not in the training frame: 'zzz'"):
+        FeatureSchema.infer(frame, optional=["zzz"])
+
+
+def test_a_schema_record_without_required_keeps_its_old_meaning():
+    # Given a feature schema stored before features said whether they are required
+    old = {
+        "format": "sluice.feature-schema/1",
+        "features": [
+            {"name": "age", "kind": "numeric", "nullable": False},
+            {"name": "income", "kind": "numeric", "nullable": True},
+            {"name": "plan", "kind": "categorical", "categories": ["a", "b"]},
+        ],
+    }
+    schema = FeatureSchema.from_dict(old)
+    # Then a feature is required unless it is nullable, as then
+    required = [(f.name, f.required) for f in schema.features]
+    assert required == [("age", True), ("income", False), ("plan", True)]
+    assert schema.to_json_schema()["properties"]["instances"]["items"]["required"] == ["age", "plan"]
+    _, errors = schema.validate([{"age": 3, "plan": "a"}])
+    assert errors == []
+    # And it reads back the same once written with the field
+    assert FeatureSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_missing_and_null_errors_name_the_instance_and_feature(schema):
+    records = [GOOD] * 3 + [{k: v for k, v in GOOD.items() if k != "income"}, {**GOOD, "age": None}]
+    _, errors = schema.validate(records)
+    assert messages(errors) == ["instances[3].income: required", "instances[4].age: may not be null"]
+    assert [(e.feature, e.code, e.rows) for e in errors] == [
+        ("income", "missing", (3,)),
+        ("age", "null", (4,)),
+    ]
+
+
+def test_feature_required_flag_checks():
+    assert Feature(name="a", kind="numeric").required is True
+    assert Feature(name="a", kind="numeric", nullable=True).required is False  # the old default
+    assert Feature(name="a", kind="numeric", nullable=True, required=True).to_dict()["required"] is True
+    with pytest.raises(SluiceError, match="feature 'a': required must be true or false"):
+        Feature(name="a", kind="numeric", required="yes")  # type: ignore[arg-type]

@@ -316,9 +316,9 @@ def test_cli_user_errors_exit_2_with_one_line(endpoint, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1 and "PendingManualApproval" in err
     code, _, err = run_cli(capsys, "status", "credit", "--function", "no-such-function")
     assert code == 2 and "no-such-function" in err
-    with pytest.raises(SystemExit) as bad_weight:
-        run_cli(capsys, "shift", "credit", "2", "1.5", "--function", FUNCTION)
-    assert bad_weight.value.code == 2
+    # The weight is checked after the model reference is parsed (NAME:VERSION W or NAME VERSION W)
+    code, _, err = run_cli(capsys, "shift", "credit", "2", "1.5", "--function", FUNCTION)
+    assert code == 2 and err.count("\n") == 1 and "weights are between 0 and 1, got 1.5" in err
 
 
 def test_cli_compare_prints_the_test(endpoint, capsys, monkeypatch):

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sluice import aws
+from sluice.cli.refs import ModelRef, model_ref
 from sluice.errors import SluiceError
 from sluice.names import SUCCEEDED, batch_state_machine_name, stage_bucket_name
 from sluice.pipelines.batch import new_run_id, run_local, start_run
@@ -30,7 +33,7 @@ from sluice.pipelines.batch_request import (
     OUTPUT_FORMATS,
     BatchRequest,
 )
-from sluice.pipelines.skeleton import follow_execution
+from sluice.pipelines.skeleton import error_cause, execution_cause, follow_execution
 from sluice.settings import Settings
 
 STEPS = {"PreprocessInput": "preprocess", "ScoreShards": "score", "PostprocessOutput": "postprocess"}
@@ -40,12 +43,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("batch", help="batch scoring pipelines")
     commands = parser.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     run_parser = commands.add_parser("run", help="score a CSV or Parquet file and follow the run")
-    run_parser.add_argument("--model", required=True, help="registered model name")
-    run_parser.add_argument("--input", required=True, help="CSV or Parquet file (s3://bucket/key)")
+    run_parser.add_argument(
+        "--model",
+        required=True,
+        type=model_ref,
+        help="NAME (its champion), NAME:VERSION or NAME@ALIAS",
+    )
+    run_parser.add_argument(
+        "--input",
+        required=True,
+        help="CSV or Parquet file: s3://bucket/key, or a local path (uploaded to the work bucket first)",
+    )
     run_parser.add_argument(
         "--output", default="", help="output prefix (default: the work bucket's batch/output/)"
     )
-    run_parser.add_argument("--version", type=int, help="model version (default: the champion alias)")
+    run_parser.add_argument("--version", type=int, help=argparse.SUPPRESS)  # older form of NAME:VERSION
     run_parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's)")
     run_parser.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="rows per shard")
     run_parser.add_argument(
@@ -60,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run_parser.add_argument("--here", action="store_true", help="run the steps in this process")
     run_parser.add_argument("--state-machine", default="", help="batch state machine ARN")
     run_parser.add_argument(
-        "--stage", default="dev", help="stage whose pipeline to find by name (default dev)"
+        "--stage", default=argparse.SUPPRESS, help="as `sluice --stage` (default $SLUICE_STAGE, else dev)"
     )
     run_parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
     run_parser.set_defaults(func=run)
@@ -68,19 +80,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    ref = args.model.with_version(args.version)
+    args.model = ref.name
+    settings = Settings.from_env()
     event = {
-        "model": args.model,
-        "input_uri": args.input,
+        "model": ref.name,
+        "input_uri": _input_uri(settings, args),
         "output_uri": args.output,
-        "version": args.version,
+        "version": _version(settings, ref),
         "output_format": args.format or "",
         "shard_rows": args.shard_rows,
         "max_reject_share": args.max_reject_share,
         "trigger": "manual",
     }
+    if args.via_endpoint and settings.batch_endpoint_url:
+        # The stage's endpoint as this caller reaches it; the score step honours it only on the
+        # local stack (SLUICE_LOCAL), where the template's execute-api URL does not resolve.
+        event["endpoint_url"] = settings.batch_endpoint_url
     run_id = new_run_id(args.model)
     request = BatchRequest.from_event(event, run_id=run_id)  # user errors before anything starts
-    settings = Settings.from_env()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -103,6 +121,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(_describe(manifest, summary.get("manifest_uri")))
     return 0 if summary.get("status") == SUCCEEDED else 1
+
+
+def _version(settings: Settings, ref: ModelRef) -> int | None:
+    """The version to score with; ``None`` is the champion, resolved by the pipeline."""
+    if ref.alias in (None, "champion"):
+        return ref.version
+    from sluice.registry.store import ModelRegistry
+
+    return ref.require_version(ModelRegistry.from_settings(settings))
+
+
+def _input_uri(settings: Settings, args: argparse.Namespace) -> str:
+    """``--input``: an S3 URI as given; a local file is uploaded to the work bucket first."""
+    if args.input.startswith("s3://"):
+        return str(args.input)
+    path = Path(args.input).expanduser()
+    if not path.is_file():
+        raise SluiceError(f"--input {args.input}: no such file (give a local path or s3://bucket/key)")
+    _machine, work = _pipeline(settings, args)
+    key = f"batch/uploads/{args.model}/{int(time.time())}-{path.name}"
+    aws.client("s3").upload_file(str(path), work, key)
+    return f"s3://{work}/{key}"
 
 
 def _run_here(
@@ -171,7 +211,7 @@ def _follow(
     output = json.loads(status.get("output") or "{}")
     summary: dict[str, Any] = dict(output.get("summary") or {})
     if not summary:
-        summary = {"status": status["status"], "manifest": _stored_manifest(s3, event, work, run_id)}
+        summary = {"status": status["status"], "manifest": _stored_manifest(s3, event, work, run_id, status)}
     if status["status"] != "SUCCEEDED":
         summary["status"] = status["status"]
     return summary
@@ -185,13 +225,17 @@ def _pipeline(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
     if not machine or not settings.work_bucket:
         account = aws.client("sts").get_caller_identity()["Account"]
     if not machine:
-        name = batch_state_machine_name(args.stage, args.model, via_endpoint=args.via_endpoint)
+        name = batch_state_machine_name(args.stage or "dev", args.model, via_endpoint=args.via_endpoint)
         machine = f"arn:aws:states:{region}:{account}:stateMachine:{name}"
-    work = settings.work_bucket or stage_bucket_name("work", stage=args.stage, account=account, region=region)
+    work = settings.work_bucket or stage_bucket_name(
+        "work", stage=args.stage or "dev", account=account, region=region
+    )
     return machine, work
 
 
-def _stored_manifest(s3: Any, event: dict[str, Any], work: str, run_id: str) -> dict[str, Any]:
+def _stored_manifest(
+    s3: Any, event: dict[str, Any], work: str, run_id: str, status: dict[str, Any]
+) -> dict[str, Any]:
     """The run's manifest when the execution's output does not carry it (a failed run)."""
     output = event.get("output_uri") or f"s3://{work}/batch/output/{event['model']}/{run_id}/"
     bucket, _, prefix = output[5:].partition("/")
@@ -203,7 +247,7 @@ def _stored_manifest(s3: Any, event: dict[str, Any], work: str, run_id: str) -> 
         return {
             "run_id": run_id,
             "status": "FAILED",
-            "reasons": ["no manifest; see the failure notification"],
+            "reasons": [execution_cause(status)],
         }
 
 
@@ -221,6 +265,8 @@ def _describe(manifest: dict[str, Any], uri: str | None) -> str:
     lines = [head, counts]
     for reason in manifest.get("reasons") or []:
         lines.append(f"  failed: {reason}")
+    for shard in manifest.get("failed_shards") or []:
+        lines.append(f"  {shard.get('shard')}: {shard.get('error')}: {error_cause(shard.get('cause'))}")
     for key in ("predictions_uri", "rejects_uri"):
         if manifest.get(key):
             lines.append(f"  {key.removesuffix('_uri')}: {manifest[key]}")

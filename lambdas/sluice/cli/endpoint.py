@@ -2,17 +2,19 @@
 
 ::
 
-    sluice endpoint deploy  MODEL VERSION [--flavour onnx|sklearn] [--weight W]
-    sluice endpoint shift   MODEL VERSION WEIGHT        # manual split / A/B test
-    sluice endpoint promote MODEL VERSION               # 100 % to VERSION
-    sluice endpoint rollback MODEL                      # back to the previous routing
-    sluice endpoint canary  MODEL VERSION [--steps 0.1,0.5] [--interval 300]
-    sluice endpoint status  MODEL
-    sluice endpoint compare MODEL V1 V2 [--minutes 60]
+    sluice endpoint deploy  NAME:VERSION [--flavour onnx|sklearn] [--weight W]   (or NAME@ALIAS)
+    sluice endpoint shift   NAME:VERSION WEIGHT         # manual split / A/B test
+    sluice endpoint promote NAME:VERSION                # 100 % to VERSION
+    sluice endpoint rollback NAME                       # back to the previous routing
+    sluice endpoint canary  NAME:VERSION [--steps 0.1,0.5] [--interval 300]
+    sluice endpoint status  NAME
+    sluice endpoint compare NAME:V1 NAME:V2 [--minutes 60]    (or NAME V1 V2)
 
-The endpoint function is ``sluice-<stage>-<model>-endpoint`` (``--stage``, default ``dev``) or
-``--function``/``SLUICE_ENDPOINT_FUNCTION``. The registry comes from ``SLUICE_REGISTRY_TABLE``
-and ``SLUICE_REGISTRY_BUCKET``. Every traffic change is recorded in the registry's audit trail.
+The older form ``NAME VERSION`` still works. The endpoint function is
+``sluice-<stage>-<model>-endpoint`` (``sluice --stage``, default ``dev``), the stage's own
+(``SLUICE_ENDPOINT_FUNCTION``, found by ``--stage``) or ``--function``. The registry comes from
+``SLUICE_REGISTRY_TABLE`` and ``SLUICE_REGISTRY_BUCKET``. Every traffic change is recorded in
+the registry's audit trail.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sluice.cli.refs import ModelRef, model_ref, parse_ref, split_version
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
@@ -37,12 +40,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("endpoint", help="model endpoints: deploy versions, shift traffic, canary")
     commands = parser.add_subparsers(dest="endpoint_command", required=True, metavar="SUBCOMMAND")
 
-    def command(name: str, help: str, func: Command, *, version: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, func: Command, *, version: bool = True, ref_help: str = "registered model name"
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
-        sub.add_argument("model", help="registered model name")
         if version:
-            sub.add_argument("version", type=_positive_int, help="model version")
-        sub.add_argument("--stage", default="dev", help="stage whose endpoint to use (default dev)")
+            sub.add_argument("ref", type=model_ref, metavar="MODEL", help="NAME:VERSION or NAME@ALIAS")
+            sub.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
+        else:
+            sub.add_argument("ref", type=model_ref, metavar="NAME", help=ref_help)
+        sub.add_argument(
+            "--stage", default=argparse.SUPPRESS, help="as `sluice --stage` (default $SLUICE_STAGE, else dev)"
+        )
         sub.add_argument("--function", default=None, help="endpoint function name (overrides --stage)")
         sub.add_argument(
             "--actor", default=None, help="who acts, for the audit trail (default: caller identity)"
@@ -57,14 +66,38 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     deploy.add_argument("--weight", type=_weight, default=0.0, help="traffic share to give it at once (0-1)")
 
-    shift = command("shift", "send a share of the traffic to a deployed version", cmd_shift)
-    shift.add_argument("weight", type=_weight, help="share for VERSION, 0-1 (the primary keeps the rest)")
+    shift = command(
+        "shift",
+        "send a share of the traffic to a deployed version",
+        cmd_shift,
+        version=False,
+        ref_help="NAME:VERSION or NAME@ALIAS",
+    )
+    shift.add_argument(
+        "rest",
+        nargs="+",
+        metavar="WEIGHT",
+        help="its share, 0-1 (the primary keeps the rest); older form: NAME VERSION WEIGHT",
+    )
 
     command("promote", "route 100%% of the traffic to a deployed version", cmd_promote)
     command("rollback", "undo the last promotion or drop the version under test", cmd_rollback, version=False)
     command("status", "versions on the live alias and their weights", cmd_status, version=False)
 
-    canary = command("canary", "shift in steps with health checks; promote or roll back", cmd_canary)
+    _canary_options(command("canary", "shift in steps with health checks; promote or roll back", cmd_canary))
+
+    compare = command(
+        "compare",
+        "per-version statistics and a significance test",
+        cmd_compare,
+        version=False,
+        ref_help="NAME:VERSION (or NAME, then VERSION ...)",
+    )
+    compare.add_argument("versions", nargs="+", help="more versions: NAME:VERSION (or VERSION)")
+    compare.add_argument("--minutes", type=float, default=60.0, help="window ending now (default 60)")
+
+
+def _canary_options(canary: argparse.ArgumentParser) -> None:
     canary.add_argument("--steps", default="0.1", help="comma-separated weights, e.g. 0.1 or 0.1,0.3,0.6")
     canary.add_argument(
         "--interval", type=float, default=300.0, help="seconds to watch each step (default 300)"
@@ -76,35 +109,35 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     canary.add_argument("--min-invocations", type=int, default=1, help="requests a step must see to pass")
 
-    compare = command("compare", "per-version statistics and a significance test", cmd_compare, version=False)
-    compare.add_argument("versions", type=_positive_int, nargs="+", help="model versions to compare")
-    compare.add_argument("--minutes", type=float, default=60.0, help="window ending now (default 60)")
-
 
 # --- commands --------------------------------------------------------------------------------
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    traffic = _traffic(args)
-    route = traffic.deploy(args.version, flavour=args.flavour)
+    traffic, version = _target(args)
+    route = traffic.deploy(version, flavour=args.flavour)
     if args.weight >= 1.0:
-        traffic.promote(args.version)
+        traffic.promote(version)
     elif args.weight > 0.0:
-        traffic.shift(args.version, args.weight)
+        traffic.shift(version, args.weight)
     result = {"deployed": vars_of(route), **traffic.status()}
-    return _print(
-        args, result, f"deployed {args.model} v{args.version} as Lambda version {route.lambda_version}"
-    )
+    return _print(args, result, f"deployed {args.model} v{version} as Lambda version {route.lambda_version}")
 
 
 def cmd_shift(args: argparse.Namespace) -> int:
-    traffic = _traffic(args)
-    traffic.shift(args.version, args.weight)
-    return _print(args, traffic.status(), f"{args.weight:.0%} of {args.model} traffic to v{args.version}")
+    ref, rest = split_version(args.ref, args.rest, keep=1)
+    try:
+        weight = _weight(rest[0])
+    except argparse.ArgumentTypeError as err:
+        raise SluiceError(f"endpoint shift {ref}: {err}") from None
+    args.ref, args.old_version = ref, None
+    traffic, version = _target(args)
+    traffic.shift(version, weight)
+    return _print(args, traffic.status(), f"{weight:.0%} of {args.model} traffic to v{version}")
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    traffic = _traffic(args)
+    traffic, args.version = _target(args)
     traffic.promote(args.version)
     return _print(args, traffic.status(), f"100% of {args.model} traffic to v{args.version}")
 
@@ -130,7 +163,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         positive_bounds=(low, high),
         min_invocations=args.min_invocations,
     )
-    traffic = _traffic(args)
+    traffic, args.version = _target(args)
 
     def report(step: dict[str, Any]) -> None:
         if not args.json:
@@ -157,7 +190,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     traffic = _traffic(args)
     start = datetime.now(UTC) - timedelta(minutes=args.minutes)
-    report = traffic.compare(args.versions, start=start)
+    versions = _compared_versions(args.ref, args.versions, traffic)
+    report = traffic.compare(versions, start=start)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -204,16 +238,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def _target(args: argparse.Namespace) -> tuple[EndpointTraffic, int]:
+    """The endpoint's traffic and the version ``args.ref`` (with the older positional) names."""
+    ref: ModelRef = args.ref.with_version(getattr(args, "old_version", None))
+    traffic = _traffic(args)
+    return traffic, ref.require_version(traffic.registry)
+
+
+def _compared_versions(ref: ModelRef, more: list[str], traffic: EndpointTraffic) -> list[int]:
+    """``NAME:1 NAME:2`` or ``NAME 1 2``: the versions, all of one model."""
+    versions = [ref.require_version(traffic.registry)] if ref.pinned else []
+    for text in more:
+        other = ref.with_version(text) if text.isdigit() else parse_ref(text)
+        if other.name != ref.name:
+            raise SluiceError(f"endpoint compare: {other} is not a version of {ref.name}")
+        versions.append(other.require_version(traffic.registry))
+    return versions
+
+
 def _traffic(args: argparse.Namespace) -> EndpointTraffic:
     from sluice.registry.store import ModelRegistry
     from sluice.serving.traffic import EndpointTraffic, default_function_name
 
+    args.model = args.ref.name
     settings = Settings.from_env()
     settings.require("registry_table", "registry_bucket")
+    # The stage's own function serves the stage's model (SLUICE_STAGE_MODEL); others follow the naming.
+    stage_model = os.environ.get("SLUICE_STAGE_MODEL")
     function = (
         args.function
-        or os.environ.get("SLUICE_ENDPOINT_FUNCTION")
-        or default_function_name(args.model, args.stage)
+        or (os.environ.get("SLUICE_ENDPOINT_FUNCTION") if stage_model in (None, args.model) else None)
+        or default_function_name(args.model, getattr(args, "stage", None) or "dev")
     )
     registry = ModelRegistry.from_settings(settings)
     return EndpointTraffic(function_name=function, model_name=args.model, registry=registry, actor=args.actor)

@@ -1,6 +1,7 @@
 """``sluice models``: register, list, describe, approve, reject, alias, history and download.
 
-Reads the registry from ``SLUICE_REGISTRY_TABLE`` and ``SLUICE_REGISTRY_BUCKET``. Every
+Versions are named ``NAME:VERSION`` or ``NAME@ALIAS`` (:mod:`sluice.cli.refs`). Reads the registry
+from ``SLUICE_REGISTRY_TABLE`` and ``SLUICE_REGISTRY_BUCKET`` (found by ``sluice --stage``). Every
 subcommand prints a table, or JSON with ``--json``; user errors exit 2 with one line.
 """
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sluice.cli.refs import ModelRef, model_ref
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
@@ -37,24 +39,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     listing.set_defaults(func=cmd_list)
 
     describe = commands.add_parser("describe", help="one version: status, artifacts, metrics, lineage")
-    describe.add_argument("name")
+    _ref_argument(describe, "latest")
+    describe.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
     _version_or_alias(describe)
     _json_flag(describe)
     describe.set_defaults(func=cmd_describe)
 
     for decision in ("approve", "reject"):
         sub = commands.add_parser(decision, help=f"{decision} a version")
-        sub.add_argument("name")
-        sub.add_argument("version", type=_positive_int)
+        _ref_argument(sub, None)
+        sub.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
         sub.add_argument("--reason", default="", help="recorded in the audit trail")
         sub.add_argument("--actor", default=None, help="who decides (default: the caller's identity)")
         _json_flag(sub)
         sub.set_defaults(func=cmd_decide, decision=decision)
 
-    alias = commands.add_parser("alias", help="point an alias (champion, challenger, ...) at a version")
-    alias.add_argument("name")
-    alias.add_argument("alias")
-    alias.add_argument("version", type=_positive_int)
+    alias = commands.add_parser(
+        "alias", help="point an alias at a version: alias NAME:VERSION ALIAS (e.g. credit-risk:1 champion)"
+    )
+    _ref_argument(alias, None)
+    alias.add_argument("words", nargs="+", metavar="ALIAS", help="the alias (older form: NAME ALIAS VERSION)")
     alias.add_argument("--actor", default=None)
     _json_flag(alias)
     alias.set_defaults(func=cmd_alias)
@@ -65,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     history.set_defaults(func=cmd_history)
 
     download = commands.add_parser("download", help="fetch a version's artifacts (sha256-verified)")
-    download.add_argument("name")
+    _ref_argument(download, "latest")
     _version_or_alias(download)
     download.add_argument("--out", required=True, help="directory to write the artifacts to")
     download.add_argument("--artifact", action="append", default=[], help="only these artifacts (repeatable)")
@@ -196,8 +200,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     registry = _registry()
-    record = registry.get(args.name, version=args.version, alias=args.alias)
-    aliases = registry.aliases(args.name)
+    ref = args.ref.with_version(args.old_version).with_version(args.version, args.alias)
+    record = registry.get(ref.name, version=ref.version, alias=ref.alias)
+    aliases = registry.aliases(ref.name)
     if args.json:
         data = record.to_dict()
         data["aliases"] = sorted(a for a, v in aliases.items() if v == record.version)
@@ -209,9 +214,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     registry = _registry()
+    ref = args.ref.with_version(args.old_version)
+    version = ref.require_version(registry)
     actor = args.actor or _actor(registry)
     decide = registry.approve if args.decision == "approve" else registry.reject
-    record = decide(args.name, args.version, actor=actor, reason=args.reason)
+    record = decide(ref.name, version, actor=actor, reason=args.reason)
     if args.json:
         _print_json(record.to_dict())
     else:
@@ -220,13 +227,21 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_alias(args: argparse.Namespace) -> int:
-    registry = _registry()
-    actor = args.actor or _actor(registry)
-    registry.set_alias(args.name, args.alias, args.version, actor=actor)
-    if args.json:
-        _print_json({"name": args.name, "alias": args.alias, "version": args.version})
+    ref: ModelRef = args.ref
+    if len(args.words) == 2 and not ref.pinned:  # the older form: NAME ALIAS VERSION
+        ref, alias = ref.with_version(args.words[1]), args.words[0]
+    elif len(args.words) == 1:
+        alias = args.words[0]
     else:
-        Console().print(f"{args.name}: {args.alias} -> v{args.version}")
+        raise SluiceError("expected: sluice models alias NAME:VERSION ALIAS")
+    registry = _registry()
+    version = ref.require_version(registry)
+    actor = args.actor or _actor(registry)
+    registry.set_alias(ref.name, alias, version, actor=actor)
+    if args.json:
+        _print_json({"name": ref.name, "alias": alias, "version": version})
+    else:
+        Console().print(f"{ref.name}: {alias} -> v{version}")
     return 0
 
 
@@ -249,7 +264,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     registry = _registry()
-    record = registry.get(args.name, version=args.version, alias=args.alias)
+    ref = args.ref.with_version(args.version, args.alias)
+    record = registry.get(ref.name, version=ref.version, alias=ref.alias)
     names = args.artifact or sorted(record.artifacts)
     out = Path(args.out)
     # Fetch (and verify) everything before writing anything: no partial download on a mismatch.
@@ -449,10 +465,16 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _ref_argument(parser: argparse.ArgumentParser, default: str | None) -> None:
+    unpinned = f" (NAME alone: the {default} version)" if default else ""
+    parser.add_argument("ref", type=model_ref, metavar="MODEL", help=f"NAME:VERSION or NAME@ALIAS{unpinned}")
+
+
 def _version_or_alias(parser: argparse.ArgumentParser) -> None:
+    # The older form of NAME:VERSION and NAME@ALIAS, kept working.
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--version", type=_positive_int, default=None, help="version number (default: latest)")
-    group.add_argument("--alias", default=None, help="alias, e.g. champion")
+    group.add_argument("--version", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    group.add_argument("--alias", default=None, help=argparse.SUPPRESS)
 
 
 def _positive_int(text: str) -> int:

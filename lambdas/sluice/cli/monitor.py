@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from sluice.cli.refs import ModelRef, model_ref
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
@@ -53,10 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     quality = commands.add_parser(
         "quality", help="live metrics on labelled predictions vs the registered ones"
     )
-    quality.add_argument("--model", required=True)
     quality.add_argument(
-        "--version", type=int, action="append", help="a version (repeatable); default: served"
+        "--model", required=True, type=model_ref, help="NAME (every served version) or NAME:VERSION"
     )
+    quality.add_argument("--version", type=int, action="append", help=argparse.SUPPRESS)  # older form
     quality.add_argument(
         "--window", default="1d", help="captured predictions to join with labels (default 1d)"
     )
@@ -66,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     quality.set_defaults(func=cmd_quality)
 
     labels = commands.add_parser("labels", help="upload ground-truth labels (CSV or JSON lines)")
-    labels.add_argument("--model", required=True)
+    labels.add_argument("--model", required=True, type=model_ref, help="registered model name")
     labels.add_argument(
         "file", help="CSV with request_id,label[,row] or JSON lines {request_id, label, row?}"
     )
@@ -74,32 +75,66 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument(
-        "--version", type=int, action="append", help="a version (repeatable); default: served"
+        "--model", required=True, type=model_ref, help="NAME (every served version) or NAME:VERSION"
     )
-    parser.add_argument("--out", help="save the HTML report here (one file per version: -v<N> suffix)")
+    parser.add_argument("--version", type=int, action="append", help=argparse.SUPPRESS)  # older form
+    parser.add_argument(
+        "--out",
+        help="write the HTML report to exactly this file (several versions: one file, one section each)",
+    )
     parser.add_argument("--open", action="store_true", help="open the HTML report in a browser")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def _out_paths(out: str | None, versions: list[int], *, open_: bool, model: str) -> dict[int, Path]:
+def _out_path(out: str | None, *, open_: bool, model: str) -> Path | None:
     if not out and not open_:
-        return {}
-    base = Path(out) if out else Path.cwd() / f"sluice-drift-{model}.html"
-    if len(versions) == 1:
-        return {versions[0]: base}
-    return {v: base.with_name(f"{base.stem}-v{v}{base.suffix or '.html'}") for v in versions}
+        return None
+    return Path(out) if out else Path.cwd() / f"sluice-drift-{model}.html"
 
 
 def _save(reports: dict[int, Any], *, model: str, out: str | None, open_: bool, console: Console) -> None:
-    from sluice.monitoring.report_html import save_report
+    """Write the reports to exactly ``out`` (one file; several versions: one section each)."""
+    from sluice.monitoring.report_html import render_html
 
-    for version, path in _out_paths(out, sorted(reports), open_=open_, model=model).items():
-        saved = save_report(reports[version], path, title=f"Sluice drift report: {model} v{version}")
-        console.print(f"HTML report: {saved}")
-        if open_:
-            webbrowser.open(saved.resolve().as_uri())
+    path = _out_path(out, open_=open_, model=model)
+    if path is None or not reports:
+        return
+    documents = [render_html(reports[v], title=f"Sluice drift report: {model} v{v}") for v in sorted(reports)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_one_document(documents), encoding="utf-8")
+    console.print(f"HTML report: {path}")
+    if open_:
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _one_document(documents: list[str]) -> str:
+    """Several HTML reports as one page: the first one's head, then every report's body."""
+    if len(documents) == 1:
+        return documents[0]
+    bodies = []
+    for document in documents:
+        start, end = document.find("<body"), document.rfind("</body>")
+        if start < 0 or end < 0:
+            bodies.append(document)
+            continue
+        bodies.append(document[document.index(">", start) + 1 : end])
+    first = documents[0]
+    head = first[: first.index(">", first.find("<body")) + 1] if "<body" in first else ""
+    return head + "<hr>".join(bodies) + ("</body></html>" if head else "")
+
+
+def _versions(args: argparse.Namespace, settings: Settings) -> list[int] | None:
+    """``--model NAME:VERSION`` (or the older ``--version``, repeatable); ``None``: every served one."""
+    ref: ModelRef = args.model
+    args.model = ref.name
+    versions = list(args.version or [])
+    if ref.pinned:
+        from sluice.registry.store import ModelRegistry
+
+        registry = ModelRegistry.from_settings(settings) if ref.alias else None
+        versions.append(ref.require_version(registry))
+    return sorted(set(versions)) or None
 
 
 def _table(model: str, version: int, window: str, report: Any) -> Table:
@@ -134,10 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     minutes = parse_window(args.window)
     console = Console()
+    settings = Settings.from_env()
+    versions = _versions(args, settings)
     runs = drift_runs(
-        Settings.from_env(),
+        settings,
         model=args.model,
-        versions=args.version,
+        versions=versions,
         window_minutes=minutes,
         publish_metrics=not args.no_publish,
         write_reports=not args.no_store,
@@ -166,7 +203,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     documents = []
-    for version in args.version or [None]:
+    served: list[int | None] = [None]  # the latest of every served version
+    chosen = _versions(args, settings) or served
+    for version in chosen:
         documents += latest_reports(settings, model=args.model, version=version)
     console = Console()
     reports = {d["version"]: DriftReport.from_dict(d["report"]) for d in documents}
@@ -184,10 +223,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     from sluice.monitoring.quality import run_concept_check
 
+    settings = Settings.from_env()
+    versions = _versions(args, settings)
     results = run_concept_check(
-        Settings.from_env(),
+        settings,
         model=args.model,
-        versions=args.version,
+        versions=versions,
         window_minutes=parse_window(args.window),
         min_labels=args.min_labels,
         publish_metrics=not args.no_publish,
@@ -221,6 +262,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def cmd_labels(args: argparse.Namespace) -> int:
     from sluice.monitoring.labels import ingest_labels, parse_label_file
 
+    args.model = args.model.name
     path = Path(args.file)
     if not path.is_file():
         raise SluiceError(f"label file {args.file!r} does not exist")

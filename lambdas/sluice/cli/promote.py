@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from sluice.cli.refs import model_ref
 from sluice.errors import SluiceError
 from sluice.registry.promotion import StageRegistry, promote
 
@@ -22,8 +23,8 @@ STAGES = ("dev", "prod")
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("promote", help="promote an Approved model version from dev to prod")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--version", required=True, type=int)
+    parser.add_argument("--model", required=True, type=model_ref, help="NAME:VERSION or NAME@ALIAS")
+    parser.add_argument("--version", type=int, help=argparse.SUPPRESS)  # older form of NAME:VERSION
     parser.add_argument("--from", dest="source", default="dev", choices=STAGES)
     parser.add_argument("--to", dest="target", default="prod", choices=STAGES)
     parser.add_argument(
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise SluiceError("--from and --to must name different stages")
     context = cdk_context(Path(args.cdk_json))
     source, target = stage_registry(context, args.source), stage_registry(context, args.target)
+    ref = args.model.with_version(args.version)
+    args.model, args.version = ref.name, ref.require_version(source.registry())
     actor = args.actor or source.registry().caller()
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as bar:

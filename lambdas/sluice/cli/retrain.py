@@ -18,7 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sluice.errors import SluiceError
 from sluice.names import RETRAINING_STEPS
 from sluice.pipelines.retraining import RetrainRequest, run_all, run_id_for
-from sluice.pipelines.skeleton import follow_execution, start_execution
+from sluice.pipelines.skeleton import execution_cause, follow_execution, start_execution
 from sluice.settings import Settings
 
 
@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("retrain", help="retrain a model; the new version waits for approval")
     parser.add_argument("--model", required=True, help="registered model name")
     parser.add_argument(
-        "--data", required=True, help="CSV or Parquet with features and label (s3:// or path)"
+        "--data",
+        required=True,
+        help="CSV or Parquet with features and label: s3://bucket/key, or a local path (uploaded to the work bucket)",
     )
     parser.add_argument(
         "--here", action="store_true", help="run the steps in this process, not Step Functions"
@@ -85,7 +87,7 @@ def _follow_execution(
     settings.require("retrain_state_machine_arn")
     request: dict[str, Any] = {
         "model": args.model,
-        "data_uri": args.data,
+        "data_uri": _data_uri(settings, args),
         "run_id": run_id,
         "trigger": "manual",
     }
@@ -107,10 +109,25 @@ def _follow_execution(
     status = follow_execution(arn, on_state)
     if status["status"] != "SUCCEEDED":
         raise RetrainFailed(
-            f"retraining execution {run_id} ended {status['status']}; see its failure notification"
+            f"retraining execution {run_id} ended {status['status']}: {execution_cause(status)}"
         )
     output: dict[str, Any] = json.loads(status["output"])
     return output
+
+
+def _data_uri(settings: Settings, args: argparse.Namespace) -> str:
+    """``--data``: an S3 URI as given; a local file is uploaded to the work bucket first."""
+    if str(args.data).startswith("s3://"):
+        return str(args.data)
+    path = Path(args.data).expanduser()
+    if not path.is_file():
+        raise SluiceError(f"--data {args.data}: no such file (give a local path or s3://bucket/key)")
+    settings.require("work_bucket")
+    from sluice import aws
+
+    key = f"datasets/{args.model}/uploads/{datetime.now(UTC):%Y%m%dT%H%M%S}-{path.name}"
+    aws.client("s3").upload_file(str(path), settings.work_bucket, key)
+    return f"s3://{settings.work_bucket}/{key}"
 
 
 class RetrainFailed(RuntimeError):

@@ -1,8 +1,9 @@
 """One input feature of a model: :class:`Feature`, its kind, dtype, range or categories.
 
 A feature is ``"numeric"`` (ints and floats, with the training range) or ``"categorical"`` (a
-fixed set of strings, integer codes or booleans). :class:`~sluice.models.schema.FeatureSchema`
-holds the ordered features of a model.
+fixed set of strings, integer codes or booleans). It also says whether a request must carry it
+(``required``) and whether its value may be null (``nullable``).
+:class:`~sluice.models.schema.FeatureSchema` holds the ordered features of a model.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ class Feature:
     categories
         Allowed values of a categorical feature (all ``str``, all ``int`` or all ``bool``).
     nullable
-        Whether null/NaN (or an absent key) is allowed. Inferred: the training column had missing values.
+        Whether the value may be null (or NaN); the model then imputes it. Inferred: the
+        training column had missing values.
     unknown
         What to do with a category not in ``categories``: ``"reject"`` (error) or
         ``"ignore"`` (pass it on; the model's encoder must handle unknowns).
+    required
+        Whether every instance must carry the feature's key. A feature that may be absent must
+        be nullable: an absent value is scored as a null one. ``None`` (a schema written before
+        this field existed) means what those schemas meant: required unless nullable.
     """
 
     name: str
@@ -52,11 +58,21 @@ class Feature:
     categories: tuple[Any, ...] | None = None
     nullable: bool = False
     unknown: UnknownPolicy = "reject"
+    required: bool | None = None
 
     def __post_init__(self) -> None:
         where = f"feature {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise SluiceError(f"feature name must be a non-empty string, got {self.name!r}")
+        for flag, allowed in (("nullable", bool), ("required", bool | None)):
+            if not isinstance(getattr(self, flag), allowed):
+                raise SluiceError(f"{where}: {flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.required is None:
+            object.__setattr__(self, "required", not self.nullable)
+        elif not self.required and not self.nullable:
+            raise SluiceError(
+                f"{where}: a feature that may be absent must be nullable (an absent value is scored as null)"
+            )
         if self.kind not in KINDS:
             raise SluiceError(f"{where}: kind must be 'numeric' or 'categorical', got {self.kind!r}")
         if self.unknown not in UNKNOWN_POLICIES:
@@ -90,6 +106,7 @@ class Feature:
         else:
             out.update(categories=list(self.categories or ()), unknown=self.unknown)
         out["nullable"] = self.nullable
+        out["required"] = self.required
         return out
 
 

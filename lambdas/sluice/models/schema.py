@@ -6,6 +6,21 @@ request validation (:meth:`FeatureSchema.to_json_schema`), and used by the scori
 to validate and shape requests (:meth:`FeatureSchema.validate`, implemented in
 :mod:`sluice.models.validation`).
 
+Per feature, the schema says whether a request must carry it (``required``) and whether its
+value may be null (``nullable``); the request JSON Schema and the validation enforce both.
+:meth:`FeatureSchema.infer` learns them from the training (reference) data:
+
+* **nullable**: the reference column holds a missing value (the model's imputation has learned
+  what to fill in). A null for any other feature is refused.
+* **required**: every feature, since the reference data has every column for every row. A
+  request sends each feature, as null where the value is unknown and the feature is nullable;
+  an absent key is refused rather than silently imputed. Features a client may leave out are
+  declared with ``infer(..., optional=[...])``; they are nullable too, because an absent value
+  is scored as a null one.
+
+A schema record without ``required`` (written before it existed) keeps its old meaning: a
+feature is required unless it is nullable.
+
 pandas is imported lazily: everything but :meth:`FeatureSchema.infer` and validation with
 ``as_frame=True`` works with numpy alone, because the zip endpoint flavour ships numpy and ONNX
 Runtime only.
@@ -14,7 +29,7 @@ Runtime only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,6 +79,7 @@ class FeatureSchema:
         *,
         unknown: UnknownPolicy | Mapping[str, UnknownPolicy] = "reject",
         max_categories: int = 1000,
+        optional: Sequence[str] = (),
     ) -> FeatureSchema:
         """Learn the schema of the training features ``df`` (target column excluded).
 
@@ -79,6 +95,9 @@ class FeatureSchema:
             (features not in the mapping get ``"reject"``).
         max_categories
             Refuse categorical columns with more distinct values (IDs, free text).
+        optional
+            Features a request may leave out (not ``required``, and ``nullable``). Every
+            other feature is required; a feature is nullable when its column has a missing value.
 
         Raises
         ------
@@ -91,26 +110,27 @@ class FeatureSchema:
         if not isinstance(df, pd.DataFrame):
             raise SluiceError(f"FeatureSchema.infer needs a pandas DataFrame, got {type(df).__name__}")
         forced = list(categorical or ())
-        absent = [c for c in forced if c not in df.columns]
-        if absent:
-            raise SluiceError(
-                f"categorical column(s) not in the training frame: {', '.join(map(repr, absent))}"
-            )
+        for what, names in (("categorical", forced), ("optional", list(optional))):
+            absent = [c for c in names if c not in df.columns]
+            if absent:
+                raise SluiceError(
+                    f"{what} column(s) not in the training frame: {', '.join(map(repr, absent))}"
+                )
         policies = unknown if isinstance(unknown, Mapping) else dict.fromkeys(df.columns, unknown)
         features = []
         for name in df.columns:
             if not isinstance(name, str):
                 raise SluiceError(f"feature names must be strings, got column {name!r}")
             column = df[name]
-            features.append(
-                _infer_feature(
-                    name,
-                    column,
-                    force_categorical=name in forced,
-                    unknown=policies.get(name, "reject"),
-                    max_categories=max_categories,
-                )
+            feature = _infer_feature(
+                name,
+                column,
+                force_categorical=name in forced,
+                unknown=policies.get(name, "reject"),
+                max_categories=max_categories,
             )
+            required = name not in optional
+            features.append(replace(feature, required=required, nullable=feature.nullable or not required))
         return cls(tuple(features))
 
     @classmethod
@@ -130,7 +150,7 @@ class FeatureSchema:
         raw = data.get("features")
         if not isinstance(raw, list) or not raw:
             raise SluiceError("schema.features: expected a non-empty list of features")
-        allowed = {"name", "kind", "dtype", "min", "max", "categories", "nullable", "unknown"}
+        allowed = {"name", "kind", "dtype", "min", "max", "categories", "nullable", "required", "unknown"}
         features = []
         for i, item in enumerate(raw):
             where = f"schema.features[{i}]"
@@ -144,6 +164,8 @@ class FeatureSchema:
                     raise SluiceError(f"{where}.{key}: required")
             if not isinstance(item.get("nullable", False), bool):
                 raise SluiceError(f"{where}.nullable: expected true or false")
+            if not isinstance(item.get("required"), bool | None):
+                raise SluiceError(f"{where}.required: expected true or false")
             categories = item.get("categories")
             if categories is not None and not isinstance(categories, list):
                 raise SluiceError(f"{where}.categories: expected a list")
@@ -160,6 +182,7 @@ class FeatureSchema:
                         categories=tuple(categories) if categories is not None else None,
                         nullable=item.get("nullable", False),
                         unknown=item.get("unknown", "reject"),
+                        required=item.get("required"),  # absent in older records: required unless nullable
                     )
                 )
             except SluiceError as err:
@@ -192,10 +215,11 @@ class FeatureSchema:
     ) -> dict[str, Any]:
         """JSON Schema (draft-04) of ``{"instances": [{feature: value, ...}, ...]}``.
 
-        Suitable for an API Gateway REST request model. Non-nullable features are required;
-        nullable ones may be null or absent. Categorical features with the ``"reject"``
-        policy become an ``enum``. Numeric ranges are not enforced (out-of-range values are
-        flagged by :meth:`validate`, not refused at the gateway).
+        Suitable for an API Gateway REST request model. Required features are in each
+        instance's ``required``; nullable ones also accept ``null`` (``"type": [..., "null"]``).
+        Categorical features with the ``"reject"`` policy become an ``enum``. Numeric ranges
+        are not enforced (out-of-range values are flagged by :meth:`validate`, not refused at
+        the gateway).
 
         Parameters
         ----------
@@ -221,7 +245,7 @@ class FeatureSchema:
             "properties": properties,
             "additionalProperties": allow_extra,
         }
-        required = [f.name for f in self.features if not f.nullable]
+        required = [f.name for f in self.features if f.required]
         if required:
             instance["required"] = required
         instances: dict[str, Any] = {"type": "array", "minItems": 1, "items": instance}

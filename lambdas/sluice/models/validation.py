@@ -6,7 +6,9 @@ Request shape::
 
 Records become one array per feature; type, null, category and range checks run on whole
 columns (numeric features as one float matrix). Python only loops over records to find missing
-keys and over offending cells to name them in the error messages.
+keys and over offending cells to name them in the error messages. A required feature's key
+must be present (``instances[3].age: required``), and only a nullable feature may be null
+(``instances[3].age: may not be null``); an absent optional feature counts as null.
 
 pandas is imported lazily: validation with ``as_frame=False`` (the scoring path) works with
 numpy alone, because the zip endpoint flavour ships numpy and ONNX Runtime only.
@@ -83,7 +85,7 @@ class RequestValidator:
         self.features = tuple(features)
         self.names = [f.name for f in self.features]
         self._position = {f.name: i for i, f in enumerate(self.features)}
-        self._required = frozenset(f.name for f in self.features if not f.nullable)
+        self._required = frozenset(f.name for f in self.features if f.required)
         self._numeric = tuple(f for f in self.features if f.kind == "numeric")
         self._lows = np.array([-np.inf if f.min is None else f.min for f in self._numeric], dtype=float)
         self._highs = np.array([np.inf if f.max is None else f.max for f in self._numeric], dtype=float)
@@ -165,10 +167,10 @@ class RequestValidator:
                 )
                 continue
             columns[f.name] = np.full(n, None, dtype=object)
-            if not f.nullable:
+            if f.required:
                 errors.append(
                     FeatureError(
-                        f"{f.name}: missing feature (column absent)",
+                        f"{f.name}: required (column absent)",
                         feature=f.name,
                         code="missing",
                         rows=range(n),
@@ -214,7 +216,7 @@ class RequestValidator:
         errors: list[FeatureError],
         absent: dict[str, np.ndarray],
     ) -> None:
-        # Only non-nullable features must be present: one C-level set comparison per record.
+        # Only required features must be present: one C-level set comparison per record.
         required = self._required
         lacking = [i for i, r in enumerate(records) if not r.keys() >= required] if required else []
         by_feature: dict[str, list[int]] = {}
@@ -226,7 +228,7 @@ class RequestValidator:
             rows = by_feature[name]
             errors.append(
                 FeatureError(
-                    f"instances[{rows[0]}].{name}: missing feature" + _more(rows),
+                    f"instances[{rows[0]}].{name}: required" + _more(rows),
                     feature=name,
                     code="missing",
                     rows=rows,
@@ -261,7 +263,7 @@ class RequestValidator:
             if rows.size:
                 errors.append(
                     FeatureError(
-                        f"instances[{rows[0]}].{f.name}: null where a number is required" + _more(rows),
+                        f"instances[{rows[0]}].{f.name}: may not be null" + _more(rows),
                         feature=f.name,
                         code="null",
                         rows=rows,
@@ -334,7 +336,7 @@ class RequestValidator:
             if rows.size:
                 errors.append(
                     FeatureError(
-                        f"instances[{rows[0]}].{f.name}: null where a category is required" + _more(rows),
+                        f"instances[{rows[0]}].{f.name}: may not be null" + _more(rows),
                         feature=f.name,
                         code="null",
                         rows=rows,

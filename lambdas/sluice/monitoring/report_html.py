@@ -4,7 +4,8 @@ The page has no external resources (plots are inline base64 PNGs drawn with matp
 renderer, without pyplot's global state), so it can be stored in S3 and opened anywhere.
 Baseline and target are told apart everywhere by name, colour and hatching: baseline bars are
 solid blue, target bars are hatched orange, and every legend and heading names each side's label
-and row count.
+and row count. Bin edges read as short numbers (``23.3k``, ``0.25``) and the legend sits above the
+bars, never on them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import html
 import io
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +36,57 @@ def side_legend(report: DriftReport) -> tuple[str, str]:
     )
 
 
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_UNITS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+
+
+def readable_number(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits and a k/M/B/T suffix: ``12345.6`` -> ``12.3k``.
+
+    Digits left of the point are never dropped (``123456`` -> ``123k``, ``123.4`` -> ``123``), and
+    a value that rounds up to the next unit takes it (``999,999`` -> ``1M``).
+    """
+    if not math.isfinite(value) or value == 0:
+        return "0" if value == 0 else str(value)
+    if abs(value) < 1e-3:
+        return f"{value:.{digits}g}"
+    index = next((i for i, (scale, _) in enumerate(_UNITS) if abs(value) >= scale), len(_UNITS) - 1)
+    rounded = float(f"{value / _UNITS[index][0]:.{digits}g}")
+    if abs(rounded) >= 1000 and index > 0:
+        index -= 1
+        rounded = float(f"{value / _UNITS[index][0]:.{digits}g}")
+    shown = f"{rounded:.{max(digits, len(str(int(abs(rounded)))))}g}"
+    return shown + _UNITS[index][1]
+
+
+def readable_bin_labels(labels: Sequence[str]) -> list[str]:
+    """Numeric bin labels with their edges shortened: ``[2.332e+04, 3.057e+04)`` -> ``[23.3k, 30.6k)``.
+
+    Uses the fewest significant digits (3 to 6) that keep distinct edges distinct, so two bins
+    never read the same. Text that is not a number (``<``, ``=``, brackets) is kept.
+    """
+    values = {float(m) for label in labels for m in _NUMBER.findall(label)}
+    digits = next((d for d in range(3, 7) if len({readable_number(v, d) for v in values}) == len(values)), 6)
+    return [_NUMBER.sub(lambda m: readable_number(float(m.group()), digits), label) for label in labels]
+
+
 def plot_feature(report: DriftReport, feature: FeatureDrift) -> Figure:
     """Grouped bars of the baseline and target proportions per bin (or category).
 
     Bins empty on both sides are left out. The first bar container is the baseline, the second
-    the target; each is labelled with its side.
+    the target; each is labelled with its side. Numeric bins are labelled with readable numbers
+    (:func:`readable_bin_labels`); the legend sits above the plot, outside the bars.
     """
     baseline = np.asarray(feature.baseline_hist, dtype=float)
     target = np.asarray(feature.target_hist, dtype=float)
     keep = (baseline > 0) | (target > 0)
     if not keep.any():
         keep[:] = True
-    labels = [label for label, k in zip(feature.bin_labels, keep, strict=True) if k]
+    labels = tick_labels(feature)
+    labels = [label for label, k in zip(labels, keep, strict=True) if k]
     x = np.arange(len(labels))
     width = 0.4
-    fig = Figure(figsize=(7.0, 3.0), dpi=90, layout="constrained")
+    fig = Figure(figsize=(7.0, 3.4), dpi=90, layout="constrained")
     ax = fig.add_subplot()
     base_label, target_label = side_legend(report)
     ax.bar(x - width / 2, baseline[keep], width, label=base_label, **BASELINE_STYLE)
@@ -58,10 +97,18 @@ def plot_feature(report: DriftReport, feature: FeatureDrift) -> Figure:
     ax.tick_params(axis="x", labelsize=7)
     ax.set_ylabel("share of non-missing values")
     status = "DRIFT" if feature.drifted else "no drift"
-    ax.set_title(f"{feature.name} ({feature.kind}): {status}", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{feature.name} ({feature.kind}): {status}", fontsize=10)
+    # Above the axes, not on them: "best" still lands on bars when every spot holds one.
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), frameon=False, borderaxespad=0.0)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def tick_labels(feature: FeatureDrift) -> list[str]:
+    """The x labels of a feature's plot: readable numbers for numeric bins, categories as they are."""
+    if feature.kind == "numeric":
+        return readable_bin_labels(feature.bin_labels)
+    return list(feature.bin_labels)
 
 
 def _png_base64(fig: Figure) -> str:

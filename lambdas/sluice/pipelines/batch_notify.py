@@ -27,6 +27,8 @@ def notify_failure(settings: Settings, state: Mapping[str, Any]) -> dict[str, An
         "run_id": manifest.get("run_id"),
         "model": manifest.get("model"),
         "reasons": manifest.get("reasons"),
+        # The execution's own failure cause (the state machine's Fail state reads it).
+        "cause": _cause(manifest),
         "failed_shards": [s["shard"] for s in manifest.get("failed_shards") or []],
         "manifest_uri": manifest_uri,
     }
@@ -61,3 +63,13 @@ def _failure_manifest(
     except Exception:  # the notification matters more than this manifest
         return manifest, None
     return manifest, f"{output}manifest.json"
+
+
+def _cause(manifest: Mapping[str, Any]) -> str:
+    """The reasons, and what the first failed shard failed with (not a pointer elsewhere)."""
+    parts = [str(r) for r in manifest.get("reasons") or []]
+    failed = manifest.get("failed_shards") or []
+    if failed:
+        first = failed[0]
+        parts.append(f"{first.get('shard')}: {first.get('error')}: {error_cause(first.get('cause'))}")
+    return "; ".join(parts) or "unknown"

@@ -165,3 +165,11 @@ def error_cause(cause: Any, *, limit: int = 500) -> str:
         except (ValueError, AttributeError):
             return cause[:limit]
     return str(cause)[:limit]
+
+
+def execution_cause(status: Mapping[str, Any]) -> str:
+    """Why a finished execution failed, from its ``describe_execution``: its error and cause."""
+    error, cause = status.get("error"), status.get("cause")
+    if not error and not cause:
+        return f"execution ended {status.get('status', 'FAILED')} without a cause"
+    return ": ".join(str(part) for part in (error, error_cause(cause) if cause else "") if part)

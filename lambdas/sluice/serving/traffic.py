@@ -174,7 +174,7 @@ class EndpointTraffic:
         if found is None:
             raise NotFound(
                 f"model {self.model_name!r} version {model_version} is not deployed to {self.function_name!r} "
-                f"(run `sluice endpoint deploy {self.model_name} {model_version}` first)"
+                f"(run `sluice endpoint deploy {self.model_name}:{model_version}` first)"
             )
         return found
 
