@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bench._common import emit, log, median, timings
@@ -89,6 +90,7 @@ def _run() -> None:
     spec = datasets.credit_spec(max_iter=300)
     trained = train(datasets.credit(5_000, seed=1), spec)
     registry.register("credit", bundle_from_training(trained, onnx=False), lineage=Lineage())
+    registry.approve("credit", 1, actor="bench")  # batch scores only Approved versions
     settings = Settings(
         registry_table=TABLE,
         registry_bucket=ARTIFACTS,
@@ -140,10 +142,17 @@ def _run() -> None:
 
     def step(capture) -> None:
         for key in keys:
-            batch_score.score_shard(settings, {"key": key, "run": state["run"]}, scorer=scorer, capture=capture)
+            batch_score.score_shard(
+                settings, {"key": key, "run": state["run"]}, scorer=scorer, capture=capture
+            )
+
+    runs = iter(range(1, 1_000))
 
     def pipeline() -> None:
-        batch.run_local(settings, request, registry=registry, scorer=scorer)
+        # Each run claims its own work prefix and output folder, so every repeat is a new run id.
+        batch.run_local(
+            settings, replace(request, run_id=f"bench-{next(runs)}"), registry=registry, scorer=scorer
+        )
 
     baseline = ROWS / _best(plain)
     io_baseline = ROWS / _best(plain_io)

@@ -11,13 +11,19 @@ Context keys (``cdk.json``, each overridable with ``-c key=value``):
     protection. Defaults to true for ``prod`` and false otherwise.
 ``sluice:alarmEmail``
     Optional address subscribed to the alarm and notification topics.
+``<stage>:batchFaultDrill``
+    Accept the batch failure drill (``faults`` in a batch input). Defaults to false; ``cdk.json``
+    turns it on for ``dev`` only, so prod refuses such inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from sluice.names import deployer_role_name, promotion_role_name, role_arn
@@ -27,6 +33,23 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+#: Reserved concurrency of each function unless ``<stage>:reservedConcurrency`` says otherwise.
+#: The entry points anyone with access can drive (endpoint, labels, registry API) are capped, so a
+#: flood of calls can neither exhaust the account's concurrency nor run up an unbounded bill;
+#: ``batch`` applies to each step function of each batch pipeline (the Distributed Map runs at
+#: most 10 children at a time).
+DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(
+    {
+        "endpoint": 50,
+        "labels": 5,
+        "registry_api": 5,
+        "drift": 2,
+        "retrain": 2,
+        "retrain_trigger": 2,
+        "batch": 10,
+    }
+)
+_MAX_RESERVED_CONCURRENCY = 1000
 
 
 class ConfigError(ValueError):
@@ -48,6 +71,14 @@ class StageConfig:
     """For prod: the dev deployer role, the only principal that may assume the promotion role."""
     promotion_target_role_arn: str | None = None
     """For dev: the prod promotion role, which the dev deployer may assume to promote."""
+    reserved_concurrency: Mapping[str, int | None] = field(
+        default_factory=lambda: DEFAULT_RESERVED_CONCURRENCY
+    )
+    """``{function: reserved concurrency}``; ``None`` leaves a function unreserved."""
+    log_execution_data: bool = False
+    """Whether Step Functions logs include execution data (inputs, outputs): dev only."""
+    batch_fault_drill: bool = False
+    """Batch inputs may carry ``faults`` (context key ``<stage>:batchFaultDrill``)."""
 
     @property
     def construct_id(self) -> str:
@@ -88,12 +119,17 @@ class AppConfig:
             account = _matching(get, f"{name}:account", _ACCOUNT, "a 12-digit AWS account id")
             region = _matching(get, f"{name}:region", _REGION, "an AWS region such as eu-west-1")
             retain = _flag(get, f"{name}:retainData", default=(name == "prod"))
+            reserved = _reserved_concurrency(get, f"{name}:reservedConcurrency")
+            log_execution_data = _flag(get, f"{name}:logExecutionData", default=False)
             stages.append(
                 StageConfig(
                     name=name,
                     account=account,
                     region=region,
                     retain_data=retain,
+                    reserved_concurrency=reserved,
+                    log_execution_data=log_execution_data,
+                    batch_fault_drill=_flag(get, f"{name}:batchFaultDrill", default=False),
                     alarm_email=email,
                     model_name=model_name,
                     trusted_role_arn=role_arn(dev_account, deployer_role_name("dev"))
@@ -144,3 +180,30 @@ def _flag(get: Callable[[str], Any], key: str, *, default: bool) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ConfigError(f"context key {key!r} must be true or false; got {value!r}")
+
+
+def _reserved_concurrency(get: Callable[[str], Any], key: str) -> Mapping[str, int | None]:
+    """:data:`DEFAULT_RESERVED_CONCURRENCY` updated with the ``{function: limit}`` object at ``key``."""
+    value = get(key)
+    if value is None:
+        return DEFAULT_RESERVED_CONCURRENCY
+    if isinstance(value, str):  # -c key='{"endpoint": 20}' on the command line
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"context key {key!r} must be an object of function: limit; got {value!r}")
+    merged = dict(DEFAULT_RESERVED_CONCURRENCY)
+    for function, limit in value.items():
+        if function not in DEFAULT_RESERVED_CONCURRENCY:
+            known = ", ".join(DEFAULT_RESERVED_CONCURRENCY)
+            raise ConfigError(f"context key {key!r} names unknown function {function!r} (known: {known})")
+        valid = (
+            isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= _MAX_RESERVED_CONCURRENCY
+        )
+        if limit is not None and not valid:
+            raise ConfigError(
+                f"context key {key!r}: {function!r} must be an integer from 1 to "
+                f"{_MAX_RESERVED_CONCURRENCY}, or null for no reservation; got {limit!r}"
+            )
+        merged[function] = limit
+    return MappingProxyType(merged)

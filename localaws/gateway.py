@@ -18,7 +18,8 @@ moto 5.2.5 stores REST APIs but raises NotImplementedError for ``AWS_PROXY`` int
   principal (IAM user or assumed-role session) is ``requestContext.identity``. Policies are
   not evaluated: any verified key may invoke (see :mod:`localaws.auth`);
 * when the method's request validator validates bodies, checks the body against the
-  method's request model (:mod:`localaws.validation`); a mismatch is 400 ``{"message":
+  method's request model for the request's content type, else its ``$default`` model, else
+  none, as API Gateway does (:mod:`localaws.validation`); a mismatch is 400 ``{"message":
   "Invalid request body"}`` or, when the API defines a ``BAD_REQUEST_BODY`` gateway response,
   that response's template with ``$context.error.validationErrorString`` filled in: the
   path of each failing value and jsonschema's reason (API Gateway's validator words them
@@ -290,8 +291,13 @@ class ApiGateway:
         validator = self.api().request_validators.get(validator_id)
         if validator is None or not validator.validate_request_body:
             return None
-        content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip()
-        model_name = models.get(content_type) or models.get("$default")
+        # As API Gateway: the model of the request's media type (no header reads as JSON), else
+        # ``$default``, else no validation ("If no matching content type is found, request
+        # validation is not performed"). Media types compare case-insensitively, so a type
+        # spelled differently finds its model rather than skipping validation.
+        content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
+        by_type = {str(key).lower(): name for key, name in models.items()}
+        model_name = by_type.get(content_type) or models.get("$default")
         if model_name is None:
             return None
         model = next((m for m in self.api().models.values() if m.name == model_name), None)

@@ -12,6 +12,15 @@ from infra.constructs.nag import acknowledge
 # API Gateway answers a body that fails the request model with a bare {"message": "Invalid
 # request body"}; this says what failed, as the functions' own 400s do.
 BAD_REQUEST_BODY_TEMPLATE = '{"message": "Invalid request body: $context.error.validationErrorString"}'
+#: The content types every request model is attached under. API Gateway validates a body only
+#: against the model of its own content type, else ``$default``; without ``$default`` the same body
+#: sent as ``text/plain`` (or any other type) would reach the function unvalidated.
+BODY_CONTENT_TYPES = ("application/json", "$default")
+
+
+def body_models(model: apigw.IModel) -> dict[str, apigw.IModel]:
+    """``request_models`` that validate a method's body against ``model`` whatever its content type."""
+    return {content_type: model for content_type in BODY_CONTENT_TYPES}
 
 
 class SecureRestApi(Construct):

@@ -59,7 +59,9 @@ class BatchPipeline(Construct):
     capture_bucket
         Where the model variant captures scored rows (``source="batch"``); ``None``: no capture.
     model_name
-        The registered model this pipeline scores (runs may name another version, not model).
+        The registered model this pipeline scores, set on its functions as ``SLUICE_MODEL_NAME``:
+        an input naming another model is refused, and outputs stay under
+        ``batch/output/<model>/`` of the work bucket.
     score_via
         An :class:`Endpoint` to call (SigV4-signed ``POST /predict``) instead of loading the
         model in the score step. Default ``None``: load the model.
@@ -77,8 +79,14 @@ class BatchPipeline(Construct):
         First retry delay of a shard (doubled per attempt, full jitter). Default 2 s.
     preprocess_memory_mb, score_memory_mb, postprocess_memory_mb
         Memory of each step (default 3008, 2048, 3008 MB); timeouts are 15 minutes.
+    fault_drill
+        Accept the failure drill (``faults`` in an input; ``SLUICE_BATCH_FAULT_DRILL``). Default
+        ``False``: such inputs are refused. The stage sets it from ``cdk.json``.
     retain_logs
         Keep the functions' and the state machine's log groups when the stack is deleted.
+    log_execution_data
+        Include states' inputs and outputs in the state machine's log. Default ``False``; the
+        stage sets it from ``cdk.json`` (dev only).
 
     Attributes
     ----------
@@ -108,7 +116,9 @@ class BatchPipeline(Construct):
         preprocess_memory_mb: int = 3008,
         score_memory_mb: int = 2048,
         postprocess_memory_mb: int = 3008,
+        fault_drill: bool = False,
         retain_logs: bool = False,
+        log_execution_data: bool = False,
     ) -> None:
         super().__init__(scope, id)
         if max_concurrency < 1:
@@ -116,6 +126,8 @@ class BatchPipeline(Construct):
         if (schedule is None) != (scheduled_input_uri is None):
             raise ValueError("BatchPipeline needs both schedule and scheduled_input_uri, or neither")
         self.model_name = model_name
+        self.fault_drill = fault_drill
+        self.log_execution_data = log_execution_data
         self.score_via = score_via
         self.input_prefix = input_prefix or f"{WORK_PREFIX}input/{model_name}/"
         self.topic_key: kms.Key | None = None
@@ -175,6 +187,9 @@ class BatchPipeline(Construct):
             **registry.environment,
             "SLUICE_WORK_BUCKET": self.work_bucket.bucket_name,
             "SLUICE_NOTIFY_TOPIC_ARN": self.notify_topic.topic_arn,
+            # The pipeline's scope, which no input can widen (sluice.pipelines.batch_request).
+            "SLUICE_MODEL_NAME": self.model_name,
+            "SLUICE_BATCH_FAULT_DRILL": "true" if self.fault_drill else "false",
         }
         if self.score_via is not None:
             environment["SLUICE_BATCH_ENDPOINT_URL"] = self.score_via.url
@@ -225,6 +240,9 @@ class BatchPipeline(Construct):
                 {
                     "request": sfn.JsonPath.object_at("$"),
                     "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                    # Identify this run's claims of its prefixes, so a retried preprocess re-enters them.
+                    "execution_id": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "started": sfn.JsonPath.string_at("$$.Execution.StartTime"),
                 }
             ),
         )
@@ -247,6 +265,7 @@ class BatchPipeline(Construct):
             timeout=cdk.Duration.hours(6),
             retain_logs=retain_logs,
             state_machine_name=state_machine_name,
+            include_execution_data=self.log_execution_data,
         )
 
     def _build_failure_path(self) -> tasks.LambdaInvoke:

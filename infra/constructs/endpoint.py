@@ -14,7 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.constructs.api import SecureRestApi
+from infra.constructs.api import SecureRestApi, body_models
 from infra.constructs.capture import CaptureStream
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
@@ -259,7 +259,7 @@ class Endpoint(Construct):
             "POST",
             apigw.LambdaIntegration(self.alias),
             request_validator=self.rest.validator,
-            request_models={"application/json": self.request_model},
+            request_models=body_models(self.request_model),
             api_key_required=api_key,
         )
 

@@ -26,15 +26,48 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.constructs.api import body_models
 from infra.constructs.monitoring_dashboard import model_dashboard
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in
 from infra.constructs.workflow import encrypted_topic
-from sluice.names import DRIFT_NAMESPACE, QUALITY_NAMESPACE
+from sluice.names import DRIFT_NAMESPACE, MAX_LABELS, QUALITY_NAMESPACE
 
 LABELS_INCOMING = "labels/incoming/"
+_LABEL_SCALAR = [apigw.JsonSchemaType.NUMBER, apigw.JsonSchemaType.STRING, apigw.JsonSchemaType.BOOLEAN]
+#: The ``POST /labels`` body: ``{"model", "labels": [{"request_id", "label", "row"?}]}``, nothing else,
+#: at most ``MAX_LABELS`` labels. Which models are known, the function decides (``SLUICE_LABEL_MODELS``).
+LABELS_BODY_SCHEMA = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4,
+    title="LabelsBody",
+    type=apigw.JsonSchemaType.OBJECT,
+    required=["model", "labels"],
+    additional_properties=False,
+    properties={
+        "model": apigw.JsonSchema(
+            type=apigw.JsonSchemaType.STRING, pattern="^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+        ),
+        "labels": apigw.JsonSchema(
+            type=apigw.JsonSchemaType.ARRAY,
+            min_items=1,
+            max_items=MAX_LABELS,
+            items=apigw.JsonSchema(
+                type=apigw.JsonSchemaType.OBJECT,
+                required=["request_id", "label"],
+                additional_properties=False,
+                properties={
+                    "request_id": apigw.JsonSchema(
+                        type=apigw.JsonSchemaType.STRING, min_length=1, max_length=200
+                    ),
+                    "label": apigw.JsonSchema(type=_LABEL_SCALAR, min_length=1, max_length=200),
+                    "row": apigw.JsonSchema(type=apigw.JsonSchemaType.INTEGER, minimum=0),
+                },
+            ),
+        ),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -105,11 +138,11 @@ class Monitoring(Construct):
 
     Attributes
     ----------
-    topic, topic_key, job, labels, labels_role, labels_resource, scheduler_role, schedules,
+    topic, topic_key, job, labels, labels_role, labels_resource, labels_model, scheduler_role, schedules,
     quality_schedules, alarms, drift_alarms, feature_alarms, quality_alarms, dashboards,
     label_drop_rule
-        Everything created, by model name where there is one per model; ``labels_resource`` is
-        ``None`` without ``api``.
+        Everything created, by model name where there is one per model; ``labels_resource`` and
+        ``labels_model`` (the body's request model) are ``None`` without ``api``.
     """
 
     def __init__(
@@ -131,7 +164,9 @@ class Monitoring(Construct):
         self.topic_key, self.topic = self._build_topic(alarm_email)
         alarm_action = cw_actions.SnsAction(self.topic)
         self.job = self._build_job(registry, capture_bucket, role, retain_logs=retain_logs)
-        self.labels_role, self.labels = self._build_labels(capture_bucket, retain_logs=retain_logs)
+        self.labels_role, self.labels = self._build_labels(
+            capture_bucket, label_models=[m.name for m in models], retain_logs=retain_logs
+        )
         self.label_drop_rule = events.Rule(
             self,
             "LabelDrops",
@@ -147,11 +182,9 @@ class Monitoring(Construct):
             targets=[events_targets.LambdaFunction(self.labels, retry_attempts=2)],
         )
         self.labels_resource: apigw.Resource | None = None
+        self.labels_model: apigw.Model | None = None
         if api is not None:
-            self.labels_resource = api.root.add_resource("labels")
-            self.labels_resource.add_method(
-                "POST", apigw.LambdaIntegration(self.labels), authorization_type=apigw.AuthorizationType.IAM
-            )
+            self.labels_resource, self.labels_model = self._build_labels_api(api)
         self.scheduler_role = self._build_scheduler_role()
         self.schedules: dict[str, scheduler.Schedule] = {}
         self.quality_schedules: dict[str, scheduler.Schedule] = {}
@@ -236,9 +269,13 @@ class Monitoring(Construct):
         return job
 
     def _build_labels(
-        self, capture_bucket: s3.IBucket, *, retain_logs: bool
+        self, capture_bucket: s3.IBucket, *, label_models: Sequence[str], retain_logs: bool
     ) -> tuple[iam.Role, lambda_.Function]:
-        """The labels intake (``sluice.handlers.labels``) and its own role."""
+        """The labels intake (``sluice.handlers.labels``) and its own role.
+
+        ``SLUICE_LABEL_MODELS`` lists the monitored models: the function takes labels for those
+        only, since labels feed their concept-drift alarms (and through them, retraining).
+        """
         capture = bucket_in(self, capture_bucket)
         role = iam.Role(
             self,
@@ -255,7 +292,10 @@ class Monitoring(Construct):
             memory_mb=256,
             timeout_s=60,
             retain_logs=retain_logs,
-            environment={"SLUICE_CAPTURE_BUCKET": capture.bucket_name},
+            environment={
+                "SLUICE_CAPTURE_BUCKET": capture.bucket_name,
+                "SLUICE_LABEL_MODELS": ",".join(label_models),
+            },
         ).function
         capture.grant_read(role, f"{LABELS_INCOMING}*")
         capture.grant_put(role, "labels/model=*")
@@ -263,6 +303,22 @@ class Monitoring(Construct):
             role, buckets=[capture_bucket], object_prefixes=(LABELS_INCOMING, "labels/model="), xray=True
         )
         return role, labels
+
+    def _build_labels_api(self, api: apigw.IRestApi) -> tuple[apigw.Resource, apigw.Model]:
+        """``POST /labels``: IAM auth, the body validated against :data:`LABELS_BODY_SCHEMA` (any content type)."""
+        model = apigw.Model(
+            self, "LabelsBody", rest_api=api, content_type="application/json", schema=LABELS_BODY_SCHEMA
+        )
+        validator = apigw.RequestValidator(self, "LabelsValidator", rest_api=api, validate_request_body=True)
+        resource = api.root.add_resource("labels")
+        resource.add_method(
+            "POST",
+            apigw.LambdaIntegration(self.labels),
+            authorization_type=apigw.AuthorizationType.IAM,
+            request_validator=validator,
+            request_models=body_models(model),
+        )
+        return resource, model
 
     def _build_scheduler_role(self) -> iam.Role:
         role = iam.Role(

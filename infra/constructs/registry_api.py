@@ -6,7 +6,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra.constructs.api import SecureRestApi
+from infra.constructs.api import SecureRestApi, body_models
 from infra.constructs.nag import acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
@@ -83,5 +83,5 @@ class RegistryApi(Construct):
                 "POST",
                 integration,
                 request_validator=self.rest.validator,
-                request_models={"application/json": decision_body},
+                request_models=body_models(decision_body),
             )

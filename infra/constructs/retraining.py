@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -45,7 +46,7 @@ class RetrainingPipeline(Construct):
     the registry (one transactional call), a failed run leaves no partial record.
 
     Alarms start runs through an EventBridge rule and a trigger function that enforces single
-    flight: a lock item in the registry table and a deterministic execution name per
+    flight: a lock item in ``lock_table`` and a deterministic execution name per
     ``debounce`` window, so duplicate alarm events start at most one run.
 
     Parameters
@@ -54,6 +55,9 @@ class RetrainingPipeline(Construct):
         The stage's registry (read the champion, register the challenger).
     work_bucket
         Bucket for the staged split, candidate and comparison reports of each run.
+    lock_table
+        The single-flight lock table (partition key ``pk``): the trigger may put items there and
+        touches no other table.
     role
         Execution role of the steps (the stage's training role).
     model_name
@@ -69,6 +73,9 @@ class RetrainingPipeline(Construct):
         Topic told about results and failures; a KMS-encrypted topic is created if omitted.
     retain_logs
         Keep the functions' and the state machine's log groups when the stack is deleted.
+    log_execution_data
+        Include states' inputs and outputs in the state machine's log. Default ``False``; the
+        stage sets it from ``cdk.json`` (dev only).
 
     Attributes
     ----------
@@ -84,6 +91,7 @@ class RetrainingPipeline(Construct):
         *,
         registry: Registry,
         work_bucket: s3.IBucket,
+        lock_table: dynamodb.ITable,
         role: iam.IRole,
         model_name: str,
         data_uri: str,
@@ -91,6 +99,7 @@ class RetrainingPipeline(Construct):
         debounce: cdk.Duration = DEFAULT_DEBOUNCE,
         notify_topic: sns.ITopic | None = None,
         retain_logs: bool = False,
+        log_execution_data: bool = False,
     ) -> None:
         super().__init__(scope, id)
         self.topic_key: kms.Key | None = None
@@ -101,7 +110,11 @@ class RetrainingPipeline(Construct):
         self.notify_topic = notify_topic
         self.steps = self._build_steps(registry, work_bucket, role, retain_logs=retain_logs)
         self.log_group, self.state_machine = logged_state_machine(
-            self, self._build_definition(), timeout=cdk.Duration.hours(2), retain_logs=retain_logs
+            self,
+            self._build_definition(),
+            timeout=cdk.Duration.hours(2),
+            retain_logs=retain_logs,
+            include_execution_data=log_execution_data,
         )
         acknowledge(
             self.state_machine,
@@ -113,7 +126,7 @@ class RetrainingPipeline(Construct):
                 "state machine support only resource '*' (AWS documents no narrower resource).",
             },
         )
-        self.trigger_role, self.trigger = self._build_trigger(registry, retain_logs=retain_logs)
+        self.trigger_role, self.trigger = self._build_trigger(lock_table, retain_logs=retain_logs)
         self.rule: events.Rule | None = None
         if alarms:
             self.rule = self._build_alarm_rule(
@@ -178,7 +191,9 @@ class RetrainingPipeline(Construct):
         payload = sfn.TaskInput.from_object({"step": step, "state": sfn.JsonPath.object_at("$")})
         return lambda_step(self, id, self.steps, payload)
 
-    def _build_trigger(self, registry: Registry, *, retain_logs: bool) -> tuple[iam.Role, SluiceFunction]:
+    def _build_trigger(
+        self, lock_table: dynamodb.ITable, *, retain_logs: bool
+    ) -> tuple[iam.Role, SluiceFunction]:
         """The trigger function: takes the single-flight lock and starts one run."""
         role = iam.Role(
             self,
@@ -194,11 +209,11 @@ class RetrainingPipeline(Construct):
             service="sluice-retraining-trigger",
             retain_logs=retain_logs,
             environment={
-                "SLUICE_REGISTRY_TABLE": registry.table.table_name,
+                "SLUICE_RETRAIN_LOCK_TABLE": lock_table.table_name,
                 "SLUICE_RETRAIN_STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
             },
         )
-        registry.table.grant(role, "dynamodb:PutItem")
+        lock_table.grant(role, "dynamodb:PutItem")
         self.state_machine.grant_start_execution(role)
         acknowledge(
             role,

@@ -16,12 +16,13 @@ LAMBDA = iam.ServicePrincipal("lambda.amazonaws.com")
 class ServiceRoles(Construct):
     """The execution and operator roles of one stage.
 
-    ``training``, ``pipeline``, ``endpoint`` and ``monitor`` are Lambda execution roles;
+    ``training`` (retraining steps) and ``monitor`` (drift job) are Lambda execution roles; the
+    endpoint, batch, capture, labels and registry API constructs build their own roles;
     ``deployer`` is assumed by engineers or CI of the same account (fixed name, so the prod
     account can trust it for promotion). ``promotion`` exists only where ``trusted_role_arn``
     is given: a role in this account that only that (dev) role may assume.
 
-    Grants follow the duty: only ``training``, ``pipeline`` and ``promotion`` may write registry
+    Grants follow the duty: only ``training`` and ``promotion`` may write registry
     artifacts; ``deployer`` may change records (approval, aliases, traffic) but not artifacts.
 
     Parameters
@@ -29,7 +30,7 @@ class ServiceRoles(Construct):
     registry
         The stage's model registry.
     capture_bucket
-        Bucket of captured requests: endpoints write it, monitoring and training read it.
+        Bucket of captured requests: monitoring and training read it.
     deployer_role_name
         Physical name of the deployer role.
     trusted_role_arn
@@ -54,8 +55,6 @@ class ServiceRoles(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.training = iam.Role(self, "Training", assumed_by=LAMBDA, description="Sluice training jobs")
-        self.pipeline = iam.Role(self, "Pipeline", assumed_by=LAMBDA, description="Sluice pipeline steps")
-        self.endpoint = iam.Role(self, "Endpoint", assumed_by=LAMBDA, description="Sluice model endpoints")
         self.monitor = iam.Role(self, "Monitor", assumed_by=LAMBDA, description="Sluice drift monitoring")
         self.deployer = iam.Role(
             self,
@@ -65,14 +64,10 @@ class ServiceRoles(Construct):
             description="Sluice deployments: approve, deploy, shift traffic, promote (assumed by people or CI)",
         )
 
-        for role in (self.training, self.pipeline):
-            registry.grant_write(role)
-        for role in (self.endpoint, self.monitor):
-            registry.grant_read(role)
+        registry.grant_write(self.training)
+        registry.grant_read(self.monitor)
         registry.grant_record_events(self.deployer)
         capture = bucket_in(self, capture_bucket)
-        capture.grant_put(self.endpoint)
-        capture.grant_put(self.pipeline)
         for role in (self.monitor, self.training):
             capture.grant_read(role)
 
@@ -95,5 +90,5 @@ class ServiceRoles(Construct):
 
     @property
     def all_roles(self) -> list[iam.Role]:
-        roles = [self.training, self.pipeline, self.endpoint, self.monitor, self.deployer]
+        roles = [self.training, self.monitor, self.deployer]
         return roles + ([self.promotion] if self.promotion else [])

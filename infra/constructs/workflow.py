@@ -65,8 +65,13 @@ def logged_state_machine(
     timeout: cdk.Duration,
     retain_logs: bool,
     state_machine_name: str | None = None,
+    include_execution_data: bool = False,
 ) -> tuple[logs.LogGroup, sfn.StateMachine]:
-    """A traced state machine ``StateMachine`` logging everything to its own ``StateMachineLogs``."""
+    """A traced state machine ``StateMachine`` logging every event to its own ``StateMachineLogs``.
+
+    States' inputs and outputs (model inputs, run state) enter the log only with
+    ``include_execution_data``, which the stage turns on for dev alone (``<stage>:logExecutionData``).
+    """
     log_group = logs.LogGroup(
         scope,
         "StateMachineLogs",
@@ -80,6 +85,8 @@ def logged_state_machine(
         definition_body=sfn.DefinitionBody.from_chainable(definition),
         timeout=timeout,
         tracing_enabled=True,
-        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        logs=sfn.LogOptions(
+            destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=include_execution_data
+        ),
     )
     return log_group, state_machine

@@ -20,6 +20,8 @@ BATCH_RETRY_ATTEMPTS = 3
 # Instances per scoring request (the API's request model and the handler both enforce it).
 MAX_INSTANCES = 10_000
 JSON_SCHEMA_DRAFT4 = "http://json-schema.org/draft-04/schema#"
+# Labels per ``POST /labels`` request (the API's request model and the handler both enforce it).
+MAX_LABELS = 10_000
 
 # --- CloudWatch metric namespaces (the runtime publishes, the CDK app's alarms and dashboards read) ---
 ENDPOINT_NAMESPACE = "Sluice/Endpoint"

@@ -21,6 +21,8 @@ class Settings:
     work_bucket: str = ""
     notify_topic_arn: str = ""
     retrain_state_machine_arn: str = ""
+    # The retraining trigger's single-flight lock table (one item per model).
+    retrain_lock_table: str = ""
     capture_stream: str = ""
     reports_bucket: str = ""
     # Batch scoring: the endpoint the endpoint-calling variant posts to, and the pipeline `sluice batch run` starts.
@@ -32,6 +34,8 @@ class Settings:
     model_flavour: str = ""
     # {artifact: sha256} of what that version serves, bound at deploy (see sluice.registry.manifest).
     model_artifacts: str = ""
+    # Comma-separated models whose labels the stage takes (the labels function refuses others).
+    label_models: str = ""
     region: str = ""
 
     @classmethod

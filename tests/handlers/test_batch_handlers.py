@@ -62,6 +62,7 @@ def env(trained, monkeypatch):
             "SLUICE_WORK_BUCKET": WORK,
             "SLUICE_CAPTURE_BUCKET": CAPTURE,
             "SLUICE_NOTIFY_TOPIC_ARN": topic,
+            "SLUICE_MODEL_NAME": "credit",  # the pipeline's scope, as the construct sets it
         }.items():
             monkeypatch.setenv(key, value)
         scoring.clear_cache()
@@ -71,16 +72,16 @@ def env(trained, monkeypatch):
 
 def test_steps_chain_from_preprocess_to_manifest(env, trained):
     s3 = env["s3"]
-    frame = datasets.credit(1_000, seed=6)
+    frame = datasets.credit(4_000, seed=6)
     write_table(frame, "s3://batch-work/in/credit.csv")
-    # preprocess: the run id is the execution name, four shards of 250
+    # preprocess: the run id is the execution name, four shards of 1,000 (the smallest allowed)
     state = batch_preprocess.lambda_handler(event("preprocess"), Context())
     assert state["run"]["run_id"] == "8f0c3a52-4c1e-4a51-9d55-2d1f7f1b0e11"
-    assert (state["rows_in"], state["rejected"], state["shards"]) == (1_000, 0, 4)
+    assert (state["rows_in"], state["rejected"], state["shards"]) == (4_000, 0, 4)
     # score: one Distributed Map child per listed shard, as the ItemSelector shapes it
     listed = s3.list_objects_v2(Bucket=WORK, Prefix=state["shard_prefix"])["Contents"]
     results = [batch_score.lambda_handler({"key": o["Key"], "run": state["run"]}, Context()) for o in listed]
-    assert [r["rows"] for r in results] == [250] * 4 and {r["via"] for r in results} == {"model"}
+    assert [r["rows"] for r in results] == [1_000] * 4 and {r["via"] for r in results} == {"model"}
     # postprocess: reads the ResultWriter manifest the map wrote
     s3.put_object(
         Bucket=WORK, Key="mr/SUCCEEDED_0.json", Body=json.dumps([{"Output": json.dumps(r)} for r in results])
@@ -95,7 +96,7 @@ def test_steps_chain_from_preprocess_to_manifest(env, trained):
     )
     assert summary["status"] == "SUCCEEDED"
     body = s3.get_object(Bucket=WORK, Key=summary["manifest_uri"].split("/", 3)[3])["Body"].read()
-    assert json.loads(body)["rows_out"] == 1_000
+    assert json.loads(body)["rows_out"] == 4_000
     key = summary["manifest"]["predictions_uri"].split("/", 3)[3]
 
     out = pd.read_csv(io.BytesIO(s3.get_object(Bucket=WORK, Key=key)["Body"].read()))

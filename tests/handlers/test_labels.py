@@ -36,6 +36,7 @@ def s3(monkeypatch):
         client = boto3.client("s3", region_name=REGION)
         client.create_bucket(Bucket=CAPTURE, CreateBucketConfiguration={"LocationConstraint": REGION})
         monkeypatch.setenv("SLUICE_CAPTURE_BUCKET", CAPTURE)
+        monkeypatch.setenv("SLUICE_LABEL_MODELS", "credit")
         yield client
 
 

@@ -60,8 +60,13 @@ def test_pipeline_runs_preprocess_map_postprocess_with_a_failure_path(templates,
         assert states[name]["Catch"] == [
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}
         ]
-    # the run's id is its execution name
-    assert states["PreprocessInput"]["Parameters"] == {"request.$": "$", "execution.$": "$$.Execution.Name"}
+    # the run's id is its execution name; its ARN and start time identify its claims
+    assert states["PreprocessInput"]["Parameters"] == {
+        "request.$": "$",
+        "execution.$": "$$.Execution.Name",
+        "execution_id.$": "$$.Execution.Id",
+        "started.$": "$$.Execution.StartTime",
+    }
 
 
 @pytest.mark.parametrize("prefix", list(MACHINES))
@@ -217,3 +222,13 @@ def test_failures_notify_a_kms_encrypted_topic(templates):
     assert all("KmsMasterKeyId" in t["Properties"] for t in topics.values())
     notify = _functions(dev, "Batch")["batch_notify"]["Environment"]["Variables"]
     assert flatten(notify["SLUICE_NOTIFY_TOPIC_ARN"]).startswith("<Ref>")
+
+
+@pytest.mark.parametrize(("stage", "drill"), [("Dev", "true"), ("Prod", "false")])
+@pytest.mark.parametrize("prefix", list(MACHINES))
+def test_each_pipeline_fixes_its_model_and_the_fault_drill_per_stage(templates, stage, drill, prefix):
+    # The input cannot widen the scope: it comes from the construct (cdk.json), not the run.
+    for fn in _functions(templates[f"{stage}-Service"], prefix).values():
+        variables = fn["Environment"]["Variables"]
+        assert variables["SLUICE_MODEL_NAME"] == MODEL
+        assert variables["SLUICE_BATCH_FAULT_DRILL"] == drill

@@ -114,11 +114,10 @@ def _can_put_artifacts(template: dict, role_fragment: str) -> bool:
     )
 
 
-def test_only_training_and_pipeline_roles_write_artifacts(templates):
+def test_only_the_training_role_writes_artifacts(templates):
     dev = templates["Dev-Service"]
     assert _can_put_artifacts(dev, "RolesTraining")
-    assert _can_put_artifacts(dev, "RolesPipeline")
-    for reader in ("RolesEndpoint", "RolesMonitor", "RolesDeployer", "RegistryApiRole"):
+    for reader in ("EndpointRole", "RolesMonitor", "RolesDeployer", "RegistryApiRole"):
         assert not _can_put_artifacts(dev, reader), reader
 
 
@@ -156,7 +155,7 @@ def test_duty_roles_are_assumed_by_lambda_and_deployer_by_the_account(templates)
         logical_id: roles[logical_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
         for logical_id in roles
     }
-    for duty in ("Training", "Pipeline", "Endpoint", "Monitor"):
+    for duty in ("Training", "Monitor"):
         (found,) = [p for k, p in principals.items() if k.startswith(f"Roles{duty}")]
         assert found == {"Service": "lambda.amazonaws.com"}
     (deployer,) = [p for k, p in principals.items() if k.startswith("RolesDeployer")]

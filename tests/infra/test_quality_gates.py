@@ -12,6 +12,8 @@ import pytest
 from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
+from infra.constructs.nag import recording_acknowledgements
+
 
 def unacknowledged_findings(report: dict) -> list[tuple[str, str]]:
     """(rule, construct path) for every AwsSolutions finding that no acknowledgement covers."""
@@ -67,6 +69,73 @@ def test_every_acknowledgement_sits_on_a_resource_with_a_reason(stacks):
         for rule, reason in rules.items():
             assert len(reason) >= 30, f"{path}: {rule} has no real reason"
     assert any("AwsSolutions-APIG6" in rule for rules in found.values() for rule in rules)
+
+
+def unused_acknowledgements(
+    acknowledged: list[tuple[str, str]], findings: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """(construct path, rule) of each acknowledgement that no finding on it or below it matches.
+
+    cdk-nag counts an acknowledgement on a construct or any ancestor (``NagPack.isAcknowledged``),
+    for the exact rule id, ``[applies_to]`` included.
+    """
+    return sorted(
+        {
+            (path, rule)
+            for path, rule in acknowledged
+            if not any(
+                found == rule and (where == path or where.startswith(path.rstrip("/") + "/"))
+                for found, where in findings
+            )
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def raw_nag(tmp_path_factory) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(acknowledgements, findings) of the app synthesized with acknowledging turned off.
+
+    ``acknowledge`` only records its rules there, so the report holds every finding cdk-nag raises;
+    this is the one test that synthesizes the app a second time.
+    """
+    from app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out.raw")
+    with recording_acknowledgements() as acknowledged:
+        app = build_app(outdir=str(outdir))
+        with pytest.raises(RuntimeError, match="AwsSolutions"):
+            app.synth()
+    report = json.loads((outdir / "validation-report.json").read_text())
+    return [(path, rule) for path, rule in acknowledged], unacknowledged_findings(report)
+
+
+def test_every_acknowledgement_matches_a_finding(raw_nag, stacks):
+    # Given every acknowledgement the app makes, and every finding cdk-nag raises without them
+    acknowledged, findings = raw_nag
+    # Then the recorded acknowledgements are exactly those in the real assembly (none bypasses acknowledge)
+    in_assembly = {
+        (path.lstrip("/"), rule.removeprefix("Annotation::"))
+        for path, rules in acknowledgements(stacks).items()
+        for rule in rules
+    }
+    assert set(acknowledged) == in_assembly
+    # And each one (rule id and applies_to) matches a finding on its construct or below
+    assert unused_acknowledgements(acknowledged, findings) == []
+
+
+def test_unused_acknowledgement_check_is_live():
+    # Given a finding on a bucket, acknowledged, and an acknowledgement of a wildcard the role lacks
+    findings = [("AwsSolutions-S1", "Probe/Plain/Resource")]
+    acknowledged = [
+        ("Probe/Plain", "AwsSolutions-S1"),
+        ("Probe/Role", "AwsSolutions-IAM5[Action::s3:DeleteObject*]"),
+        ("Probe/Plain", "AwsSolutions-S10"),
+    ]
+    # Then the two without a finding are reported, the used one is not
+    assert unused_acknowledgements(acknowledged, findings) == [
+        ("Probe/Plain", "AwsSolutions-S10"),
+        ("Probe/Role", "AwsSolutions-IAM5[Action::s3:DeleteObject*]"),
+    ]
 
 
 def test_cfn_lint_reports_no_errors(stacks):

@@ -7,6 +7,7 @@ import json
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
@@ -43,6 +44,9 @@ def standalone() -> Template:
         "Retraining",
         registry=registry,
         work_bucket=work,
+        lock_table=dynamodb.Table(
+            stack, "Locks", partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING)
+        ),
         role=role,
         model_name="credit-risk",
         data_uri="s3://work/datasets/credit-risk/latest.parquet",

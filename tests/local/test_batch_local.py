@@ -141,7 +141,7 @@ def test_bad_rows_go_to_rejects_and_too_many_fail_the_run(stage):
     frame.loc[[5, 50], "region"] = "atlantis"
     uri = f"s3://{stage['work']}/data/dirty.csv"
     write_table(frame, uri)
-    ok = _wait(stage["sfn"], _start(stage, "machine", "dirty", input_uri=uri, shard_rows=200))
+    ok = _wait(stage["sfn"], _start(stage, "machine", "dirty", input_uri=uri, shard_rows=1_000))
     assert ok["status"] == "SUCCEEDED", ok.get("cause")
     manifest = _manifest(stage, "dirty")
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rejects"]) == (500, 498, 2)
@@ -150,7 +150,7 @@ def test_bad_rows_go_to_rejects_and_too_many_fail_the_run(stage):
     assert set(rejects["reason"]) == {"region: unknown_category"}
     # and the same file with a zero reject allowance fails, saying why
     strict = _wait(
-        stage["sfn"], _start(stage, "machine", "strict", input_uri=uri, shard_rows=200, max_reject_share=0.0)
+        stage["sfn"], _start(stage, "machine", "strict", input_uri=uri, shard_rows=1_000, max_reject_share=0.0)
     )
     assert strict["status"] == "FAILED"
     assert "2 of 500 rows rejected" in _manifest(stage, "strict")["reasons"][0]
@@ -238,8 +238,8 @@ def test_cli_starts_the_stage_pipeline_by_name_and_follows_it(stage, capsys):
     from sluice.cli import main
 
     uri = f"s3://{stage['work']}/data/cli.parquet"
-    write_table(datasets.credit(2_000, seed=14), uri)
-    code = main(["batch", "run", "--model", MODEL, "--input", uri, "--shard-rows", "500", "--json"])
+    write_table(datasets.credit(4_000, seed=14), uri)
+    code = main(["batch", "run", "--model", MODEL, "--input", uri, "--shard-rows", "1000", "--json"])
     manifest = json.loads(capsys.readouterr().out)
     assert code == 0 and manifest["status"] == "SUCCEEDED"
-    assert (manifest["rows_in"], manifest["rows_out"], manifest["shards"]) == (2_000, 2_000, 4)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["shards"]) == (4_000, 4_000, 4)

@@ -20,7 +20,7 @@ from sluice.errors import SluiceError
 from sluice.models.packaging import bundle_from_training
 from sluice.models.training import train
 from sluice.pipelines import batch, batch_notify, batch_postprocess, batch_preprocess, batch_score
-from sluice.pipelines.batch_request import DEFAULT_SHARD_ROWS, BatchRequest
+from sluice.pipelines.batch_request import DEFAULT_SHARD_ROWS, BatchRequest, BatchScope
 from sluice.pipelines.batch_scorers import EndpointShardScorer
 from sluice.pipelines.batch_shards import BatchTransientError, ShardError, plan_shards
 from sluice.registry.lineage import Lineage
@@ -58,7 +58,8 @@ def test_shards_grow_evenly_past_the_cap():
 
 def test_request_fields_are_checked_by_name():
     good = {"model": "credit", "input_uri": "s3://b/in.csv"}
-    assert BatchRequest.from_event(good, run_id="r1").shard_rows == DEFAULT_SHARD_ROWS
+    scope = BatchScope(model="credit", work_bucket="b", fault_drill=True)
+    assert BatchRequest.from_event(good, scope=scope, run_id="r1").shard_rows == DEFAULT_SHARD_ROWS
     for bad, field in (
         ({"input_uri": "s3://b/in.csv"}, "model"),
         ({**good, "version": "x"}, "version"),
@@ -69,9 +70,9 @@ def test_request_fields_are_checked_by_name():
         ({**good, "faults": {"shard-00001": "x"}}, "faults"),
     ):
         with pytest.raises(SluiceError, match=field):
-            BatchRequest.from_event(bad, run_id="r1")
+            BatchRequest.from_event(bad, scope=scope, run_id="r1")
     with pytest.raises(SluiceError, match="run_id"):
-        BatchRequest.from_event(good, run_id="not a valid id!")
+        BatchRequest.from_event(good, scope=scope, run_id="not a valid id!")
 
 
 def test_reject_reasons_name_every_problem_of_a_row():
@@ -358,14 +359,14 @@ def test_cli_here_scores_in_process_and_exits_by_run_status(stage, monkeypatch, 
         "SLUICE_CAPTURE_BUCKET": CAPTURE,
     }.items():
         monkeypatch.setenv(key, value)
-    frame, _ = _input_with_bad_rows(300)
+    frame, _ = _input_with_bad_rows(3_000)
     write_table(frame, f"s3://{WORK}/in/cli.csv")
     args = ["batch", "run", "--model", "credit", "--input", f"s3://{WORK}/in/cli.csv", "--here", "--json"]
-    assert main([*args, "--shard-rows", "100"]) == 0
+    assert main([*args, "--shard-rows", "1000"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rejects"], manifest["shards"]) == (
-        300,
-        298,
+        3_000,
+        2_998,
         2,
         3,
     )

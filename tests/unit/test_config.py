@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.config import AppConfig, ConfigError
+from infra.config import DEFAULT_RESERVED_CONCURRENCY, AppConfig, ConfigError
 
 BASE = {
     "dev:account": "111111111111",
@@ -59,3 +59,57 @@ def test_missing_account_names_the_key():
     context = {k: v for k, v in BASE.items() if k != "dev:account"}
     with pytest.raises(ConfigError, match="context key 'dev:account' is missing"):
         AppConfig.from_context(context.get)
+
+
+def test_reserved_concurrency_defaults_cap_the_public_entry_points():
+    # Given no reservedConcurrency setting
+    dev = config().stage("dev")
+    # Then every function has a reservation, the endpoint and labels intake capped
+    assert dev.reserved_concurrency == DEFAULT_RESERVED_CONCURRENCY
+    assert dev.reserved_concurrency["endpoint"] == 50
+    assert dev.reserved_concurrency["labels"] == 5
+    assert all(limit is not None for limit in dev.reserved_concurrency.values())
+
+
+def test_reserved_concurrency_overrides_one_stage_and_null_unreserves():
+    # Given prod raising the endpoint's limit and leaving the drift job unreserved
+    stages = config(**{"prod:reservedConcurrency": {"endpoint": 200, "drift": None}})
+    prod, dev = stages.stage("prod"), stages.stage("dev")
+    # Then prod has both changes over the defaults, and dev keeps the defaults
+    assert prod.reserved_concurrency["endpoint"] == 200
+    assert prod.reserved_concurrency["drift"] is None
+    assert prod.reserved_concurrency["labels"] == DEFAULT_RESERVED_CONCURRENCY["labels"]
+    assert dev.reserved_concurrency == DEFAULT_RESERVED_CONCURRENCY
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (50, "context key 'dev:reservedConcurrency' must be an object of function: limit"),
+        (
+            {"scorer": 5},
+            "context key 'dev:reservedConcurrency' names unknown function 'scorer' (known: endpoint",
+        ),
+        ({"endpoint": 0}, "'endpoint' must be an integer from 1 to 1000, or null for no reservation; got 0"),
+        ({"labels": 1001}, "'labels' must be an integer from 1 to 1000"),
+        ({"labels": "5"}, "'labels' must be an integer from 1 to 1000"),
+        ({"labels": True}, "'labels' must be an integer from 1 to 1000"),
+    ],
+)
+def test_malformed_reserved_concurrency_names_the_key_and_function(value, message):
+    with pytest.raises(ConfigError) as err:
+        config(**{"dev:reservedConcurrency": value})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_execution_data_is_logged_only_where_context_turns_it_on():
+    # Given no setting, neither stage logs execution data
+    assert not any(s.log_execution_data for s in config().stages)
+    # When dev turns it on (as cdk.json does)
+    stages = config(**{"dev:logExecutionData": True})
+    # Then only dev logs it
+    assert stages.stage("dev").log_execution_data is True
+    assert stages.stage("prod").log_execution_data is False
+    with pytest.raises(ConfigError, match="context key 'prod:logExecutionData' must be true or false"):
+        config(**{"prod:logExecutionData": "sometimes"})

@@ -158,7 +158,16 @@ def test_duplicate_alarms_start_exactly_one_execution(env):
         definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
         roleArn=role,
     )["stateMachineArn"]
-    settings = Settings(**{**settings.__dict__, "retrain_state_machine_arn": machine})
+    locks = boto3.client("dynamodb", region_name=REGION)
+    locks.create_table(
+        TableName="retrain-locks",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    settings = Settings(
+        **{**settings.__dict__, "retrain_state_machine_arn": machine, "retrain_lock_table": "retrain-locks"}
+    )
     now = datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC)
     # When two alarm events arrive 1 s apart
     first = retraining.start_run(settings, model="credit-risk", data_uri=DATA, trigger="drift", now=now)
@@ -174,6 +183,10 @@ def test_duplicate_alarms_start_exactly_one_execution(env):
     )
     assert later["started"] is True
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
+    # and the lock lives in its own table, never among the registry's records
+    assert locks.scan(TableName="retrain-locks")["Count"] == 1
+    registry_items = locks.scan(TableName=settings.registry_table)["Items"]
+    assert not [item for item in registry_items if "RETRAIN" in json.dumps(item)]
 
 
 def _spec() -> TrainingSpec:

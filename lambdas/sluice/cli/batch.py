@@ -25,13 +25,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from sluice import aws
 from sluice.cli.refs import ModelRef, model_ref
 from sluice.errors import SluiceError
-from sluice.names import SUCCEEDED, batch_state_machine_name, stage_bucket_name
+from sluice.names import FAILED, SUCCEEDED, batch_state_machine_name, stage_bucket_name
 from sluice.pipelines.batch import new_run_id, run_local, start_run
 from sluice.pipelines.batch_request import (
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_SHARD_ROWS,
     OUTPUT_FORMATS,
     BatchRequest,
+    BatchScope,
 )
 from sluice.pipelines.skeleton import error_cause, execution_cause, follow_execution
 from sluice.settings import Settings
@@ -55,7 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="CSV or Parquet file: s3://bucket/key, or a local path (uploaded to the work bucket first)",
     )
     run_parser.add_argument(
-        "--output", default="", help="output prefix (default: the work bucket's batch/output/)"
+        "--output",
+        default="",
+        help="output folder under the work bucket's batch/output/<model>/ (default: <that>/<run id>/)",
     )
     run_parser.add_argument("--version", type=int, help=argparse.SUPPRESS)  # older form of NAME:VERSION
     run_parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's)")
@@ -98,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         # local stack (SLUICE_LOCAL), where the template's execute-api URL does not resolve.
         event["endpoint_url"] = settings.batch_endpoint_url
     run_id = new_run_id(args.model)
-    request = BatchRequest.from_event(event, run_id=run_id)  # user errors before anything starts
+    # The pipeline's own scope (its model, the stage's output prefix, no fault drill): user
+    # errors surface here, before anything starts, as the first step would report them.
+    scope = BatchScope(model=ref.name, work_bucket=settings.work_bucket or _pipeline(settings, args)[1])
+    request = BatchRequest.from_event(event, scope=scope, run_id=run_id)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if args.here:
             summary = _run_here(settings, request, args, bar, tasks)
         else:
-            summary = _follow(settings, args, event, run_id, bar, tasks)
+            summary = _follow(settings, args, event, scope, run_id, bar, tasks)
     manifest = summary.get("manifest") or {}
     if args.json:
         print(json.dumps(manifest, indent=2, default=str))
@@ -170,6 +176,7 @@ def _follow(
     settings: Settings,
     args: argparse.Namespace,
     event: dict[str, Any],
+    scope: BatchScope,
     run_id: str,
     bar: Progress,
     tasks: dict[str, TaskID],
@@ -177,7 +184,7 @@ def _follow(
     machine, work = _pipeline(settings, args)
     sfn = aws.client("stepfunctions")
     try:
-        arn = start_run(machine, {**event, "run_id": run_id})
+        arn = start_run(machine, event, scope=scope, run_id=run_id)
     except sfn.exceptions.StateMachineDoesNotExist:
         raise SluiceError(
             f"batch state machine {machine} does not exist (deployed? right --stage?)"
@@ -242,13 +249,11 @@ def _stored_manifest(
     key = f"{prefix.rstrip('/')}/manifest.json" if prefix else "manifest.json"
     try:
         manifest: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        return manifest
+        if manifest.get("status") in (SUCCEEDED, FAILED):  # not the claim of a run that died early
+            return manifest
     except Exception:  # no manifest (the run failed before postprocess): the notification says why
-        return {
-            "run_id": run_id,
-            "status": "FAILED",
-            "reasons": [execution_cause(status)],
-        }
+        pass
+    return {"run_id": run_id, "status": FAILED, "reasons": [execution_cause(status)]}
 
 
 def _describe(manifest: dict[str, Any], uri: str | None) -> str:

@@ -5,7 +5,9 @@ Triggers: API Gateway REST proxy ``POST /labels`` with body
 count; 400 naming the field on bad input), and S3 object-created events (S3 notifications or
 EventBridge ``Object Created``) for CSV/JSON-lines files dropped under ``labels/incoming/<model>/``.
 
-Env: SLUICE_CAPTURE_BUCKET (labels are stored next to the captured predictions).
+Env: SLUICE_CAPTURE_BUCKET (labels are stored next to the captured predictions),
+SLUICE_LABEL_MODELS (comma-separated: the stage's models; labels of any other model are refused
+with a 400 naming ``model``, and with none listed every label is refused).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice.errors import SluiceError
 from sluice.monitoring.labels import ingest_label_object, ingest_labels
-from sluice.names import QUALITY_NAMESPACE
+from sluice.names import MAX_LABELS, QUALITY_NAMESPACE
 from sluice.settings import Settings
 
 logger = Logger()
 metrics = Metrics(namespace=QUALITY_NAMESPACE)
 
-MAX_LABELS = 10_000
+
+def _known_models(settings: Settings) -> frozenset[str]:
+    return frozenset(name.strip() for name in settings.label_models.split(",") if name.strip())
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +52,9 @@ def _api(event: APIGatewayProxyEvent, settings: Settings) -> dict[str, Any]:
     labels = payload.get("labels")
     if isinstance(labels, list) and len(labels) > MAX_LABELS:
         raise SluiceError(f"'labels' holds {len(labels)} items; send at most {MAX_LABELS} per request")
-    count = ingest_labels(settings, model=payload.get("model"), labels=labels)
+    count = ingest_labels(
+        settings, model=payload.get("model"), labels=labels, known_models=_known_models(settings)
+    )
     metrics.add_dimension(name="Model", value=payload["model"])
     metrics.add_metric(name="LabelsReceived", unit=MetricUnit.Count, value=count)
     return _response(202, {"model": payload["model"], "accepted": count})
@@ -69,7 +75,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         results: dict[str, int | str] = {}
         for bucket, key in _objects(event):
             try:
-                results[key] = ingest_label_object(settings, bucket=bucket, key=key)
+                results[key] = ingest_label_object(
+                    settings, bucket=bucket, key=key, known_models=_known_models(settings)
+                )
             except SluiceError as error:  # a bad file must not be retried forever
                 logger.warning("label file rejected", extra={"key": key, "error": str(error)})
                 metrics.add_metric(name="LabelFilesRejected", unit=MetricUnit.Count, value=1)

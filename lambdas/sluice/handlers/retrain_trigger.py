@@ -1,7 +1,7 @@
 """Start a debounced retraining run. Trigger: EventBridge rule on a drift alarm entering ALARM.
 
 The rule's input is ``{"model": ..., "data_uri": ..., "alarm": <alarm name>, "debounce_s": ...}``.
-Env: SLUICE_REGISTRY_TABLE (lock item), SLUICE_RETRAIN_STATE_MACHINE_ARN.
+Env: SLUICE_RETRAIN_LOCK_TABLE (the single-flight lock), SLUICE_RETRAIN_STATE_MACHINE_ARN.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,22 +53,33 @@ def validate_labels(labels: Any, *, where: str = "labels") -> list[dict[str, Any
     return out
 
 
-def _check_model(model: Any) -> str:
+def _check_model(model: Any, known: Collection[str] | None) -> str:
     if not isinstance(model, str) or not model or "/" in model or "=" in model:
         raise SluiceError(f"'model' must be a model name, got {model!r}")
+    if known is not None and model not in known:
+        served = ", ".join(sorted(known)) or "none"
+        raise SluiceError(f"'model': {model!r} is not a model of this stage (it takes labels for: {served})")
     return model
 
 
-def ingest_labels(settings: Settings, *, model: Any, labels: Any, now: datetime | None = None) -> int:
+def ingest_labels(
+    settings: Settings,
+    *,
+    model: Any,
+    labels: Any,
+    now: datetime | None = None,
+    known_models: Collection[str] | None = None,
+) -> int:
     """Store ground-truth labels for captured requests; returns how many were stored.
 
     ``model`` and ``labels`` are checked here (a ``SluiceError`` names the bad field), so they
-    may come straight from a request body.
+    may come straight from a request body. With ``known_models``, labels of any other model are
+    refused before anything is stored (labels feed a model's concept-drift alarm).
 
     They go to ``labels/model=<model>/dt=<day received>/<time>-<uuid>.jsonl`` in the capture
     bucket, one JSON line each: ``{"request_id", "row", "label", "received_at"}``.
     """
-    model = _check_model(model)
+    model = _check_model(model, known_models)
     clean = validate_labels(labels)
     settings.require("capture_bucket")
     moment = (now or datetime.now(UTC)).astimezone(UTC)
@@ -136,10 +147,17 @@ def parse_label_file(body: bytes, *, key: str) -> tuple[str | None, list[Any]]:
     return (models.pop() if models else None), labels
 
 
-def ingest_label_object(settings: Settings, *, bucket: str, key: str, now: datetime | None = None) -> int:
+def ingest_label_object(
+    settings: Settings,
+    *,
+    bucket: str,
+    key: str,
+    now: datetime | None = None,
+    known_models: Collection[str] | None = None,
+) -> int:
     """Ingest a label file dropped at ``labels/incoming/<model>/<file>.csv|.jsonl``.
 
-    ``now`` is the moment of reception (default: the current time), as in :func:`ingest_labels`.
+    ``now`` and ``known_models`` are as in :func:`ingest_labels`.
 
     Keys outside ``labels/incoming/`` (for example the normalised labels this module writes) are
     ignored and return 0, so an S3 notification on ``labels/`` cannot loop.
@@ -152,7 +170,9 @@ def ingest_label_object(settings: Settings, *, bucket: str, key: str, now: datet
     model = named or (parts[0] if len(parts) > 1 else None)
     if not model:
         raise SluiceError(f"label file {key}: put it under labels/incoming/<model>/ or add a 'model' column")
-    return ingest_labels(settings, model=model, labels=validate_labels(labels, where=key), now=now)
+    return ingest_labels(
+        settings, model=model, labels=validate_labels(labels, where=key), now=now, known_models=known_models
+    )
 
 
 def iter_labels(bucket: str, *, model: str, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:

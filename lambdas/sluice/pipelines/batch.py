@@ -22,7 +22,7 @@ from sluice import aws
 from sluice.names import BATCH_RETRY_ATTEMPTS
 from sluice.pipelines.batch_postprocess import postprocess
 from sluice.pipelines.batch_preprocess import preprocess
-from sluice.pipelines.batch_request import BatchRequest
+from sluice.pipelines.batch_request import BatchRequest, BatchScope
 from sluice.pipelines.batch_score import score_shard
 from sluice.pipelines.batch_scorers import ShardScorer, scorer_for
 from sluice.pipelines.batch_shards import BatchTransientError, ShardError, shard_of
@@ -110,13 +110,13 @@ def new_run_id(model: str, *, now: datetime | None = None) -> str:
     return timestamped_run_id(model, now or datetime.now(UTC), suffix=os.urandom(3).hex())
 
 
-def start_run(state_machine_arn: str, event: Mapping[str, Any]) -> str:
-    """Start one execution named after the run id; return its ARN."""
-    request = BatchRequest.from_event(
-        event, run_id=event.get("run_id") or new_run_id(str(event.get("model")))
-    )
+def start_run(state_machine_arn: str, event: Mapping[str, Any], *, scope: BatchScope, run_id: str) -> str:
+    """Start one execution named ``run_id`` (checked first, within ``scope``); return its ARN.
+
+    The input carries no run id: the pipeline's first step takes it from the execution name.
+    """
+    request = BatchRequest.from_event(event, scope=scope, run_id=run_id)
     body = {k: v for k, v in event.items() if v not in (None, "", {})}
-    body["run_id"] = request.run_id
     return str(start_execution(state_machine_arn, request.run_id, body))
 
 

@@ -3,11 +3,17 @@
 Rows that do not match the model version's registered schema go to ``<output>/rejects.csv``
 (``input_row``, ``reason`` and the rejected row's values); the valid rows are cut into shards
 (:mod:`sluice.pipelines.batch_shards`), each scored by one Distributed Map child.
+
+Before writing anything the step checks that the version is ``Approved`` and claims the run's work
+prefix and output folder with conditional writes (``If-None-Match: *``), so a run can never write
+over another run's files: not the stage's other pipeline under the same execution name, nor a run
+pointed at a folder that already holds a manifest.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sluice import aws
+from sluice.errors import SluiceError
 from sluice.pipelines.batch_request import BatchRequest, default_output
 from sluice.pipelines.batch_shards import ROW, parquet_bytes, plan_shards, shard_name, work_prefix
 from sluice.pipelines.skeleton import load_registry
@@ -66,16 +73,19 @@ def preprocess(
     *,
     registry: ModelRegistry | None = None,
     now: Callable[[], float] = time.time,
+    owner: str = "",
 ) -> dict[str, Any]:
     """Read the input, validate it against the version's schema, write rejects and shards.
 
     Returns the run's state: the context every shard needs under ``run`` (small, so it can be
-    passed to each Distributed Map child) and the counts postprocess completes.
+    passed to each Distributed Map child) and the counts postprocess completes. ``owner`` names
+    the execution (ARN and start time), so a retried step re-enters its own claims (default: random).
 
     Raises
     ------
     SluiceError
-        If the input cannot be read, the model or version does not exist, or no row is valid.
+        If the input cannot be read, the model or version does not exist or is not Approved, the
+        run's prefixes belong to another run, or no row is valid.
     """
     from sluice.pipelines.datasource import data_format, load_table
 
@@ -83,18 +93,17 @@ def preprocess(
     started = now()
     registry = load_registry(settings, registry)
     version = request.version or registry.resolve_alias(request.model, "champion")
-    schema = _schema(registry, request.model, version)
+    schema = _approved_schema(registry, request.model, version)
     frame, lineage = load_table(request.input_uri)
-    output = request.output_uri or default_output(settings, request.model, request.run_id)
-    if not output.endswith("/"):
-        output += "/"
+    output = (request.output_uri or default_output(settings, request.model, request.run_id)).rstrip("/") + "/"
     output_format = request.output_format or data_format(request.input_uri)
+    prefix = work_prefix(request.run_id)
+    _claim_run(settings, request, prefix, output, owner or os.urandom(16).hex())
 
     frame = numbers_from_text(frame, schema)
     _, errors = schema.validate(frame, as_frame=False)
     reasons = reject_reasons(errors, len(frame))
     rejects_uri = _write_rejects(frame, reasons, output)
-    prefix = work_prefix(request.run_id)
     shards = _write_shards(settings, _valid_rows(frame, reasons), request.shard_rows, prefix)
     return {
         "run": {
@@ -117,6 +126,54 @@ def preprocess(
         "shard_prefix": f"{prefix}shards/",
         "started_at": started,
     }
+
+
+def _approved_schema(registry: ModelRegistry, model: str, version: int) -> Any:
+    """The version's schema, if it is ``Approved``: batch scores no other (a champion included)."""
+    from sluice.registry.records import APPROVED
+
+    status = registry.get(model, version=int(version)).status
+    if status != APPROVED:
+        raise SluiceError(f"batch input field 'version': {model} v{version} is {status}, not {APPROVED}")
+    return _schema(registry, model, version)
+
+
+def _claim_run(settings: Settings, request: BatchRequest, prefix: str, output: str, owner: str) -> None:
+    """Claim the run's work prefix and output folder, each once, before anything is written there.
+
+    S3 conditional writes (``If-None-Match: *``) make each claim atomic: the second run to name
+    the same work prefix (the stage's other pipeline under the same execution name) or the same
+    output folder is refused, and the first run's files are untouched. The output's claim is a
+    ``RUNNING`` manifest, which postprocess replaces. A claim made by the same ``owner`` (this
+    step retried by the state machine) is this run's own.
+    """
+    marker = {"run_id": request.run_id, "model": request.model, "status": "RUNNING", "owner": owner}
+    _claim(settings.work_bucket, f"{prefix}run.json", marker, "run_id", request.run_id)
+    if output.startswith("s3://"):
+        bucket, _, key = output[5:].partition("/")
+        _claim(bucket, f"{key}manifest.json", marker, "output_uri", output)
+
+
+def _claim(bucket: str, key: str, marker: dict[str, str], field: str, value: str) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = aws.client("s3")
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(marker).encode(), IfNoneMatch="*")
+        return
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in (
+            "PreconditionFailed",
+            "412",
+            "ConditionalRequestConflict",
+        ):
+            raise
+    try:
+        held = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (ClientError, ValueError):
+        held = {}
+    if not (isinstance(held, dict) and held.get("owner") == marker["owner"]):
+        raise SluiceError(f"batch run field {field!r}: {value} belongs to another run already")
 
 
 def _schema(registry: ModelRegistry, model: str, version: int) -> Any:

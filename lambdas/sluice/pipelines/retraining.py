@@ -298,11 +298,11 @@ def start_run(
 ) -> dict[str, Any]:
     """Start one retraining execution, unless one started for this model within ``debounce_s``.
 
-    Single flight has two guards: a lock item in the registry table, taken with a conditional
+    Single flight has two guards: a lock item in the lock table, taken with a conditional
     write that only succeeds when no unexpired lock exists, and a deterministic execution name
     per debounce window (Step Functions refuses a second execution of the same name).
     """
-    settings.require("registry_table", "retrain_state_machine_arn")
+    settings.require("retrain_lock_table", "retrain_state_machine_arn")
     now = now or datetime.now(UTC)
     run_id = run_id_for(model, now=now, window_s=debounce_s)
     if not _take_lock(settings, model, run_id, trigger, now, debounce_s):
@@ -321,10 +321,9 @@ def _take_lock(
     ddb = aws.client("dynamodb")
     try:
         ddb.put_item(
-            TableName=settings.registry_table,
+            TableName=settings.retrain_lock_table,
             Item={
-                "pk": {"S": f"MODEL#{model}"},
-                "sk": {"S": "RETRAIN#LOCK"},
+                "pk": {"S": f"RETRAIN#{model}"},
                 "run_id": {"S": run_id},
                 "trigger": {"S": trigger},
                 "expires_at": {"N": str(int(now.timestamp()) + debounce_s)},
