@@ -30,20 +30,19 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from sluice.errors import SluiceError
+from sluice.names import ENDPOINT_NAMESPACE
 from sluice.serving.capture import CaptureWriter, capture_records
 from sluice.serving.extension import AfterResponse
 from sluice.serving.request import RequestError
 from sluice.serving.scoring import CHAMPION_ALIAS, Scored, Scorer, get_scorer
 from sluice.settings import Settings
 
-NAMESPACE = "Sluice/Endpoint"
-
 logger = Logger()
 # Per model version (A/B evidence, the local canary's health checks): dimensions Model, Version.
-metrics = Metrics(namespace=NAMESPACE)
+metrics = Metrics(namespace=ENDPOINT_NAMESPACE)
 # Per model, whatever version served (the alarms of the CodeDeploy deployment group, which
 # cannot follow a changing Version dimension): dimension Model. Its own state, its own EMF line.
-model_metrics = EphemeralMetrics(namespace=NAMESPACE)
+model_metrics = EphemeralMetrics(namespace=ENDPOINT_NAMESPACE)
 
 _state: dict[str, Any] = {}
 

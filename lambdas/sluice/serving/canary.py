@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.errors import SluiceError
+from sluice.names import ENDPOINT_NAMESPACE
 
 if TYPE_CHECKING:
     from sluice.serving.traffic import EndpointTraffic
 
-NAMESPACE = "Sluice/Endpoint"
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def version_health(
 
     def stat(name: str, statistic: str) -> float | None:
         points = cw.get_metric_statistics(
-            Namespace=NAMESPACE,
+            Namespace=ENDPOINT_NAMESPACE,
             MetricName=name,
             Dimensions=dimensions,
             StartTime=start,
