@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sluice.cli.refs import ModelRef, model_ref, parse_ref, split_version
+from sluice.cli.refs import ModelRef, model_ref, parse_ref, positive_int, split_version
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub = commands.add_parser(name, help=help)
         if version:
             sub.add_argument("ref", type=model_ref, metavar="MODEL", help="NAME:VERSION or NAME@ALIAS")
-            sub.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
+            sub.add_argument("old_version", nargs="?", type=positive_int, help=argparse.SUPPRESS)
         else:
             sub.add_argument("ref", type=model_ref, metavar="NAME", help=ref_help)
         sub.add_argument(
@@ -307,16 +307,6 @@ def vars_of(route: Route) -> dict[str, Any]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a version number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"versions start at 1, got {value}")
-    return value
 
 
 def _weight(text: str) -> float:
