@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sluice.cli.refs import ModelRef, model_ref
+from sluice.cli.refs import ModelRef, model_ref, positive_int
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     describe = commands.add_parser("describe", help="one version: status, artifacts, metrics, lineage")
     _ref_argument(describe, "latest")
-    describe.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
+    describe.add_argument("old_version", nargs="?", type=positive_int, help=argparse.SUPPRESS)
     _version_or_alias(describe)
     _json_flag(describe)
     describe.set_defaults(func=cmd_describe)
@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for decision in ("approve", "reject"):
         sub = commands.add_parser(decision, help=f"{decision} a version")
         _ref_argument(sub, None)
-        sub.add_argument("old_version", nargs="?", type=_positive_int, help=argparse.SUPPRESS)
+        sub.add_argument("old_version", nargs="?", type=positive_int, help=argparse.SUPPRESS)
         sub.add_argument("--reason", default="", help="recorded in the audit trail")
         sub.add_argument("--actor", default=None, help="who decides (default: the caller's identity)")
         _json_flag(sub)
@@ -473,15 +473,5 @@ def _ref_argument(parser: argparse.ArgumentParser, default: str | None) -> None:
 def _version_or_alias(parser: argparse.ArgumentParser) -> None:
     # The older form of NAME:VERSION and NAME@ALIAS, kept working.
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--version", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    group.add_argument("--version", type=positive_int, default=None, help=argparse.SUPPRESS)
     group.add_argument("--alias", default=None, help=argparse.SUPPRESS)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
