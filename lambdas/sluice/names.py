@@ -48,7 +48,40 @@ def deployer_role_name(stage: str) -> str:
 
 
 def promotion_role_name(stage: str) -> str:
+    """The role of the prod-side promotion function, which pulls approved versions from dev."""
     return f"sluice-{stage}-promotion"
+
+
+def approver_role_name(stage: str) -> str:
+    """The only role the registry API lets approve or reject, assumed by people who approve."""
+    return f"sluice-{stage}-approver"
+
+
+def promotion_function_name(stage: str) -> str:
+    """The prod-side function that pulls an approved dev version into the stage's registry."""
+    return f"sluice-{stage}-promotion"
+
+
+# --- Registry trust: signing keys and the audit store, derived from the registry's own names ---
+def manifest_key_alias(table_name: str) -> str:
+    """KMS alias of the SIGN_VERIFY key that signs each version's manifest at registration."""
+    return f"alias/{table_name}-manifest"
+
+
+def approval_key_alias(table_name: str) -> str:
+    """KMS alias of the SIGN_VERIFY key that signs approvals (only the approval path may use it)."""
+    return f"alias/{table_name}-approval"
+
+
+def audit_bucket_name(artifacts_bucket: str) -> str:
+    """The Object Lock (compliance) bucket of a registry's audit trail.
+
+    ``sluice-<stage>-artifacts-<account>-<region>`` gives ``sluice-<stage>-audit-<account>-<region>``
+    (:func:`stage_bucket_name` with purpose ``audit``); any other name gets ``-audit`` appended.
+    """
+    if artifacts_bucket.startswith("sluice-") and "-artifacts-" in artifacts_bucket:
+        return artifacts_bucket.replace("-artifacts-", "-audit-", 1)
+    return f"{artifacts_bucket}-audit"
 
 
 def role_arn(account: str, role_name: str, *, partition: str = "aws") -> str:
