@@ -62,6 +62,19 @@ def promotion_function_name(stage: str) -> str:
     return f"sluice-{stage}-promotion"
 
 
+#: Version-item attributes only the approval path writes. Registration leaves them out (a version
+#: without ``status`` is pending), and the CDK app denies every other registry writer a
+#: PutItem/UpdateItem that names one of them (``dynamodb:Attributes``).
+APPROVAL_ATTRIBUTES = (
+    "status",
+    "decided_at",
+    "decided_by",
+    "decision_reason",
+    "approval_signature",
+    "approval_key",
+)
+
+
 # --- Registry trust: signing keys and the audit store, derived from the registry's own names ---
 def manifest_key_alias(table_name: str) -> str:
     """KMS alias of the SIGN_VERIFY key that signs each version's manifest at registration."""

@@ -17,6 +17,11 @@ class Settings:
 
     registry_table: str = ""
     registry_bucket: str = ""
+    # The registry's audit store (S3 Object Lock, compliance mode) and its two SIGN_VERIFY keys
+    # (id, ARN or alias); empty means the names derived from the table and bucket (sluice.names).
+    audit_bucket: str = ""
+    manifest_key: str = ""
+    approval_key: str = ""
     capture_bucket: str = ""
     work_bucket: str = ""
     notify_topic_arn: str = ""

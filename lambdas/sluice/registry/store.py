@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from sluice import aws as sluice_aws
 from sluice.errors import NotFound, SluiceError
+from sluice.names import approval_key_alias, audit_bucket_name, manifest_key_alias
 from sluice.registry.aliases import list_aliases, move_alias, resolve_alias
 from sluice.registry.approval import decide, ensure_deployable
 from sluice.registry.audit import append_event, read_history
@@ -44,21 +45,45 @@ class ModelRegistry:
     ----------
     table_name, bucket_name
         The registry table and artifact bucket (``SLUICE_REGISTRY_TABLE``/``_BUCKET``).
+    audit_bucket
+        The audit store, an S3 bucket with Object Lock in compliance mode
+        (``SLUICE_AUDIT_BUCKET``). Default: :func:`sluice.names.audit_bucket_name` of the bucket.
+    manifest_key, approval_key
+        The KMS SIGN_VERIFY keys (id, ARN or alias) that sign manifests at registration and
+        approvals (``SLUICE_MANIFEST_KEY``/``SLUICE_APPROVAL_KEY``). Default: the aliases
+        :func:`sluice.names.manifest_key_alias` and :func:`~sluice.names.approval_key_alias`.
     """
 
-    def __init__(self, *, table_name: str, bucket_name: str) -> None:
+    def __init__(
+        self,
+        *,
+        table_name: str,
+        bucket_name: str,
+        audit_bucket: str | None = None,
+        manifest_key: str | None = None,
+        approval_key: str | None = None,
+    ) -> None:
         if not table_name or not bucket_name:
             raise SluiceError("the registry needs a table name and a bucket name")
         self.table_name = table_name
         self.bucket_name = bucket_name
-        self._table = RegistryTable(table_name)
+        self.audit_bucket = audit_bucket or audit_bucket_name(bucket_name)
+        self.manifest_key = manifest_key or manifest_key_alias(table_name)
+        self.approval_key = approval_key or approval_key_alias(table_name)
+        self._table = RegistryTable(table_name, audit_bucket=self.audit_bucket)
         self._artifacts = ArtifactStore(bucket_name)
         self._caller: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
         settings.require("registry_table", "registry_bucket")
-        return cls(table_name=settings.registry_table, bucket_name=settings.registry_bucket)
+        return cls(
+            table_name=settings.registry_table,
+            bucket_name=settings.registry_bucket,
+            audit_bucket=settings.audit_bucket or None,
+            manifest_key=settings.manifest_key or None,
+            approval_key=settings.approval_key or None,
+        )
 
     def caller(self) -> str:
         """ARN of the principal this registry acts as (STS ``GetCallerIdentity``), cached."""

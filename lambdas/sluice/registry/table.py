@@ -44,10 +44,13 @@ class RegistryTable:
     ----------
     name
         The table name (``SLUICE_REGISTRY_TABLE``).
+    audit_bucket
+        The registry's audit store (see :mod:`sluice.registry.audit`).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, audit_bucket: str) -> None:
         self.name = name
+        self.audit_bucket = audit_bucket
 
     @property
     def ddb(self) -> Any:
