@@ -289,8 +289,9 @@ def _cold_runs(env: dict[str, str], flavour: str) -> list[dict[str, float]] | No
 
 
 def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
-    from sluice.registry.manifest import serving_manifest
+    from sluice.registry.manifest import approval_binding, version_manifest
 
+    record = registry.get(name.lower(), version=version)
     env = {
         **os.environ,
         "SLUICE_REGISTRY_TABLE": registry.table_name,
@@ -299,7 +300,9 @@ def _cold_start(registry, name: str, version: int, flavour: str, row) -> None:
         "SLUICE_MODEL_VERSION": str(version),
         "SLUICE_MODEL_FLAVOUR": flavour,
         # as `sluice endpoint deploy` binds it: the cold start reads no registry table
-        "SLUICE_MODEL_ARTIFACTS": serving_manifest(registry.get(name.lower(), version=version), flavour),
+        "SLUICE_MODEL_ARTIFACTS": version_manifest(record),
+        "SLUICE_MODEL_APPROVAL": approval_binding(record),
+        "SLUICE_APPROVAL_KEY": registry.approval_key,
         "SLUICE_CAPTURE_STREAM": "",
         "SLUICE_CAPTURE_BUCKET": "",
         "BENCH_EVENT": json.dumps(_event(row)),

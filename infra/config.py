@@ -11,6 +11,9 @@ Context keys (``cdk.json``, each overridable with ``-c key=value``):
     protection. Defaults to true for ``prod`` and false otherwise.
 ``sluice:alarmEmail``
     Optional address subscribed to the alarm and notification topics.
+``<stage>:auditRetentionDays``
+    Object Lock retention (compliance mode) of the registry's audit events: nobody can delete
+    or rewrite an event before it ends. Defaults to 30 days for ``dev`` and 3650 for ``prod``.
 ``<stage>:batchFaultDrill``
     Accept the batch failure drill (``faults`` in a batch input). Defaults to false; ``cdk.json``
     turns it on for ``dev`` only, so prod refuses such inputs.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from sluice.names import deployer_role_name, promotion_role_name, role_arn
+from sluice.names import approver_role_name, deployer_role_name, promotion_role_name, role_arn
 
 STAGE_NAMES = ("dev", "prod")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -47,6 +50,7 @@ DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(
         "retrain": 2,
         "retrain_trigger": 2,
         "batch": 10,
+        "promotion": 1,
     }
 )
 _MAX_RESERVED_CONCURRENCY = 1000
@@ -67,18 +71,29 @@ class StageConfig:
     alarm_email: str | None = None
     model_name: str = "credit-risk"
     """The model this stage serves, monitors and retrains (context key ``sluice:model``)."""
-    trusted_role_arn: str | None = None
-    """For prod: the dev deployer role, the only principal that may assume the promotion role."""
-    promotion_target_role_arn: str | None = None
-    """For dev: the prod promotion role, which the dev deployer may assume to promote."""
+    promotion_source: PromotionSource | None = None
+    """For prod: the stage whose Approved versions prod's promotion function pulls (dev)."""
+    registry_readers: tuple[str, ...] = ()
+    """For dev: role ARNs of other accounts that may read the registry (prod's promotion role)."""
+    audit_retention_days: int = 30
+    """Object Lock retention of audit events (context key ``<stage>:auditRetentionDays``)."""
     reserved_concurrency: Mapping[str, int | None] = field(
         default_factory=lambda: DEFAULT_RESERVED_CONCURRENCY
     )
     """``{function: reserved concurrency}``; ``None`` leaves a function unreserved."""
+    capture_retention_days: int = 90
+    """Days captured rows, labels and reports are kept (context key ``<stage>:captureRetentionDays``)."""
+    artifact_lock_days: int = 30
+    """Object Lock retention, governance mode, of registry artifacts (``<stage>:artifactLockDays``)."""
+    artifact_noncurrent_days: int = 365
+    """Days a replaced or deleted artifact version is kept (``<stage>:artifactNoncurrentDays``)."""
     log_execution_data: bool = False
     """Whether Step Functions logs include execution data (inputs, outputs): dev only."""
     batch_fault_drill: bool = False
-    """Batch inputs may carry ``faults`` (context key ``<stage>:batchFaultDrill``)."""
+    """Batch inputs may carry ``faults`` (context key ``<stage>:auditRetentionDays``
+    Object Lock retention (compliance mode) of the registry's audit events: nobody can delete
+    or rewrite an event before it ends. Defaults to 30 days for ``dev`` and 3650 for ``prod``.
+``<stage>:batchFaultDrill``)."""
 
     @property
     def construct_id(self) -> str:
@@ -90,8 +105,18 @@ class StageConfig:
         return deployer_role_name(self.name)
 
     @property
-    def promotion_role_name(self) -> str | None:
-        return promotion_role_name(self.name) if self.trusted_role_arn else None
+    def approver_role_name(self) -> str:
+        """Fixed name of the stage's approver role, which the registry API's policy names."""
+        return approver_role_name(self.name)
+
+
+@dataclass(frozen=True)
+class PromotionSource:
+    """Where a stage pulls promotions from: the source stage's name, account and region."""
+
+    stage: str
+    account: str
+    region: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,7 @@ class AppConfig:
                 f"context key 'sluice:model' must be 1-48 lower-case letters, digits or '-'; got {model_name!r}"
             )
         dev_account = _matching(get, "dev:account", _ACCOUNT, "a 12-digit AWS account id")
+        dev_region = _matching(get, "dev:region", _REGION, "an AWS region such as eu-west-1")
         prod_account = _matching(get, "prod:account", _ACCOUNT, "a 12-digit AWS account id")
         stages = []
         for name in STAGE_NAMES:
@@ -132,11 +158,23 @@ class AppConfig:
                     batch_fault_drill=_flag(get, f"{name}:batchFaultDrill", default=False),
                     alarm_email=email,
                     model_name=model_name,
-                    trusted_role_arn=role_arn(dev_account, deployer_role_name("dev"))
-                    if name == "prod"
-                    else None,
-                    promotion_target_role_arn=(
-                        role_arn(prod_account, promotion_role_name("prod")) if name == "dev" else None
+                    capture_retention_days=_days(
+                        get, f"{name}:captureRetentionDays", default=365 if name == "prod" else 90
+                    ),
+                    artifact_lock_days=_days(
+                        get, f"{name}:artifactLockDays", default=365 if name == "prod" else 30
+                    ),
+                    artifact_noncurrent_days=_days(
+                        get, f"{name}:artifactNoncurrentDays", default=730 if name == "prod" else 365
+                    ),
+                    audit_retention_days=_days(
+                        get, f"{name}:auditRetentionDays", default=3650 if name == "prod" else 30
+                    ),
+                    promotion_source=(
+                        PromotionSource("dev", dev_account, dev_region) if name == "prod" else None
+                    ),
+                    registry_readers=(
+                        (role_arn(prod_account, promotion_role_name("prod")),) if name == "dev" else ()
                     ),
                 )
             )
@@ -180,6 +218,19 @@ def _flag(get: Callable[[str], Any], key: str, *, default: bool) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ConfigError(f"context key {key!r} must be true or false; got {value!r}")
+
+
+def _days(get: Callable[[str], Any], key: str, *, default: int) -> int:
+    value = get(key)
+    if value is None:
+        return default
+    try:
+        days = int(str(value))
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36500:
+        raise ConfigError(f"context key {key!r} must be a number of days from 1 to 36500; got {value!r}")
+    return days
 
 
 def _reserved_concurrency(get: Callable[[str], Any], key: str) -> Mapping[str, int | None]:

@@ -14,15 +14,25 @@ from constructs import Construct
 from infra.config import StageConfig
 from infra.constructs.batch_pipeline import BatchPipeline
 from infra.constructs.capture import CaptureStream
+from infra.constructs.data_key import DataKey, EncryptLogGroups
 from infra.constructs.endpoint import Endpoint
 from infra.constructs.monitoring import MonitoredModel, Monitoring
+from infra.constructs.promotion import PromotionPull
 from infra.constructs.registry import Registry
 from infra.constructs.registry_api import RegistryApi
 from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 from infra.model_schemas import feature_names, load_request_schema
-from sluice.names import STAGE_OUTPUTS, batch_state_machine_name, registry_table_name
+from sluice.names import (
+    STAGE_OUTPUTS,
+    batch_state_machine_name,
+    promotion_function_name,
+    promotion_role_name,
+    registry_api_role_name,
+    registry_table_name,
+    role_arn,
+)
 
 
 class StatefulStack(cdk.Stack):
@@ -38,6 +48,8 @@ class StatefulStack(cdk.Stack):
         self.access_logs = secure_bucket(
             self, "AccessLogs", bucket_name=name("access-logs"), retain=retain, access_logs=None
         )
+        # One customer-managed key for captured data, Firehose and every log group of the stage.
+        self.data_key = DataKey(self, "DataKey", retain=retain)
         self.registry = Registry(
             self,
             "Registry",
@@ -45,9 +57,21 @@ class StatefulStack(cdk.Stack):
             table_name=registry_table_name(config.name),
             retain=retain,
             access_logs=self.access_logs,
+            audit_retention_days=config.audit_retention_days,
+            readers=config.registry_readers,
+            artifact_lock_days=config.artifact_lock_days,
+            artifact_noncurrent_days=config.artifact_noncurrent_days,
+            approval_signers=(role_arn(config.account, registry_api_role_name(config.name)),),
         )
         self.capture_bucket = secure_bucket(
-            self, "Capture", bucket_name=name("capture"), retain=retain, access_logs=self.access_logs
+            self,
+            "Capture",
+            bucket_name=name("capture"),
+            retain=retain,
+            access_logs=self.access_logs,
+            encryption_key=self.data_key.key,
+            expiration_days=config.capture_retention_days,
+            noncurrent_days=1,  # an expired capture object is gone the next day, not 90 days later
         )
         # Label files dropped under labels/incoming/ reach the monitoring's labels function as
         # EventBridge "Object Created" events (no notification custom resource needed).
@@ -61,9 +85,21 @@ class StatefulStack(cdk.Stack):
         )
         # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
         _send_events_to_eventbridge(self.work_bucket)
+        self.retrain_locks = self._build_retrain_locks(retain=retain)
+        # No AwsSolutions-S1 acknowledgement on the access-log bucket: cdk-nag recognises a
+        # server-access-log destination and raises no finding there.
+        _outputs(
+            self,
+            RegistryTable=self.registry.table.table_name,
+            RegistryBucket=self.registry.bucket.bucket_name,
+            CaptureBucket=self.capture_bucket.bucket_name,
+            WorkBucket=self.work_bucket.bucket_name,
+        )
+
+    def _build_retrain_locks(self, *, retain: bool) -> dynamodb.Table:
         # The retraining trigger's single-flight lock (one item per model): a table of its own,
         # so the trigger's PutItem reaches no registry record.
-        self.retrain_locks = dynamodb.Table(
+        return dynamodb.Table(
             self,
             "RetrainLocks",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
@@ -73,15 +109,6 @@ class StatefulStack(cdk.Stack):
                 point_in_time_recovery_enabled=True
             ),
             removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
-        )
-        # No AwsSolutions-S1 acknowledgement on the access-log bucket: cdk-nag recognises a
-        # server-access-log destination and raises no finding there.
-        _outputs(
-            self,
-            RegistryTable=self.registry.table.table_name,
-            RegistryBucket=self.registry.bucket.bucket_name,
-            CaptureBucket=self.capture_bucket.bucket_name,
-            WorkBucket=self.work_bucket.bucket_name,
         )
 
 
@@ -101,26 +128,35 @@ class ServiceStack(cdk.Stack):
         super().__init__(scope, id, **kwargs)
         self.config = config
         self.stateful = stateful
+        # Every log group of this stack (functions, state machines, API access logs, Firehose).
+        cdk.Aspects.of(self).add(EncryptLogGroups(stateful.data_key.key))
         self.roles = ServiceRoles(
             self,
             "Roles",
             registry=stateful.registry,
             capture_bucket=stateful.capture_bucket,
             deployer_role_name=config.deployer_role_name,
-            trusted_role_arn=config.trusted_role_arn,
-            promotion_role_name=config.promotion_role_name,
-            promotion_target_role_arn=config.promotion_target_role_arn,
+            approver_role_name=config.approver_role_name,
         )
         # Each REST API's stage is the Sluice stage's name: URLs read /dev/... on the dev stage.
         self.registry_api = RegistryApi(
             self,
             "RegistryApi",
             registry=stateful.registry,
+            approver=self.roles.approver,
+            role_name=registry_api_role_name(config.name),
             retain_logs=config.retain_data,
             api_stage=config.name,
         )
+        self.registry_api.grant_invoke(self.roles.approver)
+        self.registry_api.grant_invoke(self.roles.deployer)
         self.capture = CaptureStream(
-            self, "Capture", bucket=stateful.capture_bucket, stream_name=f"sluice-{config.name}-capture"
+            self,
+            "Capture",
+            bucket=stateful.capture_bucket,
+            stream_name=f"sluice-{config.name}-capture",
+            encryption_key=stateful.data_key.key,
+            retain_logs=config.retain_data,
         )
         self.monitoring = self._build_monitoring()
         self.retraining = self._build_retraining()
@@ -129,6 +165,7 @@ class ServiceStack(cdk.Stack):
         self.batch, self.batch_via_endpoint = self._build_batch()
         for pipeline in (self.batch, self.batch_via_endpoint):
             pipeline.grant_start(self.roles.deployer)
+        self.promotion = self._build_promotion()
         self._reserve_concurrency()
         # What `sluice --stage` reads (sluice.names.STAGE_OUTPUTS).
         _outputs(
@@ -227,6 +264,25 @@ class ServiceStack(cdk.Stack):
         )
         return in_pipeline, via_endpoint
 
+    def _build_promotion(self) -> PromotionPull | None:
+        """Prod only: the function that pulls Approved versions from the source stage (dev)."""
+        source = self.config.promotion_source
+        if source is None:
+            return None
+        pull = PromotionPull(
+            self,
+            "Promotion",
+            registry=self.stateful.registry,
+            role_name=promotion_role_name(self.config.name),
+            function_name=promotion_function_name(self.config.name),
+            source_stage=source.stage,
+            source_account=source.account,
+            source_region=source.region,
+            retain_logs=self.config.retain_data,
+        )
+        pull.grant_invoke(self.roles.deployer)
+        return pull
+
     def _reserve_concurrency(self) -> None:
         """Each function's reserved concurrency from ``<stage>:reservedConcurrency`` (``infra.config``)."""
         functions: dict[str, list[lambda_.IFunction]] = {
@@ -237,6 +293,7 @@ class ServiceStack(cdk.Stack):
             "retrain": [self.retraining.steps],
             "retrain_trigger": [self.retraining.trigger.function],
             "batch": [f.function for p in (self.batch, self.batch_via_endpoint) for f in p.functions],
+            "promotion": [self.promotion.function] if self.promotion else [],
         }
         for key, limit in self.config.reserved_concurrency.items():
             for function in functions[key]:

@@ -8,8 +8,10 @@ next to the dev registry.
 
 :func:`install` wraps ``moto.core.responses.BaseResponse.get_current_account`` so that a request
 signed with credentials that moto issued for another account (``sts:AssumeRole`` of a role ARN
-in that account) acts in that account; every other request keeps the pinned account. Trust
-policies are still not evaluated (moto does not). Idempotent; raises if moto's symbol moved
+in that account) acts in that account; every other request keeps the pinned account. A table or
+KMS key named by the ARN of another account's resource is found there, as cross-account
+DynamoDB and KMS calls are in AWS (:data:`TABLE_BY_ARN`, :data:`KEY_BY_ARN`). Trust and
+resource policies are still not evaluated (moto does not). Idempotent; raises if moto's symbol moved
 (:data:`GET_CURRENT_ACCOUNT`, through :mod:`localaws.patches`).
 """
 
@@ -49,17 +51,69 @@ GET_CURRENT_ACCOUNT = Patch(
 )
 
 
+def _other_account(arn: str, service: str, account: str, region: str) -> tuple[str, str] | None:
+    """``(account, region)`` of ``arn`` if it names a ``service`` resource elsewhere, else None."""
+    parts = arn.split(":") if isinstance(arn, str) and arn.startswith("arn:") else []
+    if len(parts) < 6 or parts[2] != service or (parts[4], parts[3]) == (account, region):
+        return None
+    return parts[4], parts[3]
+
+
+def _table_by_arn(original: Callable[..., Any]) -> Callable[..., Any]:
+    backends = moto_symbol("moto.dynamodb.models.dynamodb_backends", owner=__name__)
+
+    def get_table(self: Any, table_name: str) -> Any:
+        elsewhere = _other_account(table_name, "dynamodb", self.account_id, self.region_name)
+        if elsewhere is None:
+            return original(self, table_name)
+        return original(backends[elsewhere[0]][elsewhere[1]], table_name)
+
+    return get_table
+
+
+def _key_by_arn(original: Callable[..., Any]) -> Callable[..., Any]:
+    def verify(self: Any) -> Any:
+        # The request acts in the key's account, as a Verify across accounts does in AWS.
+        key_id = self._get_param("KeyId") or ""
+        elsewhere = _other_account(key_id, "kms", self.current_account, self.region)
+        if elsewhere is not None:
+            self.current_account = elsewhere[0]
+        return original(self)
+
+    return verify
+
+
+TABLE_BY_ARN = Patch(
+    target="moto.dynamodb.models.DynamoDBBackend.get_table",
+    gap="a table named by the ARN of another account's table is not found (AWS reads it across accounts)",
+    replace=_table_by_arn,
+    owner=__name__,
+    name="cross_account_tables",
+    requires=("moto.dynamodb.models.dynamodb_backends",),
+)
+KEY_BY_ARN = Patch(
+    target="moto.kms.responses.KmsResponse.verify",
+    gap="a key named by the ARN of another account's key is not found, so Verify fails across accounts",
+    replace=_key_by_arn,
+    owner=__name__,
+    name="cross_account_keys",
+)
+PATCHES = (GET_CURRENT_ACCOUNT, TABLE_BY_ARN, KEY_BY_ARN)
+
+
 def install() -> None:
-    """Make assumed-role credentials act in their role's account (idempotent).
+    """Make assumed-role credentials act in their role's account, and ARNs reach across (idempotent).
 
     Raises
     ------
     RuntimeError
-        If ``BaseResponse.get_current_account`` is gone (moto upgraded).
+        If a patched moto symbol is gone (moto upgraded).
     """
-    GET_CURRENT_ACCOUNT.apply()
+    for patch in PATCHES:
+        patch.apply()
 
 
 def uninstall() -> None:
     """Restore moto's own account resolution (tests)."""
-    GET_CURRENT_ACCOUNT.undo()
+    for patch in PATCHES:
+        patch.undo()

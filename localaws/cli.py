@@ -89,6 +89,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     env.add_argument("--state-dir", default=None, help=_STATE_DIR_HELP)
     env.add_argument("--stage", default="dev", help="the stage's stack to describe (default dev)")
+    env.add_argument(
+        "--role",
+        default=None,
+        help="credentials of a session of this role of the stage (e.g. sluice-dev-approver) instead of "
+        "the developer's key, as `aws sts assume-role` gives them",
+    )
+    env.add_argument(
+        "--session", default="local-user", help="the role session's name, with --role (a person)"
+    )
     env.set_defaults(func=cmd_env)
 
 
@@ -244,9 +253,34 @@ def cmd_env(args: argparse.Namespace) -> int:
                 f"no local {args.stage} stack runs (run `sluice local up` or `sluice demo --keep`)"
             )
         state = chosen.state
+    env = local_environment(state, stage=args.stage)
+    if args.role:
+        env.update(_role_session(env, role=args.role, session=args.session))
     print(f'# the local {args.stage} stack: eval "$(sluice local env)"')
-    print("\n".join(export_lines(local_environment(state, stage=args.stage))))
+    print("\n".join(export_lines(env)))
     return 0
+
+
+def _role_session(env: dict[str, str], *, role: str, session: str) -> dict[str, str]:
+    """``AWS_*`` credentials of a session of ``role``, assumed with the developer's key."""
+    import boto3
+
+    sts = boto3.client(
+        "sts",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    account = sts.get_caller_identity()["Account"]
+    issued = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName=session, SourceIdentity=session
+    )["Credentials"]
+    return {
+        "AWS_ACCESS_KEY_ID": issued["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": issued["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": issued["SessionToken"],
+    }
 
 
 def _header(stack: RunningStack) -> str:

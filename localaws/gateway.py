@@ -15,8 +15,9 @@ moto 5.2.5 stores REST APIs but raises NotImplementedError for ``AWS_PROXY`` int
   403 ``The security token included in the request is invalid.``, a wrong signature 403
   ``The request signature we calculated does not match…``, a time more than 5 minutes off
   403 ``Signature expired…``, each with API Gateway's ``x-amzn-ErrorType``. The verified key's
-  principal (IAM user or assumed-role session) is ``requestContext.identity``. Policies are
-  not evaluated: any verified key may invoke (see :mod:`localaws.auth`);
+  principal (IAM user or assumed-role session) is ``requestContext.identity``. Identity
+  policies are not evaluated (any verified key may invoke, see :mod:`localaws.auth`); the API's
+  resource policy's explicit denies are, as 403 ``AccessDeniedException`` (:mod:`localaws.api_policy`);
 * when the method's request validator validates bodies, checks the body against the
   method's request model for the request's content type, else its ``$default`` model, else
   none, as API Gateway does (:mod:`localaws.validation`); a mismatch is 400 ``{"message":
@@ -49,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from localaws import auth, validation
+from localaws import api_policy, auth, validation
 from localaws.patches import moto_symbol
 from sluice.errors import NotFound
 
@@ -261,6 +262,15 @@ class ApiGateway:
             except auth.AuthError as refused:
                 status, _, payload = _message(403, refused.message)
                 return status, {"Content-Type": "application/json", "x-amzn-ErrorType": refused.kind}, payload
+            arn = f"arn:aws:execute-api:{self.local.region}:{self.local.account}:{self.api_id}"
+            arn += f"/{stage}/{method}{request.path}"
+            if api_policy.explicit_deny(
+                self.api().policy, caller_arn=identity.arn, account=identity.account_id, method_arn=arn
+            ):
+                message = f"User: {identity.arn} is not authorized to perform: execute-api:Invoke on "
+                message += f"resource: {arn} with an explicit deny"
+                denied = {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException"}
+                return 403, denied, json.dumps({"Message": message}).encode()
         invalid = self._body_error(route.method, headers, body)
         if invalid is not None:
             return self._bad_request_body(invalid)

@@ -25,7 +25,6 @@ from rich.table import Table
 
 from localaws.assembly import read_assembly
 from sluice.cli.stage import register_stack, unregister_stack
-from sluice.errors import SluiceError
 
 if TYPE_CHECKING:
     from localaws.env import LocalAws
@@ -162,11 +161,9 @@ def resolve_stage(env: LocalAws, cdk_json: str = "cdk.json") -> Stage:
 
 def _prod_account(cdk_json: Path) -> str:
     """``prod:account`` from the app's cdk.json context ("" without one)."""
-    from sluice.cli.promote import cdk_context
-
     try:
-        return str(cdk_context(cdk_json).get("prod:account", ""))
-    except SluiceError:
+        return str(json.loads(cdk_json.read_text())["context"].get("prod:account", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return ""
 
 

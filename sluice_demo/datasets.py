@@ -50,6 +50,7 @@ def credit(
     seed: int = 0,
     shift: dict[str, float] | None = None,
     concept_drift: float = 0.0,
+    effect_change: dict[str, float] | None = None,
     missing_rate: float = 0.01,
 ) -> pd.DataFrame:
     """Generate ``n_rows`` applicants.
@@ -60,6 +61,9 @@ def credit(
         Mean shift per numeric feature, in units of that feature's standard deviation (data drift).
     concept_drift
         How much the label relationship changes (0 = none, 1 = the sign of the main effects flips).
+    effect_change
+        Factor per numeric feature on its effect on the label (concept drift in some features
+        only: ``{"utilisation": -1.0}`` reverses that feature's effect).
     missing_rate
         Share of numeric cells set to NaN (imputation is part of the model).
     """
@@ -78,6 +82,7 @@ def credit(
     frame["region"] = rng.choice(_REGIONS, size=n_rows, p=[0.4, 0.3, 0.2, 0.1])
     frame["product"] = rng.choice(_PRODUCTS, size=n_rows, p=[0.5, 0.35, 0.15])
     effect = np.array([-1.1, 1.3, -0.3, 0.2, 0.9, 1.0, -0.4, 0.5]) * (1.0 - 2.0 * concept_drift)
+    effect = effect * np.array([(effect_change or {}).get(name, 1.0) for name in NUMERIC])
     logit = latent @ effect - 1.2 + np.where(frame["product"] == "card", 0.4, 0.0)
     frame[TARGET] = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     if missing_rate > 0:

@@ -204,8 +204,13 @@ class Lifecycle:
         self.registry = self._registry()
         self.dataset = f"s3://{self.stage.work_bucket}/datasets/{self.stage.model}/latest.parquet"
         self.data = credit(self.rows, seed=0)
+        # The newer world: incomes down, debt and utilisation up (data drift), and utilisation
+        # no longer says what it said (concept drift), so a model retrained on it can do better.
         self.shifted = credit(
-            self.rows, seed=7, shift={"income": -0.8, "debt_ratio": 0.7, "utilisation": 0.6}
+            self.rows,
+            seed=7,
+            shift={"income": -0.8, "debt_ratio": 0.7, "utilisation": 0.6},
+            effect_change={"utilisation": -0.5},
         )
         self._run(1, "Train M1 with the training pipeline", self._train_m1)
         self._run(2, "Register M1's artifacts; approve it", self._register_m1)
@@ -440,8 +445,14 @@ class Lifecycle:
         raise SluiceError(f"no version after v{after} was registered within {self.wait_s:.0f} s")
 
     def _promote(self, registry: ModelRegistry) -> dict[str, Any]:
-        """Promote M2 into the prod stage's registry, in the prod account (through its promotion role)."""
-        from sluice.registry.promotion import StageRegistry, promote
+        """Prod pulls M2 into its registry (pending), then a prod approver approves it.
+
+        In AWS the pull is prod's promotion function (``sluice --stage prod promote``); locally
+        the prod stage is only its registry, so the pull runs here under the prod promotion
+        role's name, with the same code (:func:`sluice.registry.promotion.pull`).
+        """
+        from sluice.names import approver_role_name, promotion_role_name, role_arn
+        from sluice.registry.promotion import StageRegistry, pull
         from sluice.registry.store import create_storage
 
         account = aws.client("sts").get_caller_identity()["Account"]
@@ -453,7 +464,22 @@ class Lifecycle:
         deployer = f"arn:aws:iam::{target.account}:role/cdk-hnb659fds-cfn-exec-role-{target.account}-{region}"
         with aws.assumed_role(deployer, session_name="sluice-demo-prod-registry", region=region):
             create_storage(target.table_name, target.bucket_name, region=region)
-        promoted = promote(self.stage.model, self.m2, source=source, target=target, actor=HUMAN).to_dict()
+        puller = role_arn(target.account, promotion_role_name("prod"))
+        with aws.assumed_role(puller, session_name="sluice-prod-promotion", region=region):
+            prod = target.registry()
+            promoted = pull(
+                self.stage.model, self.m2, source=source, target=prod, actor=prod.caller()
+            ).to_dict()
+        approver = role_arn(target.account, approver_role_name("prod"))
+        with aws.assumed_role(approver, session_name=HUMAN, region=region):
+            prod = target.registry()
+            approved = prod.approve(
+                self.stage.model,
+                promoted["to"]["version"],
+                actor=prod.caller(),
+                reason=f"demo: reviewed the pull of dev v{self.m2}",
+            )
+        promoted["to"].update(account=target.account, status=approved.status, approved_by=approved.decided_by)
         if target.account == account:
             promoted["note"] = "no prod account configured: the prod registry is in the dev account"
         return promoted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -41,6 +42,8 @@ class SecureRestApi(Construct):
         Stage-wide throttling (requests per second, burst); default 100 and 200.
     retain_logs
         Keep the access-log group when the stack is deleted.
+    policy
+        The API's resource policy; default none (IAM identity policies alone decide).
 
     Attributes
     ----------
@@ -58,6 +61,7 @@ class SecureRestApi(Construct):
         rate_limit: int = 100,
         burst_limit: int = 200,
         retain_logs: bool = False,
+        policy: iam.PolicyDocument | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.access_logs = logs.LogGroup(
@@ -72,6 +76,7 @@ class SecureRestApi(Construct):
             description=description,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             cloud_watch_role=False,
+            policy=policy,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             deploy_options=self._stage_options(stage_name, rate_limit=rate_limit, burst_limit=burst_limit),
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -27,6 +29,9 @@ PARTITION_QUERIES = {"model": ".model", "version": ".version|tostring"}
 class CaptureStream(Construct):
     """Kinesis Data Firehose stream from the endpoints to the capture bucket.
 
+    Records are encrypted at rest in the stream, in the delivered objects and in Firehose's
+    error log with one customer-managed key (:class:`~infra.constructs.data_key.DataKey`).
+
     Parameters
     ----------
     bucket
@@ -38,11 +43,19 @@ class CaptureStream(Construct):
         Default 60 (AWS allows 0-900).
     buffering_size_mib
         Buffer size; dynamic partitioning requires at least 64 MiB. Default 64.
+    encryption_key
+        Customer-managed key for the stream (``CUSTOMER_MANAGED_CMK``), the objects it writes
+        and its log group; the delivery role gets encrypt/decrypt through ``grant_*``. Default
+        ``None``: an AWS-owned key for the stream, the bucket's own default encryption for the
+        objects and an unencrypted log group; a stage always passes its data key.
+    retain_logs
+        Keep Firehose's delivery-error log group when the stack is deleted. Default ``False``.
 
     Attributes
     ----------
-    delivery_stream, bucket, stream_name, role
-        The stream, the capture bucket as seen from this stack, its name and its delivery role.
+    delivery_stream, bucket, stream_name, role, log_group, encryption_key
+        The stream, the capture bucket as seen from this stack, its name, its delivery role,
+        its delivery-error log group and the key that encrypts all of them.
     """
 
     def __init__(
@@ -54,15 +67,25 @@ class CaptureStream(Construct):
         stream_name: str,
         buffering_interval_s: int = 60,
         buffering_size_mib: int = 64,
+        encryption_key: kms.IKey | None = None,
+        retain_logs: bool = False,
     ) -> None:
         super().__init__(scope, id)
         self.bucket = bucket_in(self, bucket)
         self.stream_name = stream_name
+        self.encryption_key = encryption_key
         self.role = iam.Role(
             self,
             "DeliveryRole",
             assumed_by=iam.ServicePrincipal("firehose.amazonaws.com"),
             description="Firehose delivery of captured scoring data to the capture bucket",
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "DeliveryLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            encryption_key=encryption_key,
+            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
         destination = firehose.S3Bucket(
             self.bucket,
@@ -75,13 +98,20 @@ class CaptureStream(Construct):
             file_extension=".jsonl.gz",
             buffering_interval=cdk.Duration.seconds(buffering_interval_s),
             buffering_size=cdk.Size.mebibytes(buffering_size_mib),
+            encryption_key=encryption_key,
+            logging_config=firehose.EnableLogging(self.log_group),
         )
         self.delivery_stream = firehose.DeliveryStream(
             self,
             "Stream",
             delivery_stream_name=stream_name,
             destination=destination,
-            encryption=firehose.StreamEncryption.aws_owned_key(),
+            role=self.role,
+            encryption=(
+                firehose.StreamEncryption.customer_managed_key(encryption_key)
+                if encryption_key
+                else firehose.StreamEncryption.aws_owned_key()
+            ),
         )
         acknowledge_grant_wildcards(self.role, buckets=[bucket])
 

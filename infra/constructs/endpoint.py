@@ -336,9 +336,19 @@ class Endpoint(Construct):
         """Allow ``grantee`` to run ``sluice endpoint deploy|shift|promote|rollback|canary``.
 
         Bind a model version and publish it, move the ``live`` alias weights, read them back;
-        nothing else on the function (the code comes from ``cdk deploy`` only).
+        nothing else on the function (the code comes from ``cdk deploy`` only: no layers).
         """
         function_arn = self.function.function_arn
+        # Binding a version changes the environment only; a layer would be code running as the
+        # endpoint's role, around the signature checks, so no deployer may add one.
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=["lambda:UpdateFunctionConfiguration"],
+                resources=[function_arn],
+                conditions={"Null": {"lambda:Layer": "false"}},
+            )
+        )
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=[

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.constructs.api import SecureRestApi, body_models
-from infra.constructs.nag import acknowledge_grant_wildcards
+from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 
@@ -24,9 +25,13 @@ class RegistryApi(Construct):
         POST /models/{name}/versions/{version}/approve   {"comment": "..."}
         POST /models/{name}/versions/{version}/reject    {"comment": "..."}
 
-    The function can read the registry and change records (approval, audit events); it
-    cannot write artifacts. ``api_stage`` names the API's stage, the URL path's first segment
-    (default ``prod``; the Sluice stage passes its own name).
+    The function can read the registry, change records and sign approvals; it cannot write
+    artifacts. The API's resource policy denies approve and reject to every principal but
+    ``approver`` (by ``aws:PrincipalArn``), so approving takes that role whatever identity
+    policies say; the function records the verified caller as the actor and refuses an approval
+    by the principal that registered the version. ``api_stage`` names the API's stage, the URL
+    path's first segment (default ``prod``; the Sluice stage passes its own name). ``role_name``
+    fixes the function role's name, so the approval key's policy can name it.
     """
 
     def __init__(
@@ -35,6 +40,8 @@ class RegistryApi(Construct):
         id: str,
         *,
         registry: Registry,
+        approver: iam.IRole,
+        role_name: str | None = None,
         retain_logs: bool = False,
         api_stage: str = "prod",
     ) -> None:
@@ -42,10 +49,11 @@ class RegistryApi(Construct):
         self.role = iam.Role(
             self,
             "Role",
+            role_name=role_name,
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Sluice registry API",
         )
-        registry.grant_record_events(self.role)
+        registry.grant_approve(self.role)
         acknowledge_grant_wildcards(self.role, buckets=[registry.bucket], xray=True)
         self.handler = SluiceFunction(
             self,
@@ -53,15 +61,20 @@ class RegistryApi(Construct):
             handler="registry_api",
             role=self.role,
             service="registry-api",
-            environment={
-                **registry.environment,
-            },
+            environment=registry.environment,
             retain_logs=retain_logs,
         )
         self.rest = SecureRestApi(
-            self, "Rest", description="Sluice model registry", stage_name=api_stage, retain_logs=retain_logs
+            self,
+            "Rest",
+            description="Sluice model registry",
+            stage_name=api_stage,
+            retain_logs=retain_logs,
+            policy=decisions_only_by(approver),
         )
-        integration = apigw.LambdaIntegration(self.handler.function)
+        self._build_routes(apigw.LambdaIntegration(self.handler.function))
+
+    def _build_routes(self, integration: apigw.LambdaIntegration) -> None:
         decision_body = self.rest.api.add_model(
             "DecisionBody",
             content_type="application/json",
@@ -85,3 +98,47 @@ class RegistryApi(Construct):
                 request_validator=self.rest.validator,
                 request_models=body_models(decision_body),
             )
+
+    def grant_invoke(self, grantee: iam.IRole) -> None:
+        """Call every route (approve and reject still need the approver role, see the class)."""
+        grantee.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["execute-api:Invoke"], resources=[self.rest.api.arn_for_execute_api()]
+            )
+        )
+        stack = cdk.Stack.of(self)
+        api = f"<{logical_id(self.rest.api)}>"
+        route = f"arn:aws:execute-api:{stack.region}:{stack.account}:{api}/*/*/*"
+        acknowledge(
+            grantee,
+            {
+                f"AwsSolutions-IAM5[Resource::{route}]": (
+                    "Every route of this stage's registry API (stage/method/path); the API's resource "
+                    "policy still lets only the approver role approve or reject."
+                )
+            },
+        )
+
+
+#: The resource paths of the two decisions, in a resource policy's ``execute-api:/`` form.
+DECISION_PATHS = tuple(f"execute-api:/*/POST/models/*/versions/*/{d}" for d in ("approve", "reject"))
+
+
+def decisions_only_by(approver: iam.IRole) -> iam.PolicyDocument:
+    """Any principal of the account may call the API (IAM auth), only ``approver`` may decide."""
+    return iam.PolicyDocument(
+        statements=[
+            iam.PolicyStatement(
+                principals=[iam.AccountRootPrincipal()],
+                actions=["execute-api:Invoke"],
+                resources=["execute-api:/*"],
+            ),
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["execute-api:Invoke"],
+                resources=list(DECISION_PATHS),
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": approver.role_arn}},
+            ),
+        ]
+    )

@@ -17,13 +17,15 @@ class ServiceRoles(Construct):
     """The execution and operator roles of one stage.
 
     ``training`` (retraining steps) and ``monitor`` (drift job) are Lambda execution roles; the
-    endpoint, batch, capture, labels and registry API constructs build their own roles;
-    ``deployer`` is assumed by engineers or CI of the same account (fixed name, so the prod
-    account can trust it for promotion). ``promotion`` exists only where ``trusted_role_arn``
-    is given: a role in this account that only that (dev) role may assume.
+    endpoint, batch, capture, labels, registry API and promotion constructs build their own roles.
+    ``deployer`` and ``approver`` are assumed by people or CI of the same account; their trust
+    policies require the caller to carry the principal tag ``sluice-duty`` naming the duty, and
+    the approver's a source identity (``sts:SourceIdentity``: the person, which follows them
+    through role chaining into the audit trail).
 
-    Grants follow the duty: only ``training`` and ``promotion`` may write registry
-    artifacts; ``deployer`` may change records (approval, aliases, traffic) but not artifacts.
+    Grants follow the duty: only ``training`` writes registry artifacts; ``deployer`` may move
+    aliases, shift traffic and record events, but neither approve nor write artifacts;
+    ``approver`` may only call the registry API, whose resource policy lets no one else approve.
 
     Parameters
     ----------
@@ -31,14 +33,8 @@ class ServiceRoles(Construct):
         The stage's model registry.
     capture_bucket
         Bucket of captured requests: monitoring and training read it.
-    deployer_role_name
-        Physical name of the deployer role.
-    trusted_role_arn
-        The dev deployer role, the only principal of the prod promotion role.
-    promotion_role_name
-        Physical name of the promotion role (prod).
-    promotion_target_role_arn
-        The prod promotion role (dev): the deployer may assume it, and nothing else across accounts.
+    deployer_role_name, approver_role_name
+        Physical names of the deployer and approver roles.
     """
 
     def __init__(
@@ -49,9 +45,7 @@ class ServiceRoles(Construct):
         registry: Registry,
         capture_bucket: s3.IBucket,
         deployer_role_name: str,
-        trusted_role_arn: str | None = None,
-        promotion_role_name: str | None = None,
-        promotion_target_role_arn: str | None = None,
+        approver_role_name: str,
     ) -> None:
         super().__init__(scope, id)
         self.training = iam.Role(self, "Training", assumed_by=LAMBDA, description="Sluice training jobs")
@@ -60,35 +54,43 @@ class ServiceRoles(Construct):
             self,
             "Deployer",
             role_name=deployer_role_name,
-            assumed_by=iam.AccountRootPrincipal(),
-            description="Sluice deployments: approve, deploy, shift traffic, promote (assumed by people or CI)",
+            assumed_by=duty_principal("deployer"),
+            description="Sluice deployments: deploy, shift traffic, move aliases (assumed by people or CI)",
+        )
+        self.approver = iam.Role(
+            self,
+            "Approver",
+            role_name=approver_role_name,
+            assumed_by=duty_principal("approver", source_identity=True),
+            description="Sluice approvals: approve or reject versions through the registry API (people only)",
+        )
+        # A person's source identity must be set when assuming the approver role (see above).
+        self.approver.assume_role_policy.add_statements(  # type: ignore[union-attr]
+            iam.PolicyStatement(
+                actions=["sts:SetSourceIdentity"],
+                principals=[iam.AccountRootPrincipal()],
+                conditions={"StringEquals": {"aws:PrincipalTag/sluice-duty": "approver"}},
+            )
         )
 
         registry.grant_write(self.training)
         registry.grant_read(self.monitor)
         registry.grant_record_events(self.deployer)
+        registry.grant_read(self.approver)
         capture = bucket_in(self, capture_bucket)
         for role in (self.monitor, self.training):
             capture.grant_read(role)
-
-        if promotion_target_role_arn:
-            self.deployer.add_to_policy(
-                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[promotion_target_role_arn])
-            )
-        self.promotion: iam.Role | None = None
-        if trusted_role_arn:
-            self.promotion = iam.Role(
-                self,
-                "Promotion",
-                role_name=promotion_role_name,
-                assumed_by=iam.ArnPrincipal(trusted_role_arn),
-                description="Promotes registered models from the dev account into this one",
-            )
-            registry.grant_write(self.promotion)
         for role in self.all_roles:
             acknowledge_grant_wildcards(role, buckets=[registry.bucket, capture_bucket])
 
     @property
     def all_roles(self) -> list[iam.Role]:
-        roles = [self.training, self.monitor, self.deployer]
-        return roles + ([self.promotion] if self.promotion else [])
+        return [self.training, self.monitor, self.deployer, self.approver]
+
+
+def duty_principal(duty: str, *, source_identity: bool = False) -> iam.IPrincipal:
+    """Principals of this account tagged ``sluice-duty=<duty>`` (and naming a source identity)."""
+    conditions: dict[str, dict[str, str]] = {"StringEquals": {"aws:PrincipalTag/sluice-duty": duty}}
+    if source_identity:
+        conditions["Null"] = {"sts:SourceIdentity": "false"}
+    return iam.AccountRootPrincipal().with_conditions(conditions)

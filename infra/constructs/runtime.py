@@ -8,6 +8,7 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -63,6 +64,16 @@ class SluiceFunction(Construct):
         Extra environment variables; ``POWERTOOLS_SERVICE_NAME`` is set from ``service``.
     container
         Name of a folder under ``containers/``: run as that image instead of a zip.
+    log_key
+        Customer-managed key encrypting the log group (its key policy must let
+        ``logs.<region>.amazonaws.com`` use it, as :class:`~infra.constructs.data_key.DataKey`
+        does). Default ``None``: CloudWatch Logs' own encryption, unless a stage-wide
+        :class:`~infra.constructs.data_key.EncryptLogGroups` aspect sets one.
+
+    Attributes
+    ----------
+    function, log_group
+        The function and its log group.
     """
 
     def __init__(
@@ -78,12 +89,14 @@ class SluiceFunction(Construct):
         timeout_s: int = 30,
         retain_logs: bool = False,
         container: str | None = None,
+        log_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.log_group = logs.LogGroup(
             self,
             "Logs",
             retention=logs.RetentionDays.ONE_MONTH,
+            encryption_key=log_key,
             removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
         # Settings both flavours share; each constructor checks its own keyword arguments.

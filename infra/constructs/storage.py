@@ -24,6 +24,9 @@ def secure_bucket(
     encryption_key: kms.IKey | None = None,
     versioned: bool = True,
     access_logs_prefix: str | None = None,
+    object_lock_days: int | None = None,
+    noncurrent_days: int = 90,
+    expiration_days: int | None = None,
 ) -> s3.Bucket:
     """A versioned, encrypted, TLS-only bucket with public access blocked.
 
@@ -38,6 +41,14 @@ def secure_bucket(
         Bucket receiving S3 server access logs; ``None`` only for the access-log bucket itself.
     encryption_key
         Customer-managed KMS key. Defaults to S3-managed keys (SSE-S3).
+    object_lock_days
+        S3 Object Lock, governance mode, with this default retention: no version can be deleted
+        or overwritten sooner without ``s3:BypassGovernanceRetention``. Default ``None``: no lock.
+    noncurrent_days
+        Days a replaced or deleted object version is kept before it expires. Default 90.
+    expiration_days
+        Days after which current objects expire (a delete marker; the version then expires
+        ``noncurrent_days`` later). Default ``None``: objects never expire.
     """
     return s3.Bucket(
         scope,
@@ -55,14 +66,33 @@ def secure_bucket(
         server_access_logs_prefix=access_logs_prefix or (f"{id.lower()}/" if access_logs else None),
         removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
         auto_delete_objects=False,
-        lifecycle_rules=[
-            s3.LifecycleRule(
-                id="expire-old-versions",
-                noncurrent_version_expiration=cdk.Duration.days(90),
-                abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
-            )
-        ],
+        object_lock_enabled=object_lock_days is not None or None,
+        object_lock_default_retention=_object_lock(id, object_lock_days, versioned=versioned),
+        lifecycle_rules=_lifecycle_rules(noncurrent_days=noncurrent_days, expiration_days=expiration_days),
     )
+
+
+def _object_lock(id: str, days: int | None, *, versioned: bool) -> s3.ObjectLockRetention | None:
+    """Governance-mode default retention of ``days``, or ``None`` without Object Lock."""
+    if days is None:
+        return None
+    if not versioned:
+        raise ValueError(f"bucket {id}: Object Lock needs versioning")
+    return s3.ObjectLockRetention.governance(cdk.Duration.days(days))
+
+
+def _lifecycle_rules(*, noncurrent_days: int, expiration_days: int | None) -> list[s3.LifecycleRule]:
+    """Old versions expire after ``noncurrent_days``; current objects after ``expiration_days``."""
+    rules = [
+        s3.LifecycleRule(
+            id="expire-old-versions",
+            noncurrent_version_expiration=cdk.Duration.days(noncurrent_days),
+            abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
+        )
+    ]
+    if expiration_days is not None:
+        rules.append(s3.LifecycleRule(id="expire-data", expiration=cdk.Duration.days(expiration_days)))
+    return rules
 
 
 def bucket_in(scope: IConstruct, bucket: s3.IBucket) -> s3.IBucket:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -87,3 +88,27 @@ def reset_clients() -> None:
     """Forget cached clients (tests, or after credentials change)."""
     with _lock:
         _clients.clear()
+
+
+def signed_request(method: str, url: str, *, body: bytes, region: str) -> urllib.request.Request:
+    """A ``urllib`` request to an ``AWS_IAM`` API Gateway method, SigV4-signed with the caller's credentials.
+
+    The credentials are the process's (an assumed role's within :func:`assumed_role`).
+    """
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    assumed = _credentials.get()
+    if assumed:
+        frozen: Any = Credentials(
+            assumed["aws_access_key_id"], assumed["aws_secret_access_key"], assumed["aws_session_token"]
+        ).get_frozen_credentials()
+    else:
+        found = boto3.Session().get_credentials()
+        if found is None:
+            raise SluiceError("no AWS credentials to sign the request with")
+        frozen = found.get_frozen_credentials()
+    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+    SigV4Auth(frozen, "execute-api", region).add_auth(request)
+    return urllib.request.Request(url, data=body, headers=dict(request.headers.items()), method=method)

@@ -52,6 +52,11 @@ def promotion_role_name(stage: str) -> str:
     return f"sluice-{stage}-promotion"
 
 
+def registry_api_role_name(stage: str) -> str:
+    """The registry API function's role: the only principal the approval key lets sign."""
+    return f"sluice-{stage}-registry-api"
+
+
 def approver_role_name(stage: str) -> str:
     """The only role the registry API lets approve or reject, assumed by people who approve."""
     return f"sluice-{stage}-approver"

@@ -39,6 +39,8 @@ class Settings:
     model_flavour: str = ""
     # {artifact: sha256} of what that version serves, bound at deploy (see sluice.registry.manifest).
     model_artifacts: str = ""
+    # {"approved_by", "signature"}: the version's approval, checked over model_artifacts at cold start.
+    model_approval: str = ""
     # Comma-separated models whose labels the stage takes (the labels function refuses others).
     label_models: str = ""
     region: str = ""

@@ -61,7 +61,12 @@ def _filled_base() -> type:
 
         @classmethod
         def create_from_cloudformation_json(
-            cls, resource_name: str, cloudformation_json: dict, account_id: str, region_name: str, **kwargs: Any
+            cls,
+            resource_name: str,
+            cloudformation_json: dict,
+            account_id: str,
+            region_name: str,
+            **kwargs: Any,
         ) -> Any:
             return _create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
 
@@ -151,19 +156,68 @@ def _with_local_models(original: Callable[[], dict[str, type]]) -> Callable[[], 
 
 
 def _kms_key_create(original: Any) -> Any:
-    func = original.__func__
+    kms_backends = moto_symbol("moto.kms.models.kms_backends", owner=__name__)
 
     def create(cls, /, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        # moto's own model creates every key ENCRYPT_DECRYPT/SYMMETRIC_DEFAULT whatever the
+        # template says: a SIGN_VERIFY key (the registry's signing keys) could not sign.
         props = cloudformation_json.get("Properties", {})
-        if isinstance(props.get("KeyPolicy"), dict):  # stored as given; KMS calls json.loads it
-            props["KeyPolicy"] = json.dumps(props["KeyPolicy"])
-        props["Tags"] = [
+        policy = props.get("KeyPolicy")
+        tags = [
             {"TagKey": t.get("Key", t.get("TagKey")), "TagValue": t.get("Value", t.get("TagValue"))}
             for t in props.get("Tags", [])
         ]
-        return func(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        key = kms_backends[account_id][region_name].create_key(
+            policy=json.dumps(policy) if isinstance(policy, dict) else policy,
+            key_usage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            key_spec=props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            description=props.get("Description"),
+            tags=tags,
+        )
+        key.key_rotation_status = props.get("EnableKeyRotation", False)
+        key.enabled = props.get("Enabled", True)
+        _same_key_every_up(
+            kms_backends[account_id][region_name], key, f"{account_id}/{region_name}/{resource_name}"
+        )
+        return key
 
     return classmethod(create)
+
+
+def _same_key_every_up(backend: Any, key: Any, where: str) -> None:
+    """A persisted stage's key keeps its id and material across ``up``s, as a KMS key outlives clients.
+
+    Signatures made before a restart (the registry's manifests and approvals) must still verify,
+    and ARNs bound into functions still name the key. The material is kept beside the pinned
+    names (``names.json`` in the stage's state directory); nothing is kept without persistence.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    from localaws.journal import names
+
+    kept = names.remembered(f"kms-key/{where}")
+    inner = getattr(key.private_key, "private_key", None)
+    if kept is None:
+        pem = (
+            b""
+            if inner is None
+            else inner.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        material = {"id": key.id, "material": key.key_material.hex(), "pem": pem.decode()}
+        names.remember(f"kms-key/{where}", json.dumps(material))
+        return
+    material = json.loads(kept)
+    backend.keys.pop(key.id, None)
+    key.arn = key.arn.rsplit("/", 1)[0] + "/" + material["id"]
+    key.id = material["id"]
+    key.key_material = bytes.fromhex(material["material"])
+    if inner is not None and material["pem"]:
+        key.private_key.private_key = serialization.load_pem_private_key(
+            material["pem"].encode(), password=None
+        )
+    backend.keys[key.id] = key
 
 
 def _method_create(original: Any) -> Any:
@@ -207,7 +261,33 @@ def _bucket_create(original: Any) -> Any:
         )
         if status in ("Enabled", "Suspended"):
             bucket.versioning_status = status  # what PutBucketVersioning sets
+        _lock_objects(bucket, cloudformation_json.get("Properties", {}))
         return bucket
+
+    return classmethod(create)
+
+
+def _lock_objects(bucket: Any, props: dict[str, Any]) -> None:
+    """Object Lock as PutObjectLockConfiguration sets it (moto's model ignores the properties)."""
+    if not props.get("ObjectLockEnabled"):
+        return
+    bucket.object_lock_enabled = True
+    retention = ((props.get("ObjectLockConfiguration") or {}).get("Rule") or {}).get("DefaultRetention") or {}
+    if retention:
+        bucket.default_lock_mode = retention.get("Mode")
+        bucket.default_lock_days = int(retention.get("Days") or 0)
+        bucket.default_lock_years = int(retention.get("Years") or 0)
+
+
+def _rest_api_create(original: Any) -> Any:
+    func = original.__func__
+
+    def create(cls, /, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        api = func(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        policy = cloudformation_json.get("Properties", {}).get("Policy")
+        if policy:  # what PutRestApi/UpdateRestApi store: the policy document as JSON
+            api.policy = policy if isinstance(policy, str) else json.dumps(policy)
+        return api
 
     return classmethod(create)
 
@@ -239,11 +319,13 @@ KMS_KEY_TAGS = Patch(
     target="moto.kms.models.Key.create_from_cloudformation_json",
     gap=(
         "AWS::KMS::Key hands CloudFormation's {Key, Value} tags to a tagger that expects "
-        "{TagKey, TagValue} (any tagged key fails), and stores KeyPolicy as an object, not JSON"
+        "{TagKey, TagValue} (any tagged key fails), stores KeyPolicy as an object, not JSON, "
+        "and creates every key ENCRYPT_DECRYPT whatever KeyUsage and KeySpec say"
     ),
     replace=_kms_key_create,
     owner=__name__,
     name="kms_key_tags",
+    requires=("moto.kms.models.kms_backends",),
 )
 METHOD_REQUEST_MODELS = Patch(
     target="moto.apigateway.models.Method.create_from_cloudformation_json",
@@ -269,12 +351,19 @@ FUNCTION_PACKAGE_TYPE = Patch(
 BUCKET_VERSIONING = Patch(
     target="moto.s3.models.FakeBucket.create_from_cloudformation_json",
     gap=(
-        "AWS::S3::Bucket ignores VersioningConfiguration: buckets declared versioned are "
-        "unversioned, and objects get no VersionId"
+        "AWS::S3::Bucket ignores VersioningConfiguration and ObjectLockConfiguration: buckets "
+        "declared versioned are unversioned (objects get no VersionId), locked ones unlocked"
     ),
     replace=_bucket_create,
     owner=__name__,
     name="bucket_versioning",
+)
+REST_API_POLICY = Patch(
+    target="moto.apigateway.models.RestAPI.create_from_cloudformation_json",
+    gap="AWS::ApiGateway::RestApi drops Policy, the resource policy the local gateway applies",
+    replace=_rest_api_create,
+    owner=__name__,
+    name="rest_api_policy",
 )
 RESOURCE_ERRORS = Patch(
     target="moto.cloudformation.parsing.parse_and_create_resource",
@@ -293,6 +382,7 @@ PATCHES: tuple[Patch, ...] = (
     METHOD_REQUEST_MODELS,
     FUNCTION_PACKAGE_TYPE,
     BUCKET_VERSIONING,
+    REST_API_POLICY,
     RESOURCE_ERRORS,
 )
 

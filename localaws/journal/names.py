@@ -28,6 +28,17 @@ def pinned() -> dict[str, str]:
     return dict(_pinned or {})
 
 
+def remembered(key: str) -> str | None:
+    """The value kept under ``key`` (e.g. a KMS key's material), or ``None`` while nothing is pinned."""
+    return None if _pinned is None else _pinned.get(key)
+
+
+def remember(key: str, value: str) -> None:
+    """Keep ``value`` under ``key`` until the next ``up`` (nothing is kept while names aren't pinned)."""
+    if _pinned is not None:
+        _pinned[key] = value
+
+
 def unpin() -> None:
     global _pinned
     _pinned = None

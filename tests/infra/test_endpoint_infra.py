@@ -251,7 +251,14 @@ def test_container_flavour_with_api_key_synthesizes_without_docker(tmp_path):
     app = cdk.App(outdir=str(tmp_path))
     stack = cdk.Stack(app, "Probe", env=cdk.Environment(account="111111111111", region="eu-west-1"))
     logs = s3.Bucket(stack, "Logs")
-    registry = Registry(stack, "Registry", bucket_name="probe-artifacts", retain=False, access_logs=logs)
+    registry = Registry(
+        stack,
+        "Registry",
+        bucket_name="probe-artifacts",
+        table_name="probe-registry",
+        retain=False,
+        access_logs=logs,
+    )
     endpoint = Endpoint(
         stack,
         "Endpoint",

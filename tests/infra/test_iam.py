@@ -34,8 +34,12 @@ STAR_RESOURCE_ACTIONS = {
 # Distributed Map ItemReader/ResultWriter grants name the work bucket as arn:${AWS::Partition}.
 OBJECT_KEY_WILDCARD = re.compile(
     r"^arn:(aws|<Ref>):s3:::sluice-(dev|prod)-[a-z-]+-\d{12}-[a-z0-9-]+/"
-    r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=)?\*$"
+    r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=|events/)?\*$"
 )
+# Every route of the stage's own registry API (its resource policy keeps approve/reject to the approver).
+API_ROUTES = re.compile(r"^arn:aws:execute-api:[a-z0-9-]+:\d{12}:<Ref>/\*/\*/\*$")
+# Prod's promotion role: keys of the dev account, narrowed by condition (alias, via S3).
+SOURCE_KEYS = re.compile(r"^arn:<Ref>:kms:[a-z0-9-]+:111111111111:key/\*$")
 # A Distributed Map describes, stops and redrives its own child executions (ids generated per run).
 MAP_CHILD_ACTIONS = {"states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"}
 MAP_CHILD_EXECUTIONS = re.compile(r"^arn:aws:states:[a-z0-9-]+:\d{12}:execution:<Select>(/\*)?:\*$")
@@ -76,11 +80,16 @@ def test_wildcards_are_only_those_grants_produce(templates, stack):
                     problems.append(f"{logical_id}: resource * for {actions}")
             elif actions == ["lambda:InvokeFunction"] and resource == "<GetAtt>:*":
                 continue  # any version or alias of one function (Step Functions tasks)
-            elif set(actions) <= MAP_CHILD_ACTIONS and MAP_CHILD_EXECUTIONS.match(resource):
+            elif (set(actions) <= MAP_CHILD_ACTIONS and MAP_CHILD_EXECUTIONS.match(resource)) or (
+                actions == ["execute-api:Invoke"] and API_ROUTES.match(resource)
+            ):
+                continue
+            elif set(actions) <= {"kms:Verify", "kms:Decrypt"} and SOURCE_KEYS.match(resource):
+                assert logical_id.startswith("PromotionRole"), logical_id
                 continue
             elif "*" in resource and not OBJECT_KEY_WILDCARD.match(resource):
                 problems.append(f"{logical_id}: resource {resource}")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 @pytest.mark.parametrize("stack", [*SERVICE, "Dev-Stateful", "Prod-Stateful"])
@@ -121,45 +130,44 @@ def test_only_the_training_role_writes_artifacts(templates):
         assert not _can_put_artifacts(dev, reader), reader
 
 
-def test_prod_promotion_role_trusts_only_the_dev_deployer(templates):
+def test_prod_promotion_role_is_prods_own_function_role(templates):
     # Given the prod service stack
     roles = resources_of(templates["Prod-Service"], "AWS::IAM::Role")
     promotion = [r for r in roles.values() if r["Properties"].get("RoleName") == "sluice-prod-promotion"]
     assert len(promotion) == 1
     trust = promotion[0]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    # Then exactly one principal may assume it: the dev account's deployer role
-    assert [s["Principal"] for s in trust] == [{"AWS": "arn:aws:iam::111111111111:role/sluice-dev-deployer"}]
+    # Then only Lambda, for a function of the prod account, assumes it: no dev principal
+    assert [s["Principal"] for s in trust] == [{"Service": "lambda.amazonaws.com"}]
+    assert trust[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": "222222222222"}}
     # And dev has no promotion role at all
     dev_roles = resources_of(templates["Dev-Service"], "AWS::IAM::Role").values()
     assert not [r for r in dev_roles if r["Properties"].get("RoleName", "").endswith("-promotion")]
 
 
-def test_only_the_dev_deployer_may_assume_into_prod(templates):
-    # Every cross-account AssumeRole in either stage
+def test_no_role_assumes_another(templates):
+    # Promotion is a pull by prod's own function: no role of either stage may assume a role.
     assumes = [
-        (stack, logical_id, resources)
+        (stack, logical_id)
         for stack in SERVICE
-        for logical_id, actions, resources in statements(templates[stack])
-        if "sts:AssumeRole" in actions
+        for logical_id, actions, _ in statements(templates[stack])
+        if any(a.startswith("sts:") for a in actions)
     ]
-    # is the dev deployer's, on exactly the prod promotion role
-    assert len(assumes) == 1
-    stack, logical_id, resources = assumes[0]
-    assert stack == "Dev-Service" and "Deployer" in logical_id
-    assert resources == ["arn:aws:iam::222222222222:role/sluice-prod-promotion"]
+    assert assumes == []
 
 
-def test_duty_roles_are_assumed_by_lambda_and_deployer_by_the_account(templates):
+def test_people_roles_need_their_duty_tag_and_lambda_roles_lambda(templates):
     roles = resources_of(templates["Dev-Service"], "AWS::IAM::Role")
-    principals = {
-        logical_id: roles[logical_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
-        for logical_id in roles
-    }
+    trust = {k: roles[k]["Properties"]["AssumeRolePolicyDocument"]["Statement"] for k in roles}
     for duty in ("Training", "Monitor"):
-        (found,) = [p for k, p in principals.items() if k.startswith(f"Roles{duty}")]
-        assert found == {"Service": "lambda.amazonaws.com"}
-    (deployer,) = [p for k, p in principals.items() if k.startswith("RolesDeployer")]
-    assert flatten(deployer["AWS"]) == "arn:aws:iam::111111111111:root"
+        (found,) = [t for k, t in trust.items() if k.startswith(f"Roles{duty}")]
+        assert found[0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    for duty in ("Deployer", "Approver"):
+        (found,) = [t for k, t in trust.items() if k.startswith(f"Roles{duty}")]
+        assume = found[0]
+        assert flatten(assume["Principal"]["AWS"]) == "arn:aws:iam::111111111111:root"
+        assert assume["Condition"]["StringEquals"] == {"aws:PrincipalTag/sluice-duty": duty.lower()}
+    (approver,) = [t for k, t in trust.items() if k.startswith("RolesApprover")]
+    assert approver[0]["Condition"]["Null"] == {"sts:SourceIdentity": "false"}
 
 
 @pytest.mark.parametrize("stack", SERVICE)

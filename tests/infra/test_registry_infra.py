@@ -53,7 +53,8 @@ def test_prod_keeps_registry_storage_on_stack_deletion(templates):
         if logical_id.startswith("Registry")
         and r["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::KMS::Key")
     }
-    assert len(kept) == 3
+    # artifacts key and bucket, manifest and approval keys, audit bucket, table
+    assert len(kept) == 6
     assert set(kept.values()) == {"Retain"}
 
 

@@ -29,7 +29,9 @@ def _definition(template: dict) -> dict:
 def standalone() -> Template:
     app = cdk.App()
     stack = cdk.Stack(app, "T", env=cdk.Environment(account="111111111111", region="eu-west-1"))
-    registry = Registry(stack, "Registry", bucket_name="reg", retain=False, access_logs=None)
+    registry = Registry(
+        stack, "Registry", bucket_name="reg", table_name="reg", retain=False, access_logs=None
+    )
     work = secure_bucket(stack, "Work", bucket_name="work", retain=False, access_logs=None)
     role = iam.Role(stack, "Training", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
     alarm = cloudwatch.Alarm(

@@ -14,7 +14,7 @@ STATEFUL = ["Dev-Stateful", "Prod-Stateful"]
 def test_every_bucket_is_encrypted_private_and_versioned(templates, stack):
     # Given the stateful stack's buckets
     buckets = resources_of(templates[stack], "AWS::S3::Bucket")
-    assert len(buckets) == 4  # access logs, registry artifacts, capture, work
+    assert len(buckets) == 5  # access logs, registry artifacts, registry audit, capture, work
     for logical_id, bucket in buckets.items():
         props = bucket["Properties"]
         # Then each has default encryption, blocks public access and keeps versions
@@ -107,3 +107,67 @@ def _termination_protection(stack) -> bool:
     manifest = json.loads(stack.template_path.with_name("manifest.json").read_text())
     props = manifest["artifacts"][stack.artifact_id]["properties"]
     return bool(props.get("terminationProtection", False))
+
+
+@pytest.mark.parametrize(
+    ("stack", "lock", "noncurrent"), [("Dev-Stateful", 30, 365), ("Prod-Stateful", 365, 730)]
+)
+def test_artifacts_are_object_locked_in_governance_mode(template, stack, lock, noncurrent):
+    template(stack).has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": Match.string_like_regexp("^sluice-.*-artifacts-"),
+            "ObjectLockEnabled": True,
+            "ObjectLockConfiguration": {
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": lock}},
+            },
+            "LifecycleConfiguration": {
+                "Rules": [Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent}})]
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(("stack", "days"), [("Dev-Stateful", 90), ("Prod-Stateful", 365)])
+def test_capture_expires_and_is_encrypted_with_the_data_key(template, stack, days):
+    t = template(stack)
+    t.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": Match.string_like_regexp("^sluice-.*-capture-"),
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    Match.object_like(
+                        {
+                            "ServerSideEncryptionByDefault": {
+                                "SSEAlgorithm": "aws:kms",
+                                "KMSMasterKeyID": {
+                                    "Fn::GetAtt": [Match.string_like_regexp("^DataKey"), "Arn"]
+                                },
+                            }
+                        }
+                    )
+                ]
+            },
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"Id": "expire-data", "ExpirationInDays": days})]
+                )
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("stack", ["Dev-Service", "Prod-Service"])
+def test_firehose_and_every_log_group_use_the_data_key(templates, template, stack):
+    template(stack).has_resource_properties(
+        "AWS::KinesisFirehose::DeliveryStream",
+        {
+            "DeliveryStreamEncryptionConfigurationInput": Match.object_like(
+                {"KeyType": "CUSTOMER_MANAGED_CMK"}
+            )
+        },
+    )
+    groups = resources_of(templates[stack], "AWS::Logs::LogGroup")
+    assert groups and [g for g, r in groups.items() if "KmsKeyId" not in r["Properties"]] == []

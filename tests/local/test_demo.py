@@ -82,6 +82,9 @@ def test_demo_runs_the_eight_steps(demo):
         context = json.loads(Path("cdk.json").read_text())["context"]
         assert figures[8]["prod"]["to"]["account"] == context["prod:account"]
         assert figures[8]["prod"]["from"]["account"] == context["dev:account"] != context["prod:account"]
+        # ... pulled by prod, then approved there by a prod approver, not by the pull
+        assert figures[8]["prod"]["to"]["status"] == "Approved"
+        assert "sluice-prod-approver" in figures[8]["prod"]["to"]["approved_by"]
     else:
         # M2 stays at 10 % beside M1: no canary, nothing in prod
         assert "canary" not in figures[8] and figures[8]["routes"] == {"v1": 0.9, "v2": 0.1}

@@ -7,6 +7,7 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from botocore.credentials import Credentials
 
 from localaws.auth import sign
 from localaws.gateway import _match_path
@@ -56,11 +57,13 @@ def _api_for(aws, function_arn: str, *, stage: str = "test") -> str:
 
 
 def _request(
-    conn: http.client.HTTPConnection, method: str, url: str, body: bytes | None = None
+    conn: http.client.HTTPConnection, method: str, url: str, body: bytes | None = None, credentials=None
 ) -> tuple[int, dict]:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    headers = sign(method, url, body=body or b"", headers={"Content-Type": "application/json"})
+    headers = sign(
+        method, url, body=body or b"", headers={"Content-Type": "application/json"}, credentials=credentials
+    )
     conn.request(method, target, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, json.loads(response.read() or b"null")
@@ -154,10 +157,13 @@ def test_registry_api_from_the_template_is_served(local_aws):
     # Then its routes reach its function, and its request validator applies
     status, _ = _request(conn, "GET", f"{url}/models")
     assert status < 500
-    status, body = _request(
-        conn, "POST", f"{url}/models/m/versions/1/approve", json.dumps({"bogus": 1}).encode()
-    )
-    # and its BAD_REQUEST_BODY gateway response says what failed
+    role = local_aws.client("iam").get_role(RoleName="sluice-dev-approver")["Role"]["Arn"]
+    issued = local_aws.client("sts").assume_role(RoleArn=role, RoleSessionName="carol")["Credentials"]
+    approver = Credentials(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
+    body = json.dumps({"bogus": 1}).encode()
+    status, body = _request(conn, "POST", f"{url}/models/m/versions/1/approve", body, credentials=approver)
+    # and (for the approver role, the only one its resource policy lets approve) its
+    # BAD_REQUEST_BODY gateway response says what failed
     assert status == 400 and body["message"].startswith("Invalid request body: ")
     assert "bogus" in body["message"]
     assert _request(conn, "GET", f"{url}/unknown")[0] == 403

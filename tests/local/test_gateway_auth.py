@@ -36,7 +36,9 @@ FUNCTION = f"sluice-dev-{MODEL}-endpoint"
 JSON = {"Content-Type": "application/json"}
 
 
-def send(url: str, method: str = "GET", body: bytes = b"", headers: dict | None = None) -> tuple[int, dict, bytes]:
+def send(
+    url: str, method: str = "GET", body: bytes = b"", headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """One request on a fresh connection: status, headers (lower-case names) and raw body."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
@@ -59,11 +61,17 @@ def message(raw: bytes) -> str:
 @pytest.fixture(scope="module")
 def served(local_aws):
     """Version 1 of the stage's model approved and serving 100 % on the endpoint; v2 pending."""
-    env = local_aws.client("lambda").get_function_configuration(FunctionName=FUNCTION)["Environment"]["Variables"]
-    registry = ModelRegistry(table_name=env["SLUICE_REGISTRY_TABLE"], bucket_name=env["SLUICE_REGISTRY_BUCKET"])
+    env = local_aws.client("lambda").get_function_configuration(FunctionName=FUNCTION)["Environment"][
+        "Variables"
+    ]
+    registry = ModelRegistry(
+        table_name=env["SLUICE_REGISTRY_TABLE"], bucket_name=env["SLUICE_REGISTRY_BUCKET"]
+    )
     spec = TrainingSpec(numeric=datasets.NUMERIC, categorical=datasets.CATEGORICAL, target=datasets.TARGET)
     for seed in (1, 2):
-        registry.register(MODEL, bundle_from_training(train(datasets.credit(1500, seed=seed), spec)), lineage=Lineage())
+        registry.register(
+            MODEL, bundle_from_training(train(datasets.credit(1500, seed=seed), spec)), lineage=Lineage()
+        )
     registry.approve(MODEL, 1, actor="tests")
     traffic = EndpointTraffic(function_name=FUNCTION, model_name=MODEL, registry=registry, actor="tests")
     traffic.deploy(1)
@@ -80,10 +88,9 @@ def served(local_aws):
 
 @pytest.fixture(scope="module")
 def role_session(local_aws):
-    """Credentials of an assumed-role session, as STS issues them."""
-    iam, sts = local_aws.client("iam"), local_aws.client("sts")
-    role = iam.create_role(RoleName="approver", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    issued = sts.assume_role(RoleArn=role, RoleSessionName="alice")["Credentials"]
+    """Credentials of a session of the stage's approver role, as STS issues them."""
+    role = local_aws.client("iam").get_role(RoleName="sluice-dev-approver")["Role"]["Arn"]
+    issued = local_aws.client("sts").assume_role(RoleArn=role, RoleSessionName="alice")["Credentials"]
     return Credentials(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
 
 
@@ -142,15 +149,23 @@ def test_an_approval_is_made_by_the_verified_identity(served, local_aws, role_se
     assert send(approve, "POST", comment)[0] == 403
     forged = Credentials(local_aws.credentials["aws_access_key_id"], "guessed")
     assert signed(approve, "POST", comment, credentials=forged)[0] == 403
+    # And a correctly signed approval by the developer, who is not the approver role
+    status, headers, raw = signed(approve, "POST", comment)
+    # Then the API's resource policy refuses it with an explicit deny
+    assert (status, headers["x-amzn-errortype"]) == (403, "AccessDeniedException")
+    assert "with an explicit deny" in json.loads(raw)["Message"]
     # Then version 2 is still pending
     assert served["registry"].get(MODEL, version=2).status == "PendingManualApproval"
-    # When an assumed role's session approves it with a valid signature
+    # When a session of the approver role approves it with a valid signature
     status, _, raw = signed(approve, "POST", comment, credentials=role_session)
     assert status == 200, raw
     # Then the decision's actor is that session, as STS names it
     record = served["registry"].get(MODEL, version=2)
     account = local_aws.account
-    assert (record.status, record.decided_by) == ("Approved", f"arn:aws:sts::{account}:assumed-role/approver/alice")
+    assert (record.status, record.decided_by) == (
+        "Approved",
+        f"arn:aws:sts::{account}:assumed-role/sluice-dev-approver/alice",
+    )
 
 
 def test_local_up_issues_the_developer_key_and_records_it(local_aws):
@@ -173,7 +188,9 @@ def test_workers_sign_as_a_session_of_their_execution_role(local_aws):
     role = local_aws.client("lambda").get_function_configuration(FunctionName=FUNCTION)["Role"]
     env = function_environment(local_aws, role, FUNCTION)
     _, identity = auth.lookup(env["AWS_ACCESS_KEY_ID"], env["AWS_SESSION_TOKEN"])
-    assert identity.arn == f"arn:aws:sts::{local_aws.account}:assumed-role/{role.rsplit('/', 1)[1]}/{FUNCTION}"
+    assert (
+        identity.arn == f"arn:aws:sts::{local_aws.account}:assumed-role/{role.rsplit('/', 1)[1]}/{FUNCTION}"
+    )
 
 
 # ---------------------------------------------------------------------------------- bad input

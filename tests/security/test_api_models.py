@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from botocore.credentials import Credentials
 from moto import mock_aws
 
 from localaws.auth import sign
@@ -36,14 +37,13 @@ FUNCTION = f"sluice-dev-{MODEL}-endpoint"
 PLAIN = {"Content-Type": "text/plain"}
 
 
-def signed(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    """POST ``body`` signed with the local stack's developer key: status and JSON answer."""
+def signed(url: str, body: bytes, headers: dict[str, str], credentials=None) -> tuple[int, dict]:
+    """POST ``body`` signed with ``credentials`` (default the developer key): status and JSON answer."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
     try:
-        conn.request(
-            "POST", parts.path, body=body, headers=sign("POST", url, body=body, headers=dict(headers))
-        )
+        headers = sign("POST", url, body=body, headers=dict(headers), credentials=credentials)
+        conn.request("POST", parts.path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read() or b"{}")
     finally:
@@ -68,8 +68,11 @@ def stage(local_aws):  # noqa: F811
         for f in page["Functions"]
         if f.get("Handler", "").startswith("sluice.handlers.labels.")
     )
+    role = local_aws.client("iam").get_role(RoleName="sluice-dev-approver")["Role"]["Arn"]
+    issued = local_aws.client("sts").assume_role(RoleArn=role, RoleSessionName="carol")["Credentials"]
     return {
         "registry": registry,
+        "approver": Credentials(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"]),
         "api": local_aws.gateway_url("RegistryApi"),
         "capture": labels_env["SLUICE_CAPTURE_BUCKET"],
         "s3": local_aws.client("s3"),
@@ -89,7 +92,7 @@ def test_an_approval_body_that_fails_the_model_is_refused_whatever_its_content_t
     approve = stage["api"] + f"/models/{MODEL}/versions/1/approve"
     # When an approval whose body the model refuses (an extra field) is sent under another content type
     body = json.dumps({"comment": "ok", "actor": "someone-else"}).encode()
-    status, answer = signed(approve, body, {"Content-Type": content_type})
+    status, answer = signed(approve, body, {"Content-Type": content_type}, stage["approver"])
     # Then the gateway refuses it before the function runs, and nothing is approved
     assert status == 400, answer
     assert answer["message"].startswith("Invalid request body") and "actor" in answer["message"]
@@ -98,7 +101,7 @@ def test_an_approval_body_that_fails_the_model_is_refused_whatever_its_content_t
 
 def test_a_plain_text_approval_body_that_is_not_json_is_refused(stage):
     approve = stage["api"] + f"/models/{MODEL}/versions/1/reject"
-    status, answer = signed(approve, b"reject it", PLAIN)
+    status, answer = signed(approve, b"reject it", PLAIN, stage["approver"])
     assert status == 400 and answer["message"].startswith("Invalid request body: body is not JSON")
     assert stage["registry"].get(MODEL, version=1).status == "PendingManualApproval"
 

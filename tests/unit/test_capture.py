@@ -312,3 +312,62 @@ def test_records_rejected_twice_are_counted_as_failures(monkeypatch, capsys):
     writer = CaptureWriter(stream_name="capture")
     assert writer.put(records) == 2 and writer.failed == 1 and len(flaky.calls) == 2
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["CaptureFailures"] == 1
+
+
+def test_capture_records_keep_only_the_schema_fields():
+    # Given a row carrying the model's two features and two fields the caller added
+    sent = [
+        {"city": "Oslo", "ssn": "123-45-6789", "age": 41, "note": "call back"},
+        {"age": 7, "city": "Rome"},
+    ]
+    # When it is captured with the schema's fields
+    records = capture_records(
+        request_id="r", model="m", version=1, rows=sent, predictions=[0, 1], fields=("age", "city")
+    )
+    # Then only the schema features are stored, in schema order, and the drop is counted
+    assert list(records[0]["features"].items()) == [("age", 41), ("city", "Oslo")]
+    assert records[0]["dropped_fields"] == 2
+    assert "123-45-6789" not in encode_line(records[0]).decode()
+    # And a row without extra fields has no count
+    assert records[1]["features"] == {"age": 7, "city": "Rome"} and "dropped_fields" not in records[1]
+
+
+def test_schema_fields_apply_to_plain_rows_and_absent_optional_features():
+    # Given a plain (JSON-typed) row without the optional feature "income"
+    records = capture_records(
+        request_id="r",
+        model="m",
+        version=1,
+        rows=[{"age": 3, "token": "secret"}],
+        predictions=[1],
+        plain_rows=True,
+        fields=("age", "income"),
+    )
+    # Then the absent feature stays absent and the extra field is gone
+    assert records[0]["features"] == {"age": 3} and records[0]["dropped_fields"] == 1
+
+
+def test_schema_filtered_capture_reads_back_for_drift(s3):
+    # Given schema-filtered records of a request with an extra field, written straight to S3
+    sent = [{"age": i, "city": "Oslo", "ssn": f"000-00-{i:04d}"} for i in range(3)]
+    records = capture_records(
+        request_id="r",
+        model="credit",
+        version=2,
+        rows=sent,
+        predictions=[0, 1, 0],
+        ts=T0,
+        fields=("age", "city"),
+    )
+    assert CaptureWriter(bucket_name=BUCKET).put(records) == 3
+    # When the window is read back as the drift job and the labels join read it
+    window = {"start": T0 - timedelta(hours=1), "end": T0 + timedelta(hours=1)}
+    read = [r for chunk in iter_capture(BUCKET, model="credit", version=2, **window) for r in chunk]
+    # Then every row is there with the schema features only, and the join fields intact
+    assert [r["features"] for r in read] == [{"age": i, "city": "Oslo"} for i in range(3)]
+    assert [(r["request_id"], r["row"], r["prediction"]) for r in read] == [
+        ("r", 0, 0),
+        ("r", 1, 1),
+        ("r", 2, 0),
+    ]
+    assert {r["dropped_fields"] for r in read} == {1}

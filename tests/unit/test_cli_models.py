@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from sluice.cli import main
 from sluice_demo.datasets import credit
-from tests.unit.test_registry import BUCKET, TABLE, create_registry_resources, lineage, tiny_bundle
+from tests.unit.test_registry import BUCKET, TABLE, acting_as, create_registry_resources, lineage, tiny_bundle
 
 
 @pytest.fixture
@@ -85,9 +85,11 @@ def test_lifecycle_tables_and_json(registry, capsys, tmp_path):
     registry.register("m", tiny_bundle("1"), lineage=lineage())
     registry.register("m", tiny_bundle("2"), lineage=lineage())
 
-    approved = run_json(capsys, "models", "approve", "m", "1", "--reason", "good", "--actor", "alice")
-    assert approved["status"] == "Approved" and approved["decided_by"] == "alice"
-    assert main(["models", "alias", "m", "champion", "1", "--actor", "alice"]) == 0
+    # The CLI acts as the caller STS verifies, which must not be the principal that registered
+    with acting_as("sluice-test-approver", "alice") as alice:
+        approved = run_json(capsys, "models", "approve", "m", "1", "--reason", "good")
+        assert main(["models", "alias", "m", "champion", "1"]) == 0
+    assert approved["status"] == "Approved" and approved["decided_by"] == alice
     assert "champion -> v1" in capsys.readouterr().out
     assert main(["models", "reject", "m", "2", "--reason", "worse"]) == 0
     assert "Rejected" in capsys.readouterr().out
@@ -239,8 +241,9 @@ def test_one_grammar_for_model_references(registry, capsys, tmp_path):
     registry.register("m", tiny_bundle("1"), lineage=lineage())
     registry.register("m", tiny_bundle("2"), lineage=lineage())
     # When they are named NAME:VERSION and NAME@ALIAS in every command
-    assert run_json(capsys, "models", "approve", "m:2", "--actor", "alice")["status"] == "Approved"
-    assert run_json(capsys, "models", "alias", "m:2", "champion", "--actor", "alice")["version"] == 2
+    with acting_as("sluice-test-approver", "alice"):
+        assert run_json(capsys, "models", "approve", "m:2")["status"] == "Approved"
+    assert run_json(capsys, "models", "alias", "m:2", "champion")["version"] == 2
     assert run_json(capsys, "models", "describe", "m:1")["version"] == 1
     assert run_json(capsys, "models", "describe", "m@champion")["version"] == 2
     assert run_json(capsys, "models", "describe", "m")["version"] == 2  # NAME alone: the latest
@@ -249,7 +252,8 @@ def test_one_grammar_for_model_references(registry, capsys, tmp_path):
     assert run_json(capsys, "models", "download", "m:1", "--out", str(out))["version"] == 1
     # Then the older forms still work too: a positional version, --version, NAME ALIAS VERSION
     assert run_json(capsys, "models", "describe", "m", "2")["version"] == 2
-    assert run_json(capsys, "models", "approve", "m", "1")["status"] == "Approved"
+    with acting_as("sluice-test-approver", "alice"):
+        assert run_json(capsys, "models", "approve", "m", "1")["status"] == "Approved"
     assert run_json(capsys, "models", "alias", "m", "champion", "1")["version"] == 1
 
 

@@ -27,11 +27,14 @@ def test_both_stages_by_default_with_prod_retaining_data():
     assert stages["prod"].region == "eu-central-1"
 
 
-def test_prod_trusts_the_dev_deployer_role_for_promotion():
-    prod = config().stage("prod")
-    assert prod.trusted_role_arn == "arn:aws:iam::111111111111:role/sluice-dev-deployer"
-    assert prod.promotion_role_name == "sluice-prod-promotion"
-    assert config().stage("dev").trusted_role_arn is None
+def test_prod_pulls_from_dev_and_dev_lets_only_prods_promotion_role_read():
+    prod, dev = config().stage("prod"), config().stage("dev")
+    assert prod.promotion_source is not None
+    assert (prod.promotion_source.stage, prod.promotion_source.account) == ("dev", "111111111111")
+    assert prod.registry_readers == ()
+    assert dev.promotion_source is None
+    assert dev.registry_readers == ("arn:aws:iam::222222222222:role/sluice-prod-promotion",)
+    assert (dev.audit_retention_days, prod.audit_retention_days) == (30, 3650)
 
 
 def test_stage_selection():

@@ -10,7 +10,9 @@ import sys
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -38,7 +40,7 @@ from sluice.registry.bundle import (
     ModelBundle,
 )
 from sluice.registry.lineage import Lineage
-from sluice.registry.manifest import serving_manifest
+from sluice.registry.manifest import approval_binding, serving_manifest, version_manifest
 from sluice.registry.store import ModelRegistry, create_storage
 from sluice_demo.datasets import credit, credit_spec
 
@@ -59,6 +61,35 @@ def tiny_bundle(tag: str = "") -> ModelBundle:
     """A bundle of small placeholder artifacts (registration logic only, no model)."""
     artifacts = {name: f"{name}:{tag}".encode() for name in REQUIRED_ARTIFACTS}
     return ModelBundle(artifacts=artifacts, metrics={"f1": 0.5}, hyperparameters={"C": 1.0})
+
+
+@contextmanager
+def acting_as(role: str, session: str) -> Iterator[str]:
+    """Within the block every new boto3 client (the CLI's too) is an assumed role of the moto account.
+
+    Yields the caller ARN STS reports, ``arn:aws:sts::123456789012:assumed-role/<role>/<session>``.
+    A registry caches its caller: build the one that acts inside the block.
+    """
+    role_arn = f"arn:aws:iam::123456789012:role/{role}"
+    sts = boto3.client("sts", region_name=REGION)
+    credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
+    names = {
+        "AWS_ACCESS_KEY_ID": "AccessKeyId",
+        "AWS_SECRET_ACCESS_KEY": "SecretAccessKey",
+        "AWS_SESSION_TOKEN": "SessionToken",
+    }
+    saved = {var: os.environ.get(var) for var in names}
+    os.environ.update({var: credentials[field] for var, field in names.items()})
+    boto3.DEFAULT_SESSION = None  # it caches the credentials it first read
+    try:
+        yield f"arn:aws:sts::123456789012:assumed-role/{role}/{session}"
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        boto3.DEFAULT_SESSION = None
 
 
 def train_credit(rows: int = 400, seed: int = 0):
@@ -524,15 +555,18 @@ def test_status_follows_the_transition_table_for_any_decision_sequence(registry,
 
 
 def test_a_serving_manifest_loads_without_the_table_and_still_verifies(registry, bundle, trained):
-    record = registry.register("credit", bundle, lineage=lineage())
-    manifest = serving_manifest(record, "sklearn")
-    # Given the manifest names the serving artifacts by sha256 (no drift profile, no ONNX)
-    assert set(json.loads(manifest)) == {
+    registry.register("credit", bundle, lineage=lineage())
+    record = registry.approve("credit", 1, actor="alice")
+    # Given the serving subset names the serving artifacts by sha256 (no drift profile, no ONNX)
+    assert set(json.loads(serving_manifest(record, "sklearn"))) == {
         MODEL_ARTIFACT, SCHEMA_ARTIFACT, "spec.json", *PREPROCESSING_ARTIFACTS.values()
     }  # fmt: skip
+    # And the deploy-time manifest names every artifact, with the approval over them
+    manifest, approval = version_manifest(record), approval_binding(record)
+    assert set(json.loads(manifest)) == set(record.artifacts)
     # When the registry table is gone, the manifest still loads the version and it predicts
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName=TABLE)
-    loaded = registry.load_manifest("credit", 1, manifest)
+    loaded = registry.load_manifest("credit", 1, manifest, approval=approval)
     holdout = trained.holdout.drop(columns=[trained.spec.target])
     np.testing.assert_array_equal(
         loaded.estimator.predict(loaded.preprocessor.transform(holdout)), trained.predict(holdout)
@@ -543,13 +577,13 @@ def test_a_serving_manifest_loads_without_the_table_and_still_verifies(registry,
         Bucket=BUCKET, Key=record.artifacts[SCHEMA_ARTIFACT]["key"], Body=b"{}"
     )
     with pytest.raises(IntegrityError, match=r"'schema.json' of model 'credit' version 1"):
-        registry.load_manifest("credit", 1, manifest)
+        registry.load_manifest("credit", 1, manifest, approval=approval)
 
 
 @pytest.mark.parametrize("manifest", ["not json", "[]", '{"model.joblib": "abc"}', '{"model.joblib": 1}'])
 def test_a_malformed_manifest_is_refused_by_name(registry, manifest):
     with pytest.raises(SluiceError, match="SLUICE_MODEL_ARTIFACTS must be a JSON object"):
-        registry.load_manifest("m", 1, manifest)
+        registry.load_manifest("m", 1, manifest, approval="")
 
 
 def test_a_manifest_without_the_flavour_is_a_conflict(registry):
@@ -558,4 +592,4 @@ def test_a_manifest_without_the_flavour_is_a_conflict(registry):
     with pytest.raises(Conflict, match="no onnx flavour"):
         serving_manifest(record, "onnx")
     with pytest.raises(SluiceError, match="flavour must be one of"):
-        registry.load_manifest("m", 1, serving_manifest(record, "sklearn"), flavour="pytorch")
+        registry.load_manifest("m", 1, version_manifest(record), approval="", flavour="pytorch")

@@ -93,10 +93,13 @@ def test_deploy_publishes_a_version_bound_to_the_model_version(endpoint):
     assert (
         env["Variables"]["SLUICE_MODEL_VERSION"] == "1" and env["Variables"]["SLUICE_MODEL_FLAVOUR"] == "onnx"
     )
-    # with the served artifacts' digests, so that its cold start needs no registry table read
-    artifacts = registry.get("credit", version=1).artifacts
+    # with every artifact's digest and the approval signature over them, so that its cold start
+    # needs no registry table read
+    record = registry.get("credit", version=1)
     bound = json.loads(env["Variables"]["SLUICE_MODEL_ARTIFACTS"])
-    assert "model.onnx" in bound and bound == {name: artifacts[name]["sha256"] for name in bound}
+    assert bound == {name: info["sha256"] for name, info in record.artifacts.items()}
+    approval = json.loads(env["Variables"]["SLUICE_MODEL_APPROVAL"])
+    assert approval == {"approved_by": "t", "signature": record.approval_signature}
     assert traffic.lambda_version_of(1) == route.lambda_version
     assert shares(traffic) == {None: 1.0}
     deployed = [e for e in registry.history("credit") if e["kind"] == "deployed"]
@@ -115,6 +118,7 @@ def test_without_room_in_the_environment_a_version_deploys_without_its_digests(e
     bound = lam.get_function_configuration(FunctionName=FUNCTION, Qualifier=route.lambda_version)
     bound = bound["Environment"]["Variables"]
     assert bound["SLUICE_MODEL_VERSION"] == "1" and "SLUICE_MODEL_ARTIFACTS" not in bound
+    assert "SLUICE_MODEL_APPROVAL" not in bound
     assert sum(len(k) + len(v) for k, v in bound.items()) <= 4096
 
 
@@ -290,7 +294,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 def test_cli_deploy_shift_promote_rollback_status(endpoint, capsys, monkeypatch):
     monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "reg")
     monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "art")
-    common = ("--function", FUNCTION, "--actor", "cli-user", "--json")
+    common = ("--function", FUNCTION, "--json")
     code, out, _ = run_cli(capsys, "deploy", "credit", "1", "--weight", "1", *common)
     assert code == 0 and [r["model_version"] for r in json.loads(out)["routes"]] == [1]
     run_cli(capsys, "deploy", "credit", "2", *common)
@@ -304,15 +308,16 @@ def test_cli_deploy_shift_promote_rollback_status(endpoint, capsys, monkeypatch)
     code, out, _ = run_cli(capsys, "status", "credit", "--function", FUNCTION)
     assert code == 0 and "100%" in out and FUNCTION in out
     _, registry, _ = endpoint
+    # The audit trail names the caller STS verified (there is no --actor to claim another name)
     assert {e["actor"] for e in registry.history("credit") if e["kind"] in ("traffic", "promoted")} == {
-        "cli-user"
+        "arn:aws:sts::123456789012:user/moto"
     }
 
 
 def test_cli_user_errors_exit_2_with_one_line(endpoint, capsys, monkeypatch):
     monkeypatch.setenv("SLUICE_REGISTRY_TABLE", "reg")
     monkeypatch.setenv("SLUICE_REGISTRY_BUCKET", "art")
-    code, _, err = run_cli(capsys, "deploy", "credit", "3", "--function", FUNCTION, "--actor", "x")
+    code, _, err = run_cli(capsys, "deploy", "credit", "3", "--function", FUNCTION)
     assert code == 2 and err.count("\n") == 1 and "PendingManualApproval" in err
     code, _, err = run_cli(capsys, "status", "credit", "--function", "no-such-function")
     assert code == 2 and "no-such-function" in err

@@ -53,9 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "--stage", default=argparse.SUPPRESS, help="as `sluice --stage` (default $SLUICE_STAGE, else dev)"
         )
         sub.add_argument("--function", default=None, help="endpoint function name (overrides --stage)")
-        sub.add_argument(
-            "--actor", default=None, help="who acts, for the audit trail (default: caller identity)"
-        )
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.set_defaults(func=func)
         return sub
@@ -271,7 +268,8 @@ def _traffic(args: argparse.Namespace) -> EndpointTraffic:
         or default_function_name(args.model, getattr(args, "stage", None) or "dev")
     )
     registry = ModelRegistry.from_settings(settings)
-    return EndpointTraffic(function_name=function, model_name=args.model, registry=registry, actor=args.actor)
+    # No actor: the audit trail names the caller STS verifies, never a name given on the command line.
+    return EndpointTraffic(function_name=function, model_name=args.model, registry=registry)
 
 
 def _print(args: argparse.Namespace, result: dict[str, Any], headline: str | None) -> int:

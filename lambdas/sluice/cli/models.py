@@ -8,9 +8,9 @@ subcommand prints a table, or JSON with ``--json``; user errors exit 2 with one 
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         _ref_argument(sub, None)
         sub.add_argument("old_version", nargs="?", type=positive_int, help=argparse.SUPPRESS)
         sub.add_argument("--reason", default="", help="recorded in the audit trail")
-        sub.add_argument("--actor", default=None, help="who decides (default: the caller's identity)")
         _json_flag(sub)
         sub.set_defaults(func=cmd_decide, decision=decision)
 
@@ -59,7 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _ref_argument(alias, None)
     alias.add_argument("words", nargs="+", metavar="ALIAS", help="the alias (older form: NAME ALIAS VERSION)")
-    alias.add_argument("--actor", default=None)
     _json_flag(alias)
     alias.set_defaults(func=cmd_alias)
 
@@ -213,16 +211,33 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    """Approve or reject: through the stage's registry API where it has one, as AWS requires.
+
+    Only the registry API's function may sign approvals, and only the approver role may call
+    approve or reject (the API's resource policy), so the decision is a signed request to the
+    API (``SLUICE_REGISTRY_API_URL``, which ``--stage`` sets). Without an API (a registry used as
+    a library, in tests) the registry is called directly, as the verified caller.
+    """
     registry = _registry()
     ref = args.ref.with_version(args.old_version)
     version = ref.require_version(registry)
-    actor = args.actor or _actor(registry)
-    decide = registry.approve if args.decision == "approve" else registry.reject
-    record = decide(ref.name, version, actor=actor, reason=args.reason)
-    if args.json:
-        _print_json(record.to_dict())
+    api = os.environ.get("SLUICE_REGISTRY_API_URL", "")
+    if api:
+        from sluice.registry.api_client import decide_via_api
+
+        data = decide_via_api(api, ref.name, version, args.decision, reason=args.reason)
     else:
-        Console().print(f"{record.name} v{record.version} is now [bold]{record.status}[/] (by {actor}).")
+        actor = (
+            registry.verified_caller()
+        )  # who approves is who signs: never a name given on the command line
+        decide = registry.approve if args.decision == "approve" else registry.reject
+        data = decide(ref.name, version, actor=actor, reason=args.reason).to_dict()
+    if args.json:
+        _print_json(data)
+    else:
+        Console().print(
+            f"{data['name']} v{data['version']} is now [bold]{data['status']}[/] (by {data.get('decided_by')})."
+        )
     return 0
 
 
@@ -236,7 +251,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
         raise SluiceError("expected: sluice models alias NAME:VERSION ALIAS")
     registry = _registry()
     version = ref.require_version(registry)
-    actor = args.actor or _actor(registry)
+    actor = registry.verified_caller()
     registry.set_alias(ref.name, alias, version, actor=actor)
     if args.json:
         _print_json({"name": ref.name, "alias": alias, "version": version})
@@ -298,11 +313,6 @@ def _registry() -> ModelRegistry:
     from sluice.registry.store import ModelRegistry
 
     return ModelRegistry.from_settings(Settings.from_env())
-
-
-def _actor(registry: ModelRegistry) -> str:
-    caller = registry.caller()
-    return caller if caller != "unknown" else getpass.getuser()
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:

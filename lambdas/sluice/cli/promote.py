@@ -1,81 +1,55 @@
-"""``sluice promote``: copy an Approved version from the dev registry into the prod registry.
+"""``sluice --stage prod promote NAME:VERSION``: ask prod to pull an Approved dev version.
 
-Run it as the dev deployer role: it reads dev, assumes the prod promotion role and writes prod.
-Accounts and regions come from the app's ``cdk.json`` context (``<stage>:account``, ``<stage>:region``).
+Prod decides for prod: this invokes the prod stage's promotion function
+(:mod:`sluice.handlers.promote`, named by :func:`sluice.names.promotion_function_name`), which
+reads the dev registry across accounts, verifies the dev approval's signature and every
+artifact, and registers the copy in prod as ``PendingManualApproval``. Run it with prod
+credentials allowed to invoke that function (the prod deployer role); then a prod approver
+approves the copy (``sluice --stage prod models approve NAME:VERSION``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
 
+from sluice import aws
 from sluice.cli.refs import model_ref
 from sluice.errors import SluiceError
-from sluice.registry.promotion import StageRegistry, promote
-
-STAGES = ("dev", "prod")
+from sluice.names import promotion_function_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("promote", help="promote an Approved model version from dev to prod")
-    parser.add_argument("--model", required=True, type=model_ref, help="NAME:VERSION or NAME@ALIAS")
-    parser.add_argument("--version", type=int, help=argparse.SUPPRESS)  # older form of NAME:VERSION
-    parser.add_argument("--from", dest="source", default="dev", choices=STAGES)
-    parser.add_argument("--to", dest="target", default="prod", choices=STAGES)
-    parser.add_argument(
-        "--cdk-json", default="cdk.json", help="where the stages' accounts are (default: cdk.json)"
+    parser = subparsers.add_parser(
+        "promote", help="pull an Approved version of the source stage (dev) into this stage (prod)"
     )
-    parser.add_argument("--actor", default="", help="who promotes (default: the caller's ARN)")
+    parser.add_argument("model", type=model_ref, help="NAME:VERSION of the source stage's Approved version")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
 
-def cdk_context(path: Path) -> dict[str, Any]:
-    """The ``context`` object of the app's ``cdk.json`` (the stages' accounts and regions)."""
-    try:
-        return dict(json.loads(path.read_text())["context"])
-    except FileNotFoundError:
-        raise SluiceError(f"{path} not found (run from the app directory or pass --cdk-json)") from None
-    except (ValueError, KeyError, TypeError):
-        raise SluiceError(f"{path} is not a CDK app file with a 'context' object") from None
-
-
-def stage_registry(context: dict[str, Any], stage: str) -> StageRegistry:
-    try:
-        return StageRegistry(stage, str(context[f"{stage}:account"]), str(context[f"{stage}:region"]))
-    except KeyError as err:
-        raise SluiceError(f"cdk.json context lacks {err.args[0]!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.source == args.target:
-        raise SluiceError("--from and --to must name different stages")
-    context = cdk_context(Path(args.cdk_json))
-    source, target = stage_registry(context, args.source), stage_registry(context, args.target)
-    ref = args.model.with_version(args.version)
-    args.model, args.version = ref.name, ref.require_version(source.registry())
-    actor = args.actor or source.registry().caller()
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"copying {args.model} v{args.version}", total=None)
-        result = promote(
-            args.model,
-            args.version,
-            source=source,
-            target=target,
-            actor=actor,
-            progress=lambda name: bar.update(task, advance=1, description=f"verified {name}"),
-        )
+    stage = getattr(args, "stage", None)
+    if not stage:
+        raise SluiceError("name the stage that pulls the version: `sluice --stage prod promote NAME:VERSION`")
+    ref = args.model
+    if ref.version is None:
+        raise SluiceError("give the source version as NAME:VERSION (aliases are the source stage's to resolve)")
+    response = aws.client("lambda").invoke(
+        FunctionName=promotion_function_name(stage),
+        Payload=json.dumps({"model": ref.name, "version": ref.version}).encode(),
+    )
+    result = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError") or "error" in result:
+        raise SluiceError(f"promotion refused: {result.get('error') or result.get('errorMessage') or result}")
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result, indent=2))
     else:
-        console.print(
-            f"{args.model} {args.source} v{result.source_version} → {args.target} v{result.target_version} "
-            f"(account {target.account}), {result.artifacts} artifacts verified; recorded in both audit trails."
+        Console().print(
+            f"{ref.name} {result['from']['stage']} v{result['from']['version']} → {stage} v{result['to']['version']} "
+            f"({result['to']['status']}, {result['artifacts']} artifacts verified). Approve it as the {stage} "
+            f"approver: sluice --stage {stage} models approve {ref.name}:{result['to']['version']}"
         )
     return 0

@@ -1,9 +1,10 @@
 """Model endpoint. Trigger: API Gateway REST proxy (``POST /predict``), through the ``live`` alias.
 
-Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``) and
-SLUICE_MODEL_ARTIFACTS (the artifacts' sha256, so a cold start skips the registry table), bound
-per Lambda version by ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET;
-SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
+Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``),
+SLUICE_MODEL_ARTIFACTS and SLUICE_MODEL_APPROVAL (every artifact's sha256 and the approval
+signature over them, so a cold start skips the registry table), bound per Lambda version by
+``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_APPROVAL_KEY
+(default: the alias derived from the table); SLUICE_CAPTURE_STREAM (Firehose) or SLUICE_CAPTURE_BUCKET (direct S3) for data capture.
 
 Capture is sent after the response, by an internal Lambda extension registered at import
 (:mod:`sluice.serving.extension`), so the Firehose call is not on the caller's path; outside a
@@ -151,6 +152,7 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             settings.model_version,
             settings.model_flavour or "sklearn",
             manifest=settings.model_artifacts,
+            approval=settings.model_approval,
         )
     except Exception as err:  # the client cannot fix this: 503, never a stack trace
         logger.exception("model %s version %s cannot be loaded", settings.model_name, settings.model_version)
@@ -163,7 +165,7 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     scored = _score(scorer, event, request_id, settings)
     if isinstance(scored, dict):  # the error response
         return scored
-    _capture_after_response(scored, request_id, settings)
+    _capture_after_response(scored, request_id, settings, fields=scorer.schema.names)
     _record_prediction_metrics(scored)
     _both("Latency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
     return _response(200, scored.to_dict(), settings)
@@ -190,8 +192,10 @@ def _score(
         return _response(500, body, settings)
 
 
-def _capture_after_response(scored: Scored, request_id: str, settings: Settings) -> None:
-    """Queue the capture records for after the response (inline outside a Lambda runtime)."""
+def _capture_after_response(
+    scored: Scored, request_id: str, settings: Settings, *, fields: tuple[str, ...]
+) -> None:
+    """Queue the capture records of the schema ``fields`` for after the response (inline outside Lambda)."""
     writer = _capture(settings)
     if not writer.enabled:
         return
@@ -208,6 +212,7 @@ def _capture_after_response(scored: Scored, request_id: str, settings: Settings)
                 probabilities=scored.positive_probabilities,
                 source="endpoint",
                 ts=ts,
+                fields=fields,
             )
         )
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from sluice import aws as sluice_aws
 from sluice.errors import SluiceError
 from sluice.pipelines.batch_shards import BatchTransientError, ShardError
 from sluice.pipelines.skeleton import load_registry
@@ -117,20 +118,7 @@ class EndpointShardScorer:
         self.version: int | None = None
 
     def _signed(self, body: bytes) -> urllib.request.Request:
-        import boto3
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        credentials = boto3.Session().get_credentials()
-        if credentials is None:
-            raise SluiceError("no AWS credentials to sign endpoint requests with")
-        request = AWSRequest(
-            method="POST", url=self.url, data=body, headers={"Content-Type": "application/json"}
-        )
-        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(request)
-        return urllib.request.Request(
-            self.url, data=body, headers=dict(request.headers.items()), method="POST"
-        )
+        return sluice_aws.signed_request("POST", self.url, body=body, region=self.region)
 
     def _post(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         body = json.dumps({"instances": records}, separators=(",", ":"), allow_nan=False).encode()

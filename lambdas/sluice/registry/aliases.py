@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.errors import Conflict, NotFound
-from sluice.registry.audit import event_put
+from sluice.registry.audit import commit, event_put
 from sluice.registry.records import APPROVED, PENDING, REJECTED, VersionRecord
 from sluice.registry.table import (
     MAX_ATTEMPTS,
@@ -77,9 +77,7 @@ def move_alias(table: RegistryTable, record: VersionRecord, alias: str, *, actor
         if previous is not None and int(previous["version"]["N"]) == record.version:
             return  # already there: nothing moved, nothing to record
         try:
-            table.ddb.transact_write_items(
-                TransactItems=_alias_move(table.name, record, alias, previous, actor)
-            )
+            commit(table, _alias_move(table.name, record, alias, previous, actor))
         except ClientError as err:
             if not is_conflict(err):
                 raise
@@ -116,10 +114,14 @@ def _alias_move(
         put["ExpressionAttributeValues"] = {":prev": previous["version"]}
     allowed = [s(APPROVED)] if alias == CHAMPION else [s(APPROVED), s(PENDING)]
     placeholders = {f":s{i}": value for i, value in enumerate(allowed)}
+    condition = f"#st IN ({', '.join(placeholders)})"
+    if alias != CHAMPION:
+        # A version registered without a status attribute is Pending (see VersionRecord.from_item).
+        condition = f"attribute_exists(pk) AND (attribute_not_exists(#st) OR {condition})"
     status_check = {
         "TableName": table,
         "Key": key(name, vsk(record.version)),
-        "ConditionExpression": f"#st IN ({', '.join(placeholders)})",
+        "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#st": "status"},
         "ExpressionAttributeValues": placeholders,
     }

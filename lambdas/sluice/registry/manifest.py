@@ -1,8 +1,11 @@
-"""Serving manifests: which artifacts a scoring flavour needs, and their sha256 digests.
+"""Deploy-time manifests: which artifacts a scoring flavour needs, and a version's signed digests.
 
-An endpoint's Lambda version carries the manifest of the model version it serves (bound at
-deploy, ``SLUICE_MODEL_ARTIFACTS``), so its cold start fetches and verifies the artifacts
-without reading the registry table (:meth:`sluice.registry.store.ModelRegistry.load_manifest`).
+An endpoint's Lambda version carries the manifest of the model version it serves, every
+artifact's sha256 (``SLUICE_MODEL_ARTIFACTS``, :func:`version_manifest`), and its approval
+(``SLUICE_MODEL_APPROVAL``, :func:`approval_binding`: the approver and the approval signature),
+both bound at deploy. Its cold start checks the approval signature over those digests, then
+fetches and verifies the serving artifacts without reading the registry table
+(:meth:`sluice.registry.store.ModelRegistry.load_manifest`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,42 @@ def serving_manifest(record: VersionRecord, flavour: str) -> str:
     """Compact JSON ``{artifact: sha256}`` of what serving ``flavour`` needs (see :func:`parse_manifest`)."""
     wanted = serving_artifacts(record, flavour)
     return json.dumps({a: record.artifacts[a]["sha256"] for a in wanted}, separators=(",", ":"))
+
+
+def version_manifest(record: VersionRecord) -> str:
+    """Compact JSON ``{artifact: sha256}`` of every artifact: what the approval signature covers."""
+    return json.dumps(
+        {a: info["sha256"] for a, info in sorted(record.artifacts.items())}, separators=(",", ":")
+    )
+
+
+def approval_binding(record: VersionRecord) -> str:
+    """Compact JSON ``{"approved_by", "signature"}`` of an approved record (``SLUICE_MODEL_APPROVAL``)."""
+    return json.dumps(
+        {"approved_by": record.decided_by, "signature": record.approval_signature}, separators=(",", ":")
+    )
+
+
+def parse_approval(approval: str) -> tuple[str, str]:
+    """``(approved_by, signature)`` of an :func:`approval_binding`; empty strings if ``approval`` is.
+
+    Raises
+    ------
+    SluiceError
+        If ``approval`` is neither empty nor the JSON object of two strings.
+    """
+    if not approval:
+        return "", ""
+    try:
+        value = json.loads(approval)
+        found = (value["approved_by"], value["signature"])
+        if not all(isinstance(v, str) for v in found):
+            raise ValueError
+    except (ValueError, TypeError, KeyError):
+        raise SluiceError(
+            'SLUICE_MODEL_APPROVAL must be a JSON object {"approved_by": ..., "signature": ...}'
+        ) from None
+    return found
 
 
 def parse_manifest(manifest: str) -> dict[str, str]:

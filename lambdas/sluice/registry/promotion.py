@@ -1,10 +1,13 @@
-"""Promotion of an Approved version from one account's registry (dev) into another's (prod).
+"""Promotion as a pull: the target (prod) stage copies an Approved source (dev) version into its own registry.
 
-The caller acts as the dev deployer: it reads the dev record and its artifacts (each verified
-against its recorded sha256), then assumes the prod promotion role, the only principal the prod
-stage lets write its registry from outside, and registers the same bytes there. The prod record
-keeps the dev lineage and names the dev record it came from; both audit trails get a
-``promoted`` event. Re-running a promotion returns the first prod version (idempotency key).
+Prod decides for prod. Prod's promotion function (``sluice.handlers.promote``, under the prod
+role ``sluice-prod-promotion``) reads the dev registry across accounts, which dev's resource
+policies allow to that one role and nothing more; verifies the dev approval's KMS signature
+and every artifact's sha256; and registers the same bytes in prod, signed with prod's own
+manifest key, as ``PendingManualApproval``. A prod approver must still approve the copy, and
+no dev principal can write anything in prod. Only the prod audit trail records the pull
+(``promoted``), with the dev record it came from; re-running it returns the first prod version
+(idempotency key).
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sluice import aws
-from sluice.errors import IntegrityError
-from sluice.names import promotion_role_name, registry_table_name, role_arn, stage_bucket_name
+from sluice.errors import Conflict, IntegrityError
+from sluice.names import registry_table_name, stage_bucket_name
 from sluice.registry.bundle import ModelBundle
 from sluice.registry.lineage import Lineage
 from sluice.registry.records import APPROVED, VersionRecord
+from sluice.registry.signing import verify_approval
 from sluice.registry.store import ModelRegistry
 
 
@@ -36,15 +39,21 @@ class StageRegistry:
         return registry_table_name(self.stage)
 
     @property
+    def table_arn(self) -> str:
+        """The table by ARN: how DynamoDB names a table of another account."""
+        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{self.table_name}"
+
+    @property
     def bucket_name(self) -> str:
         return stage_bucket_name("artifacts", stage=self.stage, account=self.account, region=self.region)
 
-    @property
-    def promotion_role_arn(self) -> str:
-        return role_arn(self.account, promotion_role_name(self.stage))
-
     def registry(self) -> ModelRegistry:
+        """The stage's registry, from inside its own account."""
         return ModelRegistry(table_name=self.table_name, bucket_name=self.bucket_name)
+
+    def reader(self) -> ModelRegistry:
+        """The stage's registry as read from another account (table by ARN)."""
+        return ModelRegistry(table_name=self.table_arn, bucket_name=self.bucket_name)
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class Promotion:
     source_version: int
     target_version: int
     source: StageRegistry
-    target: StageRegistry
+    target_status: str
     artifacts: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,38 +73,36 @@ class Promotion:
                 "account": self.source.account,
                 "version": self.source_version,
             },
-            "to": {
-                "stage": self.target.stage,
-                "account": self.target.account,
-                "version": self.target_version,
-            },
+            "to": {"version": self.target_version, "status": self.target_status},
             "artifacts": self.artifacts,
         }
 
 
-def promote(
+def pull(
     model: str,
     version: int,
     *,
     source: StageRegistry,
-    target: StageRegistry,
+    target: ModelRegistry,
     actor: str,
     progress: Callable[[str], object] | None = None,
 ) -> Promotion:
-    """Copy ``model`` ``version`` from ``source`` into ``target`` and record it in both trails.
+    """Copy Approved ``model`` ``version`` of ``source`` into ``target``, pending its own approval.
 
     Raises
     ------
     Conflict
-        The version is not Approved (only Approved versions are promoted).
+        The source version is not Approved.
     IntegrityError
-        An artifact's bytes do not match their recorded hash, at the source or after the copy.
+        The source approval's signature does not verify with a key of the source account, or an
+        artifact's bytes do not match their recorded sha256, at the source or after the copy.
     """
-    dev = source.registry()
-    record = dev.require_deployable(model, version)
+    dev = source.reader()
+    record = dev.get(model, version=version)
+    _verify_source_approval(record, source)
     artifacts: dict[str, bytes] = {}
     for name in sorted(record.artifacts):
-        artifacts[name] = dev.fetch(model, record.version, name)  # verified against the dev hash
+        artifacts[name] = dev.fetch(model, record.version, name)  # verified against the signed digest
         if progress:
             progress(name)
     origin = _origin(source, record)
@@ -106,20 +113,29 @@ def promote(
         estimator=record.estimator,
         notes={**record.notes, "promoted_from": origin},
     )
-    with aws.assumed_role(
-        target.promotion_role_arn, session_name=f"sluice-promote-{model}"[:64], region=target.region
-    ):
-        promoted = _register_copy(
-            target.registry(), bundle, record, source=source, actor=actor, origin=origin
+    copied = _register_copy(target, bundle, record, source=source, actor=actor, origin=origin)
+    return Promotion(model, record.version, copied.version, source, copied.status, len(artifacts))
+
+
+def _verify_source_approval(record: VersionRecord, source: StageRegistry) -> None:
+    """The source record is Approved, with an approval signed by a key of the source account.
+
+    Which key of that account may have signed is enforced by IAM: prod's promotion role may
+    call ``kms:Verify`` only on the key with the source approval alias (``kms:ResourceAliases``).
+    """
+    if record.status != APPROVED:
+        raise Conflict(
+            f"model {record.name!r} {source.stage} version {record.version} is {record.status}; only "
+            "Approved versions can be deployed or promoted"
         )
-    dev.record_event(
-        model,
-        "promoted",
-        actor=actor,
-        version=record.version,
-        detail={"to": {"stage": target.stage, "account": target.account, "version": promoted.version}},
-    )
-    return Promotion(model, record.version, promoted.version, source, target, len(artifacts))
+    key = record.approval_key or ""
+    parts = key.split(":")
+    if len(parts) < 6 or parts[2] != "kms" or parts[4] != source.account:
+        raise IntegrityError(
+            f"model {record.name!r} {source.stage} version {record.version}: its approval was not signed "
+            f"by a key of account {source.account} (key {key or 'missing'})"
+        )
+    verify_approval(record, key_id=key)
 
 
 def _origin(source: StageRegistry, record: VersionRecord) -> dict[str, Any]:
@@ -144,7 +160,7 @@ def _register_copy(
     actor: str,
     origin: dict[str, Any],
 ) -> VersionRecord:
-    """Register ``bundle`` in ``prod``, verify the copy as stored there, approve it, record the event."""
+    """Register ``bundle`` in ``prod`` (pending), verify the copy as stored there, record the event."""
     model = record.name
     lineage = Lineage.from_dict({**record.lineage, "parent_version": None})
     promoted = prod.register(
@@ -161,9 +177,5 @@ def _register_copy(
                 f"model {model!r} version {promoted.version} artifact {name!r} differs from the "
                 f"{source.stage} original after the copy"
             )
-    if promoted.status != APPROVED:
-        prod.approve(
-            model, promoted.version, actor=actor, reason=f"promoted from {source.stage} v{record.version}"
-        )
     prod.record_event(model, "promoted", actor=actor, version=promoted.version, detail={"from": origin})
     return promoted

@@ -44,6 +44,11 @@ class VersionRecord:
     decided_at: str = ""
     decided_by: str = ""
     decision_reason: str = ""
+    # Signatures (base64) and the ARNs of the KMS keys that made them (see sluice.registry.signing).
+    manifest_signature: str = ""
+    manifest_key: str = ""
+    approval_signature: str = ""
+    approval_key: str = ""
 
     @property
     def flavours(self) -> tuple[str, ...]:
@@ -56,18 +61,27 @@ class VersionRecord:
         return out
 
     @classmethod
-    def from_manifest(cls, name: str, version: int, digests: Mapping[str, str]) -> VersionRecord:
-        """The part of a record a serving manifest carries: name, version, artifacts.
+    def from_manifest(
+        cls,
+        name: str,
+        version: int,
+        digests: Mapping[str, str],
+        *,
+        approved_by: str = "",
+        approval_signature: str = "",
+    ) -> VersionRecord:
+        """The part of a record a deploy-time manifest carries: name, version, artifacts, approval.
 
-        See :func:`sluice.registry.manifest.serving_manifest`.
+        See :func:`sluice.registry.manifest.version_manifest`.
         """
         artifacts = {
             artifact: {"sha256": digest, "key": artifact_key(name, digest, artifact)}
             for artifact, digest in digests.items()
         }
         return cls(
-            name=name, version=version, status="", artifacts=artifacts, metrics={},
-            hyperparameters={}, lineage={}, created_at="", created_by="",
+            name=name, version=version, status=APPROVED if approval_signature else "",
+            artifacts=artifacts, metrics={}, hyperparameters={}, lineage={}, created_at="",
+            created_by="", decided_by=approved_by, approval_signature=approval_signature,
         )  # fmt: skip
 
     @classmethod
@@ -77,7 +91,8 @@ class VersionRecord:
         return cls(
             name=name,
             version=int(item["version"]["N"]),
-            status=item["status"]["S"],
+            # Registration writes no status (only the approval path may): absent is pending.
+            status=item.get("status", {}).get("S", PENDING),
             artifacts=body["artifacts"],
             metrics=body.get("metrics", {}),
             hyperparameters=body.get("hyperparameters", {}),
@@ -90,4 +105,8 @@ class VersionRecord:
             decided_at=item.get("decided_at", {}).get("S", ""),
             decided_by=item.get("decided_by", {}).get("S", ""),
             decision_reason=item.get("decision_reason", {}).get("S", ""),
+            manifest_signature=body.get("manifest_signature", ""),
+            manifest_key=body.get("manifest_key", ""),
+            approval_signature=item.get("approval_signature", {}).get("S", ""),
+            approval_key=item.get("approval_key", {}).get("S", ""),
         )

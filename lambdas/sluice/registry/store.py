@@ -5,7 +5,8 @@ in one DynamoDB table (:mod:`~sluice.registry.table`). Each operation is impleme
 module of its job, and this class ties them to one table and one bucket:
 :mod:`~sluice.registry.versions` (registration), :mod:`~sluice.registry.approval`,
 :mod:`~sluice.registry.aliases`, :mod:`~sluice.registry.audit` and
-:mod:`~sluice.registry.loading`.
+:mod:`~sluice.registry.loading`. Manifests and approvals are signed with two KMS keys
+(:mod:`~sluice.registry.signing`), and checked before a version is loaded, deployed or served.
 
 This module imports with numpy and boto3 only (the zip endpoint flavour has no pandas,
 scikit-learn or scipy).
@@ -28,8 +29,16 @@ from sluice.registry.bundle import PROFILE_ARTIFACT, ModelBundle
 from sluice.registry.integrity import ArtifactStore
 from sluice.registry.lineage import Lineage
 from sluice.registry.loading import LoadedModel, build_model
-from sluice.registry.manifest import parse_manifest, serving_artifacts
+from sluice.registry.manifest import parse_approval, parse_manifest, serving_artifacts
 from sluice.registry.records import APPROVED, REJECTED, VersionRecord
+from sluice.registry.signing import (
+    KEY_SPEC,
+    digests,
+    manifest_statement,
+    sign,
+    verify_approval,
+    verify_manifest,
+)
 from sluice.registry.table import INDEX_PK, RegistryTable, error_code, s
 from sluice.registry.validation import check_actor, check_alias, check_idempotency_key, check_model_name
 from sluice.registry.versions import idempotent_version, take_version, version_body
@@ -94,6 +103,21 @@ class ModelRegistry:
                 self._caller = "unknown"
         return self._caller
 
+    def verified_caller(self) -> str:
+        """:meth:`caller`, which must be known: the CLI acts as the verified caller, never as a name given.
+
+        Raises
+        ------
+        SluiceError
+            If STS ``GetCallerIdentity`` does not answer (no credentials or no STS endpoint).
+        """
+        caller = self.caller()
+        if caller == "unknown":
+            raise SluiceError(
+                "cannot tell who you are: STS GetCallerIdentity failed (check your AWS credentials)"
+            )
+        return caller
+
     # -- registering -------------------------------------------------------------------------
 
     def register(
@@ -124,7 +148,8 @@ class ModelRegistry:
             self.get(name, version=lineage.parent_version)  # NotFound names the missing parent
         caller = self.caller()
         stored = self._artifacts.put_all(name, bundle.artifacts)
-        body = version_body(bundle, lineage, stored, caller=caller)
+        signature = sign(manifest_statement(name, digests(stored)), key_id=self.manifest_key)
+        body = version_body(bundle, lineage, stored, caller=caller, manifest=signature)
         registered = {
             "parent_version": lineage.parent_version,
             "idempotency_key": idempotency_key,
@@ -182,7 +207,11 @@ class ModelRegistry:
         return sorted(models, key=lambda m: str(m["name"]))
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        """The model's audit events, oldest first."""
+        """The model's audit events from the audit bucket, oldest first.
+
+        Each is ``{ts, kind, actor, version, detail}``, plus ``rewrites`` when someone tried
+        to rewrite it (see :func:`sluice.registry.audit.read_history`).
+        """
         return read_history(self._table, name)
 
     # -- artifacts ---------------------------------------------------------------------------
@@ -209,45 +238,76 @@ class ModelRegistry:
     ) -> LoadedModel:
         """Resolve a version (by number or alias), fetch and verify its artifacts, build the model.
 
-        ``flavour="sklearn"`` unpickles the estimator (only after its sha256 matched);
-        ``flavour="onnx"`` returns the ONNX graph's bytes and needs neither joblib nor scikit-learn.
+        Before anything is fetched, the record's manifest signature must verify with
+        :attr:`manifest_key` and, if the record says Approved, its approval signature with
+        :attr:`approval_key`. ``flavour="sklearn"`` unpickles the estimator (only after its
+        sha256 matched); ``flavour="onnx"`` returns the ONNX graph's bytes and needs neither
+        joblib nor scikit-learn.
+
+        Raises
+        ------
+        IntegrityError
+            If a signature is missing or does not verify (the record was changed in the table),
+            or an artifact's bytes do not match its sha256.
         """
         record = self.get(name, version=version, alias=alias)
+        verify_manifest(record, key_id=self.manifest_key)
+        if record.status == APPROVED:
+            verify_approval(record, key_id=self.approval_key)
         wanted = serving_artifacts(record, flavour)
         if PROFILE_ARTIFACT in record.artifacts:
             wanted.append(PROFILE_ARTIFACT)
         return build_model(record, self._artifacts.fetch_many(record, wanted), flavour)
 
     def load_manifest(
-        self, name: str, version: int, manifest: str, *, flavour: str = "sklearn"
+        self, name: str, version: int, manifest: str, *, approval: str, flavour: str = "sklearn"
     ) -> LoadedModel:
-        """Like :meth:`load` for serving, from a serving manifest instead of the table.
+        """Like :meth:`load` for serving, from a deploy-time manifest instead of the table.
 
-        An endpoint's Lambda version carries the manifest of the model version it serves (bound
-        at deploy, see :mod:`sluice.registry.manifest`), so its cold start fetches and verifies
-        the artifacts without a DynamoDB client or round trip. The returned record holds the
-        name, version and artifacts only.
+        An endpoint's Lambda version carries the manifest of the model version it serves and its
+        approval (bound at deploy, ``SLUICE_MODEL_ARTIFACTS`` and ``SLUICE_MODEL_APPROVAL``, see
+        :mod:`sluice.registry.manifest`), so its cold start verifies the approval signature with
+        :attr:`approval_key`, then fetches and verifies the serving artifacts, without a DynamoDB
+        client or round trip. The returned record holds the name, version, artifacts and approval.
 
         Raises
         ------
         SluiceError
-            If ``manifest`` is not the JSON object of artifact names to sha256 digests.
+            If ``manifest`` or ``approval`` is malformed.
+        IntegrityError
+            If the approval signature is missing or does not cover this model version and digests.
         """
-        record = VersionRecord.from_manifest(name, int(version), parse_manifest(manifest))
+        bound = parse_manifest(manifest)
+        approved_by, signature = parse_approval(approval)
+        record = VersionRecord.from_manifest(
+            name, int(version), bound, approved_by=approved_by, approval_signature=signature
+        )
         wanted = serving_artifacts(record, flavour)
+        verify_approval(record, key_id=self.approval_key)
         return build_model(record, self._artifacts.fetch_many(record, wanted), flavour)
 
     # -- approval, aliases, events -----------------------------------------------------------
 
     def approve(self, name: str, version: int, *, actor: str, reason: str = "") -> VersionRecord:
-        """Move a Pending version to Approved."""
-        number = decide(self._table, name, version, APPROVED, actor=actor, reason=reason)
+        """Move a Pending version to Approved, signing the approval with :attr:`approval_key`.
+
+        Raises
+        ------
+        Conflict
+            If ``actor`` is the principal that registered the version, or the status forbids it.
+        IntegrityError
+            If the version's manifest signature does not verify.
+        """
+        number = decide(self._table, name, version, APPROVED, actor=actor, reason=reason, **self._keys())
         return self.get(name, version=number)
 
     def reject(self, name: str, version: int, *, actor: str, reason: str = "") -> VersionRecord:
         """Move a Pending or Approved version to Rejected (final)."""
-        number = decide(self._table, name, version, REJECTED, actor=actor, reason=reason)
+        number = decide(self._table, name, version, REJECTED, actor=actor, reason=reason, **self._keys())
         return self.get(name, version=number)
+
+    def _keys(self) -> dict[str, str]:
+        return {"manifest_key": self.manifest_key, "approval_key": self.approval_key}
 
     def set_alias(self, name: str, alias: str, version: int, *, actor: str) -> None:
         """Point ``alias`` at ``version`` (creating or moving it) and record ``alias_moved``.
@@ -256,20 +316,27 @@ class ModelRegistry:
         ------
         Conflict
             If the version is Rejected, or the alias is ``champion`` and the version is not Approved.
+        IntegrityError
+            If the version says Approved but its approval signature does not verify.
         """
         check_alias(alias)
         check_actor(actor)
-        move_alias(self._table, self.get(name, version=version), alias, actor=actor)
+        record = self.get(name, version=version)
+        if record.status == APPROVED:
+            verify_approval(record, key_id=self.approval_key)
+        move_alias(self._table, record, alias, actor=actor)
 
     def require_deployable(self, name: str, version: int) -> VersionRecord:
-        """The version's record if it is Approved.
+        """The version's record if it is Approved and its approval signature verifies.
 
         Raises
         ------
         Conflict
             If the version is Pending or Rejected.
+        IntegrityError
+            If the approval signature is missing or does not cover the record.
         """
-        return ensure_deployable(self.get(name, version=version))
+        return ensure_deployable(self.get(name, version=version), approval_key=self.approval_key)
 
     def record_event(
         self,
@@ -316,7 +383,47 @@ def create_storage(table_name: str, bucket_name: str, *, region: str | None = No
         if error_code(err) != "BucketAlreadyOwnedByYou":
             raise
     s3.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration={"Status": "Enabled"})
+    _create_signing_keys(table_name, region=region)
+    _create_audit_bucket(s3, audit_bucket_name(bucket_name), location=location)
     return ModelRegistry(table_name=table_name, bucket_name=bucket_name)
+
+
+def _create_audit_bucket(s3: Any, name: str, *, location: Mapping[str, Any], days: int = 1) -> None:
+    """Create the audit bucket: Object Lock with a default ``COMPLIANCE`` retention of ``days`` days.
+
+    Compliance mode keeps every object version until its retention ends, whoever asks (see
+    :mod:`sluice.registry.audit`); one day suits local use. An existing bucket is kept as it is,
+    so its retention is never shortened.
+    """
+    try:
+        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True, **location)
+    except ClientError as err:
+        if error_code(err) != "BucketAlreadyOwnedByYou":
+            raise
+        return
+    s3.put_object_lock_configuration(
+        Bucket=name,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}},
+        },
+    )
+
+
+def _create_signing_keys(table_name: str, *, region: str | None) -> None:
+    """The manifest and approval keys (SIGN_VERIFY, ECC_NIST_P256) under their aliases, if missing."""
+    kms = sluice_aws.client("kms", region=region)
+    for alias in (manifest_key_alias(table_name), approval_key_alias(table_name)):
+        try:
+            kms.describe_key(KeyId=alias)
+            continue
+        except ClientError as err:
+            if error_code(err) != "NotFoundException":
+                raise
+        key_id = kms.create_key(
+            KeyUsage="SIGN_VERIFY", KeySpec=KEY_SPEC, Description=f"sluice registry {table_name}: {alias}"
+        )["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias, TargetKeyId=key_id)
 
 
 def _index_entry(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,10 +7,12 @@ Records are items of one DynamoDB table keyed by ``pk`` / ``sk`` (see ``infra/co
                         sk = V#0000000007           one version: status, artifacts, metrics, lineage
                         sk = ALIAS#champion         alias -> version
                         sk = IDEMP#<key>            idempotency key -> version
-                        sk = EVENT#<ts>#<suffix>    append-only audit trail, time-ordered
+                        sk = EVENT#<ts>#<suffix>    index of the audit trail, time-ordered
 
 Writes are DynamoDB transactions built by :mod:`~sluice.registry.versions`,
 :mod:`~sluice.registry.approval`, :mod:`~sluice.registry.aliases` and :mod:`~sluice.registry.audit`.
+Each runs through :func:`sluice.registry.audit.commit`, which then writes the events it recorded
+to the audit bucket: the trail itself, which no role can rewrite.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.errors import Conflict
-from sluice.registry.audit import event_put
+from sluice.registry.audit import commit, event_put
 from sluice.registry.bundle import ModelBundle
 from sluice.registry.lineage import Lineage
-from sluice.registry.records import PENDING
+from sluice.registry.signing import Signature
 from sluice.registry.table import (
     HEAD,
     MAX_ATTEMPTS,
@@ -34,9 +34,18 @@ from sluice.registry.table import (
 
 
 def version_body(
-    bundle: ModelBundle, lineage: Lineage, artifacts: Mapping[str, dict[str, Any]], *, caller: str
+    bundle: ModelBundle,
+    lineage: Lineage,
+    artifacts: Mapping[str, dict[str, Any]],
+    *,
+    caller: str,
+    manifest: Signature,
 ) -> dict[str, Any]:
-    """What a version item stores besides its status: artifacts, numbers, lineage, creator."""
+    """What a version item stores besides its status: artifacts, numbers, lineage, creator.
+
+    ``manifest`` is the signature of the artifacts' manifest statement
+    (:func:`sluice.registry.signing.manifest_statement`) and the key that made it.
+    """
     lineage_dict = lineage.to_dict()
     lineage_dict["role"] = lineage.role or caller
     if not lineage_dict["hyperparameters"]:
@@ -50,6 +59,8 @@ def version_body(
         "parent_version": lineage.parent_version,
         "estimator": bundle.estimator,
         "notes": bundle.notes,
+        "manifest_signature": manifest.signature,
+        "manifest_key": manifest.key_arn,
     }
 
 
@@ -68,7 +79,7 @@ def take_version(
     registered: Mapping[str, Any],
     idempotency_key: str | None,
 ) -> int:
-    """Commit a new Pending version of ``model`` holding ``body``; return its number.
+    """Commit a new pending version of ``model`` holding ``body``; return its number.
 
     With ``idempotency_key``, a lost race against a writer with the same key returns that
     writer's version instead of retrying.
@@ -90,7 +101,7 @@ def take_version(
         if idempotency_key is not None:
             items.append({"Put": _idempotency_put(table.name, model, idempotency_key, version, stamp)})
         try:
-            table.ddb.transact_write_items(TransactItems=items)
+            commit(table, items)
         except ClientError as err:
             if not is_conflict(err):
                 raise
@@ -127,7 +138,8 @@ def _version_put(table: str, model: str, version: int, body: Mapping[str, Any], 
         "Item": {
             **key(model, vsk(version)),
             "version": {"N": str(version)},
-            "status": s(PENDING),
+            # No status (nor any approval attribute): a version without one is pending, and only
+            # the approval path may write them (sluice.names.APPROVAL_ATTRIBUTES).
             "created_at": s(stamp),
             "body": s(json.dumps(body, sort_keys=True, default=str)),
         },

@@ -11,6 +11,9 @@ Each line::
      "version": int, "source": "endpoint" | "batch", "features": {name: value},
      "prediction": value, "probability": float | null}
 
+plus ``"dropped_fields": int`` when the caller sent fields outside the model's input schema:
+only schema features are stored (see :func:`capture_records`), never what else a caller sent.
+
 :class:`CaptureWriter` sends the lines; :mod:`sluice.serving.capture_reader` reads a window back.
 
 This module imports with only the standard library, numpy and boto3 available (the zip scoring
@@ -102,6 +105,7 @@ def capture_records(
     source: str = "endpoint",
     ts: datetime | None = None,
     plain_rows: bool = False,
+    fields: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The capture lines of one scored request, one per row, in row order.
 
@@ -109,6 +113,11 @@ def capture_records(
     ----------
     rows
         The feature dicts as received (after parsing, before preprocessing).
+    fields
+        The model's input features (``FeatureSchema.names``). Only these are stored, in this
+        order; a row's other keys are dropped and counted in the record's ``dropped_fields``,
+        so a caller's extra fields (an identifier, a free-text note) never reach the capture
+        bucket. ``None`` stores ``rows`` as they are, for callers that pass schema rows only.
     plain_rows
         ``rows`` hold only JSON types already (as :func:`~sluice.pipelines.batch_scorers.json_records` makes them),
         so they are used as they are; :func:`encode_line` still nulls a stray NaN or infinity.
@@ -119,29 +128,37 @@ def capture_records(
     """
     if source not in SOURCES:
         raise SluiceError(f"capture source must be one of {SOURCES}, got {source!r}")
-    predictions = _plain(list(predictions) if not hasattr(predictions, "tolist") else predictions)
-    if len(predictions) != len(rows):
-        raise SluiceError(f"capture got {len(rows)} rows but {len(predictions)} predictions")
+    predictions = _per_row(predictions, len(rows), "predictions")
     if probabilities is not None:
-        probabilities = _plain(list(probabilities) if not hasattr(probabilities, "tolist") else probabilities)
-        if len(probabilities) != len(rows):
-            raise SluiceError(f"capture got {len(rows)} rows but {len(probabilities)} probabilities")
+        probabilities = _per_row(probabilities, len(rows), "probabilities")
     stamp = format_ts(ts or datetime.now(UTC))
     version = int(version)
-    return [
-        {
+    records: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        kept = row if fields is None else {name: row[name] for name in fields if name in row}
+        record = {
             "request_id": str(request_id),
             "row": i,
             "ts": stamp,
             "model": model,
             "version": version,
             "source": source,
-            "features": row if plain_rows else _plain(row),
+            "features": kept if plain_rows else _plain(kept),
             "prediction": predictions[i],
             "probability": None if probabilities is None else probabilities[i],
         }
-        for i, row in enumerate(rows)
-    ]
+        if len(kept) < len(row):
+            record["dropped_fields"] = len(row) - len(kept)
+        records.append(record)
+    return records
+
+
+def _per_row(values: Sequence[Any] | np.ndarray, rows: int, what: str) -> list[Any]:
+    """``values`` as a plain list, checked to hold one value per row."""
+    plain: list[Any] = _plain(list(values) if not hasattr(values, "tolist") else values)
+    if len(plain) != rows:
+        raise SluiceError(f"capture got {rows} rows but {len(plain)} {what}")
+    return plain
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:

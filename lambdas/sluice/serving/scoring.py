@@ -210,14 +210,16 @@ def get_scorer(
     *,
     registry: ModelRegistry | None = None,
     manifest: str = "",
+    approval: str = "",
 ) -> Scorer:
     """The process-wide :class:`Scorer` for a model version: loaded once, reused while warm.
 
     An empty ``version`` serves the registry's :data:`CHAMPION_ALIAS` version (resolved once
     per process): the Lambda version that ``cdk deploy`` creates is bound to no model version,
     so after a redeploy the endpoint serves the promoted model. ``registry`` defaults to
-    :meth:`ModelRegistry.from_settings` on the environment. ``manifest`` (the version's
-    ``SLUICE_MODEL_ARTIFACTS``, bound at deploy) lets the load skip the registry table.
+    :meth:`ModelRegistry.from_settings` on the environment. ``manifest`` and ``approval`` (the
+    version's ``SLUICE_MODEL_ARTIFACTS`` and ``SLUICE_MODEL_APPROVAL``, bound at deploy) let the
+    load skip the registry table; the approval signature must verify over the manifest.
     """
     if not name:
         raise SluiceError("SLUICE_MODEL_NAME is not set: deploy a model version to this endpoint first")
@@ -244,8 +246,9 @@ def get_scorer(
                     ) from None
             with _collector_paused():
                 # the manifest belongs to the bound version; the champion is resolved by the table
+                bound = version not in (None, "")
                 found = _load_scorer(
-                    registry, name, number, flavour, manifest if version not in (None, "") else ""
+                    registry, name, number, flavour, manifest if bound else "", approval if bound else ""
                 )
             _cache[key] = found
         return found
@@ -273,13 +276,14 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_scorer(registry: ModelRegistry, name: str, number: int, flavour: str, manifest: str) -> Scorer:
+def _load_scorer(
+    registry: ModelRegistry, name: str, number: int, flavour: str, manifest: str, approval: str
+) -> Scorer:
     """From the version's deploy-time manifest when it has one, else from the registry table."""
     if not manifest:
         return Scorer.from_registry(registry, name, number, flavour=flavour)
-    return Scorer.from_loaded(
-        registry.load_manifest(name, number, manifest, flavour=flavour), flavour=flavour
-    )
+    loaded = registry.load_manifest(name, number, manifest, approval=approval, flavour=flavour)
+    return Scorer.from_loaded(loaded, flavour=flavour)
 
 
 def clear_cache() -> None:

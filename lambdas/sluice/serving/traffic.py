@@ -1,7 +1,8 @@
 """Traffic management of a model endpoint: Lambda versions per model version, weights on ``live``.
 
 One endpoint function; each deployed model version is a published Lambda version whose
-environment binds it (``SLUICE_MODEL_NAME``/``_VERSION``/``_FLAVOUR``). The ``live`` alias
+environment binds it (``SLUICE_MODEL_NAME``/``_VERSION``/``_FLAVOUR``, and the version's signed
+digests ``SLUICE_MODEL_ARTIFACTS``/``_APPROVAL``). The ``live`` alias
 routes traffic: ``FunctionVersion`` takes ``1 - w`` and at most one additional version takes
 ``w`` (Lambda's weighted alias). Every change is written to the registry's audit trail
 (events ``deployed``, ``traffic``, ``promoted``, ``rolled_back``), with the Lambda versions.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.errors import Conflict, NotFound, SluiceError
-from sluice.registry.manifest import serving_manifest
+from sluice.registry.manifest import approval_binding, version_manifest
 from sluice.serving.canary import (
     CanaryResult,
     Health,
@@ -68,7 +69,8 @@ class EndpointTraffic:
     registry
         A :class:`sluice.registry.store.ModelRegistry`: approval checks and the audit trail.
     actor
-        Who acts, for the audit trail (default: the caller's identity from STS).
+        Who acts, for the audit trail (default: the caller's identity verified by STS, asked
+        the first time the endpoint changes).
     sleep, clock
         Injected in tests.
     """
@@ -96,8 +98,7 @@ class EndpointTraffic:
     @property
     def actor(self) -> str:
         if self._actor is None:
-            caller = self.registry.caller()
-            self._actor = caller if caller != "unknown" else "sluice-cli"
+            self._actor = self.registry.verified_caller()
         return self._actor
 
     @property
@@ -181,7 +182,11 @@ class EndpointTraffic:
     # --- changing -------------------------------------------------------------------------
 
     def deploy(self, model_version: int, *, flavour: str | None = None) -> Route:
-        """Publish a Lambda version serving ``model_version`` (which must be Approved); no traffic yet."""
+        """Publish a Lambda version serving ``model_version`` (Approved, its approval verified); no traffic yet.
+
+        The version binds every artifact's sha256 and the approval (``SLUICE_MODEL_ARTIFACTS``,
+        ``SLUICE_MODEL_APPROVAL``), so its cold start verifies them without reading the table.
+        """
         record = self.registry.require_deployable(self.model_name, model_version)
         latest = self._configuration("$LATEST")
         variables = dict(latest.get("Environment", {}).get("Variables", {}))
@@ -197,12 +202,14 @@ class EndpointTraffic:
             SLUICE_MODEL_NAME=self.model_name,
             SLUICE_MODEL_VERSION=str(record.version),
             SLUICE_MODEL_FLAVOUR=flavour,
-            SLUICE_MODEL_ARTIFACTS=serving_manifest(record, flavour),
+            SLUICE_MODEL_ARTIFACTS=version_manifest(record),
+            SLUICE_MODEL_APPROVAL=approval_binding(record),
         )
         if sum(len(k) + len(v) for k, v in variables.items()) > ENVIRONMENT_LIMIT:
-            # Lambda caps a function's variables at 4 KB: without the digests the version still
-            # serves, its cold start reading them from the registry table.
+            # Lambda caps a function's variables at 4 KB: without the digests and approval the
+            # version still serves, its cold start reading (and verifying) them from the table.
             variables.pop("SLUICE_MODEL_ARTIFACTS")
+            variables.pop("SLUICE_MODEL_APPROVAL")
         updated = self._lambda.update_function_configuration(
             FunctionName=self.function_name, Environment={"Variables": variables}
         )
