@@ -172,6 +172,9 @@ def test_a_changed_digest_is_caught_by_the_manifest_signature(registry, trained,
     for version in (1, 2):
         with pytest.raises(IntegrityError, match=f"version {version}: manifest signature does not verify"):
             registry.load("credit", version=version)
+        # nor are its bytes handed out (`sluice models download`, reports, specs)
+        with pytest.raises(IntegrityError, match="manifest signature does not verify"):
+            registry.fetch("credit", version, MODEL_ARTIFACT)
     # And approving the tampered version signs nothing
     with pytest.raises(IntegrityError, match="manifest signature does not verify"):
         registry.approve("credit", 2, actor=ALICE)

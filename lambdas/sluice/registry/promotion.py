@@ -102,7 +102,7 @@ def pull(
     _verify_source_approval(record, source)
     artifacts: dict[str, bytes] = {}
     for name in sorted(record.artifacts):
-        artifacts[name] = dev.fetch(model, record.version, name)  # verified against the signed digest
+        artifacts[name] = dev.fetch_signed(record, name)  # against the digest the approval signed
         if progress:
             progress(name)
     origin = _origin(source, record)
@@ -171,7 +171,7 @@ def _register_copy(
     )
     for name in promoted.artifacts:
         # Verify the copy as stored in the target account, not just what was sent.
-        copied = prod.fetch(model, promoted.version, name)
+        copied = prod.fetch_signed(promoted, name)
         if hashlib.sha256(copied).hexdigest() != record.artifacts[name]["sha256"]:
             raise IntegrityError(
                 f"model {model!r} version {promoted.version} artifact {name!r} differs from the "

@@ -217,16 +217,27 @@ class ModelRegistry:
     # -- artifacts ---------------------------------------------------------------------------
 
     def fetch(self, name: str, version: int, artifact: str) -> bytes:
-        """One artifact's bytes, verified against the recorded sha256.
+        """One artifact's bytes, verified against the recorded sha256, whose manifest signature verifies.
 
         Raises
         ------
         NotFound
             If the version has no such artifact.
         IntegrityError
-            If the stored bytes are missing or do not match the recorded sha256.
+            If the manifest's signature does not verify, or the stored bytes are missing or do not
+            match the recorded sha256.
         """
-        return self._artifacts.fetch(self.get(name, version=version), artifact)
+        record = self.get(name, version=version)
+        verify_manifest(record, key_id=self.manifest_key)
+        return self._artifacts.fetch(record, artifact)
+
+    def fetch_signed(self, record: VersionRecord, artifact: str) -> bytes:
+        """One artifact of ``record``, checked against the digest ``record`` holds, and only that.
+
+        For a caller that has verified a signature over ``record``'s digests itself (promotion
+        verifies the source approval, which covers every digest, with the source account's key).
+        """
+        return self._artifacts.fetch(record, artifact)
 
     def load(
         self,
