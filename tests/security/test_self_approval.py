@@ -61,6 +61,28 @@ def test_the_same_session_in_another_role_is_the_same_principal(registry):
     assert registry.require_deployable("m", 1).decided_by == _session("sluice-test-approver", "bob")
 
 
+def test_renaming_the_registrant_in_the_table_does_not_let_it_approve(registry):
+    # Given alice registered a version, and rewrites its created_by with a raw table write
+    with acting_as("sluice-test-trainer", "alice"):
+        ModelRegistry(table_name=TABLE, bucket_name=BUCKET).register("m", tiny_bundle(), lineage=lineage())
+    ddb = registry._table.ddb
+    key = {"pk": {"S": "MODEL#m"}, "sk": {"S": "V#0000000001"}}
+    body = json.loads(ddb.get_item(TableName=TABLE, Key=key)["Item"]["body"]["S"])
+    body["created_by"] = _session("sluice-test-trainer", "mallory")
+    ddb.update_item(
+        TableName=TABLE,
+        Key=key,
+        UpdateExpression="SET body = :body",
+        ExpressionAttributeValues={":body": {"S": json.dumps(body)}},
+    )
+    # When alice approves it, then the signed manifest (which names her) refuses the approval
+    from sluice.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="manifest signature does not verify"):
+        registry.approve("m", 1, actor=_session("sluice-test-approver", "alice"))
+    assert registry.get("m", version=1).status == "PendingManualApproval"
+
+
 def test_the_registrant_may_still_reject_its_own_version(registry):
     registry.register("m", tiny_bundle(), lineage=lineage())
     record = registry.reject("m", 1, actor=registry.caller(), reason="withdrawn")

@@ -121,8 +121,13 @@ def test_registration_signs_the_manifest_and_writes_no_approval_attribute(regist
     assert record.status == "PendingManualApproval"
     # And its manifest signature was made by the registry's manifest key
     assert record.manifest_key.startswith("arn:aws:kms:") and record.manifest_signature
-    statement = manifest_statement("m", digests(record.artifacts))
-    assert statement == {"kind": "sluice/manifest/v1", "model": "m", "artifacts": digests(record.artifacts)}
+    statement = manifest_statement("m", digests(record.artifacts), registered_by=record.created_by)
+    assert statement == {
+        "kind": "sluice/manifest/v1",
+        "model": "m",
+        "artifacts": digests(record.artifacts),
+        "registered_by": registry.caller(),
+    }
 
 
 def test_a_raw_status_write_does_not_make_a_version_servable(registry, tmp_path):

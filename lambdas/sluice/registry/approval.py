@@ -136,13 +136,17 @@ def _assumed_session(arn: str) -> tuple[str, str] | None:
 
 
 def _sign_approval(record: VersionRecord, *, actor: str, manifest_key: str, approval_key: str) -> Signature:
-    """Refuse self-approval and a tampered manifest, then sign the approval statement."""
+    """Refuse a tampered manifest and self-approval, then sign the approval statement.
+
+    The manifest is verified first: it signs the registrant, so a rewritten ``created_by`` fails
+    there instead of letting the registrant approve.
+    """
+    verify_manifest(record, key_id=manifest_key)
     if same_principal(actor, record.created_by):
         raise Conflict(
             f"model {record.name!r} version {record.version} was registered by {record.created_by}; "
             "a different principal must approve it"
         )
-    verify_manifest(record, key_id=manifest_key)
     statement = approval_statement(record.name, record.version, digests(record.artifacts), approved_by=actor)
     return sign(statement, key_id=approval_key)
 

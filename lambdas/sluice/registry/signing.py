@@ -53,9 +53,13 @@ def digests(artifacts: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {name: str(info.get("sha256", "")) for name, info in artifacts.items()}
 
 
-def manifest_statement(model: str, artifacts: Mapping[str, str]) -> dict[str, Any]:
-    """What the manifest key signs at registration: the model and every artifact's sha256."""
-    return {"kind": MANIFEST_KIND, "model": model, "artifacts": dict(artifacts)}
+def manifest_statement(model: str, artifacts: Mapping[str, str], *, registered_by: str) -> dict[str, Any]:
+    """What the manifest key signs at registration: the model, every artifact's sha256 and who registered.
+
+    ``registered_by`` is signed so that a table writer cannot rename the registrant and so slip
+    past the refusal of self-approval.
+    """
+    return {"kind": MANIFEST_KIND, "model": model, "artifacts": dict(artifacts), "registered_by": registered_by}
 
 
 def approval_statement(
@@ -134,7 +138,7 @@ def verify_manifest(record: VersionRecord, *, key_id: str) -> None:
         If the signature is missing or does not cover these digests (a changed digest).
     """
     verify(
-        manifest_statement(record.name, digests(record.artifacts)),
+        manifest_statement(record.name, digests(record.artifacts), registered_by=record.created_by),
         record.manifest_signature,
         key_id=key_id,
         what=f"model {record.name!r} version {record.version}: manifest signature",

@@ -148,7 +148,9 @@ class ModelRegistry:
             self.get(name, version=lineage.parent_version)  # NotFound names the missing parent
         caller = self.caller()
         stored = self._artifacts.put_all(name, bundle.artifacts)
-        signature = sign(manifest_statement(name, digests(stored)), key_id=self.manifest_key)
+        signature = sign(
+            manifest_statement(name, digests(stored), registered_by=caller), key_id=self.manifest_key
+        )
         body = version_body(bundle, lineage, stored, caller=caller, manifest=signature)
         registered = {
             "parent_version": lineage.parent_version,
