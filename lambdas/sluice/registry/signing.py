@@ -59,7 +59,12 @@ def manifest_statement(model: str, artifacts: Mapping[str, str], *, registered_b
     ``registered_by`` is signed so that a table writer cannot rename the registrant and so slip
     past the refusal of self-approval.
     """
-    return {"kind": MANIFEST_KIND, "model": model, "artifacts": dict(artifacts), "registered_by": registered_by}
+    return {
+        "kind": MANIFEST_KIND,
+        "model": model,
+        "artifacts": dict(artifacts),
+        "registered_by": registered_by,
+    }
 
 
 def approval_statement(
