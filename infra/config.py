@@ -17,6 +17,19 @@ Context keys (``cdk.json``, each overridable with ``-c key=value``):
 ``<stage>:batchFaultDrill``
     Accept the batch failure drill (``faults`` in a batch input). Defaults to false; ``cdk.json``
     turns it on for ``dev`` only, so prod refuses such inputs.
+``sluice:models``
+    The models every stage serves: a list of objects, or the path (relative to ``cdk.json``) of
+    a JSON file holding that list. Each stage builds, per model, an endpoint, two batch
+    pipelines, a retraining pipeline and monitoring whose per-feature alarms come from the
+    model's committed schema ``infra/schemas/<name>.json`` (:mod:`infra.model_schemas`).
+    Each object has a ``name`` and, optionally, the fields of :data:`MODEL_FIELDS`, e.g.
+    ``{"name": "credit-risk", "memoryMb": 2048, "batchSchedule": "none"}``. The first model is
+    the stage's default (``ModelName``, ``EndpointUrl``, ... outputs) and keeps the stack's
+    original logical ids: keep it first, since moving another model first replaces resources
+    whose physical names are fixed.
+``sluice:model``
+    Shorthand for one model, ``sluice:models`` = ``[{"name": <value>}]``; ignored when
+    ``sluice:models`` is set. Default ``credit-risk``.
 """
 
 from __future__ import annotations
@@ -26,21 +39,27 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
+from infra.model_schemas import feature_names, feature_schema_path, request_schema_path
 from sluice.names import approver_role_name, deployer_role_name, promotion_role_name, role_arn
 
 STAGE_NAMES = ("dev", "prod")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+#: A model name: ``sluice-prod-<name>-endpoint`` (function) and ``sluice-prod-<name>-quality``
+#: (schedule) must fit AWS's 64 characters.
+_MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,42}$")
 #: Reserved concurrency of each function unless ``<stage>:reservedConcurrency`` says otherwise.
 #: The entry points anyone with access can drive (endpoint, labels, registry API) are capped, so a
 #: flood of calls can neither exhaust the account's concurrency nor run up an unbounded bill;
 #: ``batch`` applies to each step function of each batch pipeline (the Distributed Map runs at
-#: most 10 children at a time).
+#: most 10 children at a time). Each model's functions (endpoint, retrain, retrain_trigger, batch)
+#: get theirs once per model: 134 per model with these defaults, plus 12 for the stage (13 in prod),
+#: and Lambda keeps 100 of an account's concurrency (1,000 by default) unreserved.
 DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(
     {
         "endpoint": 50,
@@ -61,6 +80,43 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """One model of a stage. The defaults are those of the constructs that take each setting.
+
+    Attributes
+    ----------
+    name
+        The registered model name (``sluice-<stage>-<name>-...`` physical names).
+    flavour, memory_mb, error_threshold, latency_p99_ms, quality_bounds, rate_limit, burst_limit
+        The endpoint's (:class:`infra.constructs.endpoint.Endpoint`).
+    batch_schedule_days
+        Days between scheduled batch runs of the in-pipeline batch pipeline; ``None``: no schedule.
+    drift_rate_minutes, drift_window_minutes, psi_tolerance, feature_psi_tolerance,
+    share_tolerance, f1_drop, quality_rate_minutes, quality_window_minutes
+        The monitoring's (:class:`infra.constructs.monitoring.MonitoredModel` ``rate_minutes``,
+        ``window_minutes``, ...).
+    """
+
+    name: str
+    flavour: Literal["zip", "container"] = "zip"
+    memory_mb: int = 1024
+    error_threshold: int = 1
+    latency_p99_ms: int = 1000
+    quality_bounds: tuple[float, float] = (0.01, 0.99)
+    rate_limit: int = 50
+    burst_limit: int = 100
+    batch_schedule_days: int | None = 1
+    drift_rate_minutes: int = 60
+    drift_window_minutes: int | None = None
+    psi_tolerance: float = 0.2
+    feature_psi_tolerance: tuple[tuple[str, float], ...] = ()
+    share_tolerance: float = 0.0
+    f1_drop: float = 0.05
+    quality_rate_minutes: int = 60
+    quality_window_minutes: int = 1440
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """Settings of one account's stage."""
 
@@ -69,8 +125,9 @@ class StageConfig:
     region: str
     retain_data: bool
     alarm_email: str | None = None
-    model_name: str = "credit-risk"
-    """The model this stage serves, monitors and retrains (context key ``sluice:model``)."""
+    models: tuple[ModelConfig, ...] = field(default_factory=lambda: (ModelConfig("credit-risk"),))
+    """The models this stage serves, monitors and retrains; the first is the stage's default
+    (context keys ``sluice:models`` and ``sluice:model``)."""
     promotion_source: PromotionSource | None = None
     """For prod: the stage whose Approved versions prod's promotion function pulls (dev)."""
     registry_readers: tuple[str, ...] = ()
@@ -90,10 +147,12 @@ class StageConfig:
     log_execution_data: bool = False
     """Whether Step Functions logs include execution data (inputs, outputs): dev only."""
     batch_fault_drill: bool = False
-    """Batch inputs may carry ``faults`` (context key ``<stage>:auditRetentionDays``
-    Object Lock retention (compliance mode) of the registry's audit events: nobody can delete
-    or rewrite an event before it ends. Defaults to 30 days for ``dev`` and 3650 for ``prod``.
-``<stage>:batchFaultDrill``)."""
+    """Batch inputs may carry ``faults`` (context key ``<stage>:batchFaultDrill``)."""
+
+    @property
+    def model_name(self) -> str:
+        """The stage's default model: the first listed (``ModelName`` and the single-model outputs)."""
+        return self.models[0].name
 
     @property
     def construct_id(self) -> str:
@@ -132,11 +191,7 @@ class AppConfig:
         email = _text(get, "sluice:alarmEmail", default="") or None
         if email is not None and not _EMAIL.match(email):
             raise ConfigError(f"context key 'sluice:alarmEmail' must be an e-mail address; got {email!r}")
-        model_name = _text(get, "sluice:model", default="credit-risk")
-        if not _MODEL.match(model_name):
-            raise ConfigError(
-                f"context key 'sluice:model' must be 1-48 lower-case letters, digits or '-'; got {model_name!r}"
-            )
+        models = _models(get)
         dev_account = _matching(get, "dev:account", _ACCOUNT, "a 12-digit AWS account id")
         dev_region = _matching(get, "dev:region", _REGION, "an AWS region such as eu-west-1")
         prod_account = _matching(get, "prod:account", _ACCOUNT, "a 12-digit AWS account id")
@@ -157,7 +212,7 @@ class AppConfig:
                     log_execution_data=log_execution_data,
                     batch_fault_drill=_flag(get, f"{name}:batchFaultDrill", default=False),
                     alarm_email=email,
-                    model_name=model_name,
+                    models=models,
                     capture_retention_days=_days(
                         get, f"{name}:captureRetentionDays", default=365 if name == "prod" else 90
                     ),
@@ -258,3 +313,182 @@ def _reserved_concurrency(get: Callable[[str], Any], key: str) -> Mapping[str, i
             )
         merged[function] = limit
     return MappingProxyType(merged)
+
+
+# --- models (``sluice:models``, ``sluice:model``) ---------------------------------------------------
+
+APP_DIR = Path(__file__).resolve().parents[1]
+"""Where ``cdk.json`` lives: a models file named in ``sluice:models`` is relative to it."""
+_MODELS_KEY = "sluice:models"
+
+
+def _integer(low: int, high: int) -> Callable[[Any], Any]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float, *, open_low: bool = False) -> Callable[[Any], Any]:
+    what = f"a number {'above' if open_low else 'from'} {low:g} {'up to' if open_low else 'to'} {high:g}"
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(what)
+        if not (low < value <= high if open_low else low <= value <= high):
+            raise ValueError(what)
+        return float(value)
+
+    return parse
+
+
+def _or_none(parse: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
+    """``parse``, or ``None`` for ``"none"`` (CDK context drops a JSON null inside an object)."""
+
+    def parse_or_none(value: Any) -> Any:
+        if value is None or value == "none":
+            return None
+        try:
+            return parse(value)
+        except ValueError:
+            raise ValueError(what) from None
+
+    return parse_or_none
+
+
+def _flavour(value: Any) -> str:
+    if value not in ("zip", "container"):
+        raise ValueError("'zip' or 'container'")
+    return str(value)
+
+
+def _bounds(value: Any) -> tuple[float, float]:
+    what = "[low, high] with 0 <= low < high <= 1"
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(what)
+    low, high = (_number(0, 1)(v) for v in value)
+    if not low < high:
+        raise ValueError(what)
+    return low, high
+
+
+def _per_feature(value: Any) -> tuple[tuple[str, float], ...]:
+    what = "an object of feature: PSI above 0 up to 10"
+    if not isinstance(value, dict):
+        raise ValueError(what)
+    try:
+        return tuple((str(k), _number(0, 10, open_low=True)(v)) for k, v in value.items())
+    except ValueError:
+        raise ValueError(what) from None
+
+
+#: The optional fields of a model entry: context field → (:class:`ModelConfig` attribute, parser).
+MODEL_FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = MappingProxyType(
+    {
+        "flavour": ("flavour", _flavour),
+        "memoryMb": ("memory_mb", _integer(128, 10240)),
+        "errorThreshold": ("error_threshold", _integer(1, 100_000)),
+        "latencyP99Ms": ("latency_p99_ms", _integer(1, 60_000)),
+        "qualityBounds": ("quality_bounds", _bounds),
+        "rateLimit": ("rate_limit", _integer(1, 10_000)),
+        "burstLimit": ("burst_limit", _integer(1, 5_000)),
+        "batchSchedule": (
+            "batch_schedule_days",
+            _or_none(_integer(1, 365), "a number of days from 1 to 365, or 'none' for no schedule"),
+        ),
+        "driftRateMinutes": ("drift_rate_minutes", _integer(1, 1440)),
+        "driftWindowMinutes": (
+            "drift_window_minutes",
+            _or_none(_integer(1, 10_080), "minutes from 1 to 10080, or 'none' for the rate"),
+        ),
+        "psiTolerance": ("psi_tolerance", _number(0, 10, open_low=True)),
+        "featurePsiTolerance": ("feature_psi_tolerance", _per_feature),
+        "shareTolerance": ("share_tolerance", _number(0, 1)),
+        "f1Drop": ("f1_drop", _number(0, 1, open_low=True)),
+        "qualityRateMinutes": ("quality_rate_minutes", _integer(1, 1440)),
+        "qualityWindowMinutes": ("quality_window_minutes", _integer(1, 43_200)),
+    }
+)
+
+
+def _models(get: Callable[[str], Any]) -> tuple[ModelConfig, ...]:
+    """The models of ``sluice:models`` (a list, or a JSON file holding one), else ``sluice:model``."""
+    value, where = get(_MODELS_KEY), f"context key {_MODELS_KEY!r}"
+    if value is None:
+        name = _text(get, "sluice:model", default="credit-risk")
+        return (_model({"name": name}, where="context key 'sluice:model'", single=True),)
+    if isinstance(value, str) and value.strip().startswith("["):  # -c sluice:models='[{...}]'
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    if isinstance(value, str):
+        value, where = _models_file(value.strip())
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{where} must be a non-empty list of model objects, or the path of a JSON file holding "
+            f"one; got {value!r}"
+        )
+    models = tuple(_model(entry, where=f"{where}[{i}]") for i, entry in enumerate(value))
+    names = [m.name for m in models]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{where}: model {name!r} is listed twice")
+    return models
+
+
+def _models_file(path_text: str) -> tuple[Any, str]:
+    path = Path(path_text)
+    path = path if path.is_absolute() else APP_DIR / path
+    where = f"models file {path_text} (context key {_MODELS_KEY!r})"
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
+    try:
+        return json.loads(path.read_text()), where
+    except ValueError as err:
+        raise ConfigError(f"{where} is not valid JSON: {err}") from None
+
+
+def _model(entry: Any, *, where: str, single: bool = False) -> ModelConfig:
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"{where} must be an object with at least a 'name'; got {entry!r}")
+    name = entry["name"]
+    if not isinstance(name, str) or not _MODEL.match(name):
+        what = where if single else f"{where}.name"
+        raise ConfigError(f"{what} must be 1-43 lower-case letters, digits or '-'; got {name!r}")
+    where = where if single else f"{where} ({name})"
+    settings: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "name":
+            continue
+        if key not in MODEL_FIELDS:
+            raise ConfigError(f"{where}: unknown field {key!r} (known: name, {', '.join(MODEL_FIELDS)})")
+        attribute, parse = MODEL_FIELDS[key]
+        try:
+            settings[attribute] = parse(value)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {key!r} must be {err}; got {value!r}") from None
+    features = _schema_features(name, where=where)
+    unknown = [f for f, _ in settings.get("feature_psi_tolerance", ()) if f not in features]
+    if unknown:
+        raise ConfigError(
+            f"{where}: 'featurePsiTolerance' names {unknown[0]!r}, not a feature of "
+            f"infra/schemas/{name}.json ({', '.join(features)})"
+        )
+    return ModelConfig(name=name, **settings)
+
+
+def _schema_features(name: str, *, where: str) -> tuple[str, ...]:
+    """The features of the model's committed schema; a one-line error if it is not committed."""
+    if not feature_schema_path(name).is_file():
+        raise ConfigError(
+            f"{where}: infra/schemas/{name}.json not found: commit the model's feature schema there "
+            f"(a registered version's schema.json: sluice models download {name} --artifact "
+            "schema.json --out DIR)"
+        )
+    if not request_schema_path(name).is_file():
+        raise ConfigError(
+            f"{where}: infra/schemas/{name}.request.json not found: generate it with "
+            "SLUICE_REGENERATE_SCHEMAS=1 .venv/bin/pytest tests/infra/test_model_schemas.py"
+        )
+    return feature_names(name)

@@ -9,8 +9,12 @@
     API Gateway request model. ``tests/infra/test_model_schemas.py`` checks it is up to date
     and regenerates it.
 
-Both are plain JSON read at synth time, so ``cdk synth`` needs no runtime dependency. A model
-without them gets no per-feature alarms and an API that checks only the request envelope.
+Both are plain JSON read at synth time, so ``cdk synth`` needs no runtime dependency. Every
+model a stage serves (``sluice:models``) must have both: :mod:`infra.config` refuses a model
+whose files are missing with one line naming the file, since without them its alarms would
+watch no feature of its own and its API would check only the request envelope. Each model's
+files are its own: two models of one stage get their alarms and request models from their own
+schemas, never from the other's.
 """
 
 from __future__ import annotations

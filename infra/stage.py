@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aws_cdk as cdk
@@ -11,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler
 from constructs import Construct
 
-from infra.config import StageConfig
+from infra.config import ModelConfig, StageConfig
 from infra.constructs.batch_pipeline import BatchPipeline
 from infra.constructs.capture import CaptureStream
 from infra.constructs.data_key import DataKey, EncryptLogGroups
@@ -112,14 +113,32 @@ class StatefulStack(cdk.Stack):
         )
 
 
+@dataclass(frozen=True)
+class ModelServices:
+    """What the service stack builds for one model: its endpoint and pipelines.
+
+    ``batch`` loads the model in the pipeline, ``batch_via_endpoint`` calls the endpoint. The
+    model's monitoring is in the stack's one :class:`Monitoring`, under the model's name.
+    """
+
+    config: ModelConfig
+    endpoint: Endpoint
+    batch: BatchPipeline
+    batch_via_endpoint: BatchPipeline
+    retraining: RetrainingPipeline
+
+
 class ServiceStack(cdk.Stack):
     """Roles, functions, APIs and pipelines that use the stateful stack.
 
     Attributes
     ----------
-    roles, registry_api, capture, monitoring, retraining, endpoint, batch, batch_via_endpoint
-        The stage's constructs; ``batch`` loads the model in the pipeline, ``batch_via_endpoint``
-        calls the endpoint.
+    roles, registry_api, capture, monitoring, promotion
+        The stage's shared constructs (one of each; ``promotion`` is ``None`` outside prod).
+    models
+        ``{model name: ModelServices}`` in the order of the stage's models.
+    endpoint, batch, batch_via_endpoint, retraining
+        Those of the stage's default (first) model.
     """
 
     def __init__(
@@ -159,15 +178,21 @@ class ServiceStack(cdk.Stack):
             retain_logs=config.retain_data,
         )
         self.monitoring = self._build_monitoring()
-        self.retraining = self._build_retraining()
-        self.endpoint = self._build_endpoint()
-        self.endpoint.grant_deploy(self.roles.deployer)
-        self.batch, self.batch_via_endpoint = self._build_batch()
-        for pipeline in (self.batch, self.batch_via_endpoint):
-            pipeline.grant_start(self.roles.deployer)
+        # The default model's constructs keep the ids they had when a stage served one model
+        # (so a deployed stage updates in place); every other model's sit under Model-<name>.
+        self.models = {
+            model.name: self._build_model(model, self if i == 0 else Construct(self, f"Model-{model.name}"))
+            for i, model in enumerate(config.models)
+        }
+        default = self.models[config.model_name]
+        self.endpoint, self.retraining = default.endpoint, default.retraining
+        self.batch, self.batch_via_endpoint = default.batch, default.batch_via_endpoint
         self.promotion = self._build_promotion()
         self._reserve_concurrency()
-        # What `sluice --stage` reads (sluice.names.STAGE_OUTPUTS).
+        self._build_outputs()
+
+    def _build_outputs(self) -> None:
+        """What `sluice --stage` reads (sluice.names.STAGE_OUTPUTS): the default model's, and all models."""
         _outputs(
             self,
             CaptureStream=self.capture.stream_name,
@@ -176,7 +201,18 @@ class ServiceStack(cdk.Stack):
             EndpointFunction=self.endpoint.function.function_name,
             EndpointUrl=self.endpoint.api.url,
             RegistryApiUrl=self.registry_api.rest.api.url,
-            ModelName=config.model_name,
+            ModelName=self.config.model_name,
+            Models=self.to_json_string(
+                {
+                    name: {
+                        "url": m.endpoint.api.url,
+                        "function": m.endpoint.function.function_name,
+                        "batch": m.batch.state_machine.state_machine_arn,
+                        "retrain": m.retraining.state_machine.state_machine_arn,
+                    }
+                    for name, m in self.models.items()
+                }
+            ),
         )
 
     def _build_monitoring(self) -> Monitoring:
@@ -187,77 +223,98 @@ class ServiceStack(cdk.Stack):
             registry=self.stateful.registry,
             capture_bucket=self.stateful.capture_bucket,
             role=self.roles.monitor,
-            # Per-feature alarms for the features of the model's committed schema (infra/schemas/).
-            models=[MonitoredModel(name=config.model_name, features=feature_names(config.model_name))],
+            models=[_monitored(model) for model in config.models],
             stage_name=config.name,
             api=self.registry_api.rest.api,
             alarm_email=config.alarm_email,
             retain_logs=config.retain_data,
         )
 
-    def _build_retraining(self) -> RetrainingPipeline:
+    def _build_model(self, model: ModelConfig, scope: Construct) -> ModelServices:
+        """One model's endpoint, batch pipelines and retraining pipeline, in ``scope``."""
+        endpoint = self._build_endpoint(model, scope)
+        endpoint.grant_deploy(self.roles.deployer)
+        batch, via_endpoint = self._build_batch(model, scope, endpoint)
+        for pipeline in (batch, via_endpoint):
+            pipeline.grant_start(self.roles.deployer)
+        return ModelServices(
+            config=model,
+            endpoint=endpoint,
+            batch=batch,
+            batch_via_endpoint=via_endpoint,
+            retraining=self._build_retraining(model, scope),
+        )
+
+    def _build_retraining(self, model: ModelConfig, scope: Construct) -> RetrainingPipeline:
         config, work_bucket = self.config, self.stateful.work_bucket
         return RetrainingPipeline(
-            self,
+            scope,
             "Retraining",
             registry=self.stateful.registry,
             work_bucket=work_bucket,
             lock_table=self.stateful.retrain_locks,
             role=self.roles.training,
-            model_name=config.model_name,
-            data_uri=f"s3://{work_bucket.bucket_name}/datasets/{config.model_name}/latest.parquet",
-            alarms=[
-                self.monitoring.drift_alarms[config.model_name],
-                self.monitoring.quality_alarms[config.model_name],
-            ],
+            model_name=model.name,
+            data_uri=f"s3://{work_bucket.bucket_name}/datasets/{model.name}/latest.parquet",
+            alarms=[self.monitoring.drift_alarms[model.name], self.monitoring.quality_alarms[model.name]],
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
         )
 
-    def _build_endpoint(self) -> Endpoint:
+    def _build_endpoint(self, model: ModelConfig, scope: Construct) -> Endpoint:
         config = self.config
         return Endpoint(
-            self,
+            scope,
             "Endpoint",
             registry=self.stateful.registry,
             capture=self.capture,
-            model_name=config.model_name,
-            request_schema=load_request_schema(config.model_name),
-            function_name=f"sluice-{config.name}-{config.model_name}-endpoint",
+            model_name=model.name,
+            flavour=model.flavour,
+            request_schema=load_request_schema(model.name),
+            function_name=f"sluice-{config.name}-{model.name}-endpoint",
+            memory_mb=model.memory_mb,
+            rate_limit=model.rate_limit,
+            burst_limit=model.burst_limit,
+            error_threshold=model.error_threshold,
+            latency_p99_ms=model.latency_p99_ms,
+            quality_bounds=model.quality_bounds,
             retain_logs=config.retain_data,
             api_stage=config.name,
         )
 
-    def _build_batch(self) -> tuple[BatchPipeline, BatchPipeline]:
+    def _build_batch(
+        self, model: ModelConfig, scope: Construct, endpoint: Endpoint
+    ) -> tuple[BatchPipeline, BatchPipeline]:
         """Batch scoring (issue 7): loading the model in the pipeline, and calling the endpoint."""
         config, stateful = self.config, self.stateful
         work = "s3://" + stage_bucket_name(
             "work", stage=config.name, account=config.account, region=config.region
         )
+        days = model.batch_schedule_days
         in_pipeline = BatchPipeline(
-            self,
+            scope,
             "Batch",
             registry=stateful.registry,
             work_bucket=stateful.work_bucket,
             capture_bucket=stateful.capture_bucket,
-            model_name=config.model_name,
-            state_machine_name=batch_state_machine_name(config.name, config.model_name),
-            schedule=aws_scheduler.ScheduleExpression.rate(cdk.Duration.days(1)),
-            scheduled_input_uri=f"{work}/batch/scheduled/{config.model_name}/latest.parquet",
+            model_name=model.name,
+            state_machine_name=batch_state_machine_name(config.name, model.name),
+            schedule=aws_scheduler.ScheduleExpression.rate(cdk.Duration.days(days)) if days else None,
+            scheduled_input_uri=f"{work}/batch/scheduled/{model.name}/latest.parquet" if days else None,
             fault_drill=config.batch_fault_drill,
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
         )
         via_endpoint = BatchPipeline(
-            self,
+            scope,
             "BatchViaEndpoint",
             registry=stateful.registry,
             work_bucket=stateful.work_bucket,
             capture_bucket=None,
-            model_name=config.model_name,
-            score_via=self.endpoint,
-            input_prefix=f"batch/input-via-endpoint/{config.model_name}/",
-            state_machine_name=batch_state_machine_name(config.name, config.model_name, via_endpoint=True),
+            model_name=model.name,
+            score_via=endpoint,
+            input_prefix=f"batch/input-via-endpoint/{model.name}/",
+            state_machine_name=batch_state_machine_name(config.name, model.name, via_endpoint=True),
             fault_drill=config.batch_fault_drill,
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
@@ -284,21 +341,44 @@ class ServiceStack(cdk.Stack):
         return pull
 
     def _reserve_concurrency(self) -> None:
-        """Each function's reserved concurrency from ``<stage>:reservedConcurrency`` (``infra.config``)."""
+        """Each function's reserved concurrency from ``<stage>:reservedConcurrency`` (``infra.config``).
+
+        Per-model functions (endpoint, retraining, batch) each get the limit: the stage reserves
+        it once per model.
+        """
+        models = list(self.models.values())
         functions: dict[str, list[lambda_.IFunction]] = {
-            "endpoint": [self.endpoint.function],
+            "endpoint": [m.endpoint.function for m in models],
             "labels": [self.monitoring.labels],
             "registry_api": [self.registry_api.handler.function],
             "drift": [self.monitoring.job],
-            "retrain": [self.retraining.steps],
-            "retrain_trigger": [self.retraining.trigger.function],
-            "batch": [f.function for p in (self.batch, self.batch_via_endpoint) for f in p.functions],
+            "retrain": [m.retraining.steps for m in models],
+            "retrain_trigger": [m.retraining.trigger.function for m in models],
+            "batch": [
+                f.function for m in models for p in (m.batch, m.batch_via_endpoint) for f in p.functions
+            ],
             "promotion": [self.promotion.function] if self.promotion else [],
         }
         for key, limit in self.config.reserved_concurrency.items():
             for function in functions[key]:
                 cfn = cast(lambda_.CfnFunction, function.node.default_child)
                 cfn.reserved_concurrent_executions = limit
+
+
+def _monitored(model: ModelConfig) -> MonitoredModel:
+    """The model's monitoring: per-feature alarms for the features of its committed schema."""
+    return MonitoredModel(
+        name=model.name,
+        features=feature_names(model.name),
+        rate_minutes=model.drift_rate_minutes,
+        window_minutes=model.drift_window_minutes,
+        psi_tolerance=model.psi_tolerance,
+        feature_psi_tolerance=model.feature_psi_tolerance,
+        share_tolerance=model.share_tolerance,
+        f1_drop=model.f1_drop,
+        quality_rate_minutes=model.quality_rate_minutes,
+        quality_window_minutes=model.quality_window_minutes,
+    )
 
 
 class SluiceStage(cdk.Stage):

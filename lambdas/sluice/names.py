@@ -122,6 +122,10 @@ STAGE_OUTPUTS = {
     "EndpointUrl": "SLUICE_ENDPOINT_URL",
     "RegistryApiUrl": "SLUICE_REGISTRY_API_URL",
     "ModelName": "SLUICE_STAGE_MODEL",
+    # Every model of the stage, the default (ModelName) first, as compact JSON:
+    # {"<model>": {"url": endpoint URL, "function": endpoint function, "batch": batch state
+    # machine ARN, "retrain": retraining state machine ARN}, ...}.
+    "Models": "SLUICE_STAGE_MODELS",
 }
 
 

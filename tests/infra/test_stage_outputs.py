@@ -16,6 +16,16 @@ def test_every_stage_output_the_cli_reads_is_declared(templates, stage):
     # Then every name the CLI maps to a setting is an output, under that exact logical id
     assert set(STAGE_OUTPUTS) <= set(outputs)
     assert outputs["ModelName"]["Value"] == "credit-risk"
+    # And Models lists the stage's one model (cdk.json's default) with the same endpoint
+    parts = outputs["Models"]["Value"]["Fn::Join"][1]
+    assert parts[0].startswith('{"credit-risk":{"url":"https://')
+    assert outputs["EndpointFunction"]["Value"] in parts
+
+
+def test_every_stage_output_has_its_own_environment_variable():
+    # The CLI sets one variable per output: two outputs sharing one would overwrite each other
+    assert len(set(STAGE_OUTPUTS.values())) == len(STAGE_OUTPUTS)
+    assert STAGE_OUTPUTS["Models"] == "SLUICE_STAGE_MODELS"
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])

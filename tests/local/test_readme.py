@@ -101,6 +101,8 @@ def readme_stack(assembly_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("readme-home")
     work = tmp_path_factory.mktemp("readme-work")
     (work / "cdk.out").symlink_to(assembly_dir, target_is_directory=True)
+    # The README runs from the repository's root, where the example project is.
+    (work / "examples").symlink_to(README.parent / "examples", target_is_directory=True)
     env = {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "SLUICE_STAGE": "dev"}
     blocks = readme_blocks(README.read_text())
     [setup] = [b for b in blocks if b.marker == SETUP]

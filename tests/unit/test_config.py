@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from infra.config import DEFAULT_RESERVED_CONCURRENCY, AppConfig, ConfigError
+from infra.config import DEFAULT_RESERVED_CONCURRENCY, AppConfig, ConfigError, ModelConfig
 
 BASE = {
     "dev:account": "111111111111",
@@ -116,3 +118,113 @@ def test_execution_data_is_logged_only_where_context_turns_it_on():
     assert stages.stage("prod").log_execution_data is False
     with pytest.raises(ConfigError, match="context key 'prod:logExecutionData' must be true or false"):
         config(**{"prod:logExecutionData": "sometimes"})
+
+
+# --- models (sluice:models, sluice:model) ---------------------------------------------------------
+
+
+def test_one_model_by_default_and_sluice_model_as_shorthand():
+    # Given no model setting, every stage serves credit-risk, with the constructs' defaults
+    assert [m.name for m in config().stage("dev").models] == ["credit-risk"]
+    assert config().stage("dev").models[0] == ModelConfig("credit-risk")
+    # And sluice:model names the one model (it is checked for a committed schema)
+    stage = config(**{"sluice:model": "credit-decisions"}).stage("prod")
+    assert [m.name for m in stage.models] == ["credit-decisions"]
+    assert stage.model_name == "credit-decisions"
+
+
+def test_models_list_with_settings_and_the_first_as_default():
+    # Given two models, the second with its own endpoint, batch and alarm settings
+    models = [
+        {"name": "credit-risk"},
+        {
+            "name": "credit-decisions",
+            "flavour": "container",
+            "memoryMb": 2048,
+            "batchSchedule": "none",
+            "shareTolerance": 0.25,
+            "featurePsiTolerance": {"income": 0.3},
+            "qualityBounds": [0.05, 0.95],
+        },
+    ]
+    stage = config(**{"sluice:models": models, "sluice:model": "ignored-when-models-is-set"}).stage("dev")
+    # Then both are served, the first is the stage's default, and the settings are typed
+    first, second = stage.models
+    assert (stage.model_name, first, second.name) == (
+        "credit-risk",
+        ModelConfig("credit-risk"),
+        "credit-decisions",
+    )
+    assert (second.flavour, second.memory_mb, second.batch_schedule_days) == ("container", 2048, None)
+    assert (second.share_tolerance, second.feature_psi_tolerance) == (0.25, (("income", 0.3),))
+    assert second.quality_bounds == (0.05, 0.95)
+
+
+def test_models_from_the_command_line_and_from_a_models_file(tmp_path):
+    listed = [{"name": "credit-decisions"}, {"name": "credit-risk", "batchSchedule": 7}]
+    # -c sluice:models='[...]' arrives as a string
+    from_cli = config(**{"sluice:models": json.dumps(listed)}).stage("dev")
+    # A models file: a path (relative to cdk.json, or absolute) of a JSON file with the list
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(listed))
+    from_file = config(**{"sluice:models": str(path)}).stage("dev")
+    assert from_cli.models == from_file.models
+    assert [(m.name, m.batch_schedule_days) for m in from_file.models] == [
+        ("credit-decisions", 1),
+        ("credit-risk", 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ([], "context key 'sluice:models' must be a non-empty list of model objects"),
+        ([{"memoryMb": 512}], "context key 'sluice:models'[0] must be an object with at least a 'name'"),
+        ([{"name": "Credit_Risk"}], "context key 'sluice:models'[0].name must be 1-43 lower-case letters"),
+        ([{"name": "m" * 44}], "context key 'sluice:models'[0].name must be 1-43 lower-case letters"),
+        (
+            [{"name": "credit-risk", "memory": 512}],
+            "context key 'sluice:models'[0] (credit-risk): unknown field 'memory' (known: name, flavour, memoryMb",
+        ),
+        (
+            [{"name": "credit-risk"}, {"name": "credit-risk"}],
+            "context key 'sluice:models': model 'credit-risk' is listed twice",
+        ),
+        (
+            [{"name": "credit-risk", "memoryMb": 64}],
+            "(credit-risk): 'memoryMb' must be an integer from 128 to 10240; got 64",
+        ),
+        ([{"name": "credit-risk", "flavour": "gpu"}], "'flavour' must be 'zip' or 'container'; got 'gpu'"),
+        (
+            [{"name": "credit-risk", "batchSchedule": 0}],
+            "'batchSchedule' must be a number of days from 1 to 365",
+        ),
+        ([{"name": "credit-risk", "shareTolerance": True}], "'shareTolerance' must be a number from 0 to 1"),
+        ([{"name": "credit-risk", "qualityBounds": [0.9, 0.1]}], "'qualityBounds' must be [low, high]"),
+        (
+            [{"name": "credit-risk", "featurePsiTolerance": {"salary": 0.3}}],
+            "'featurePsiTolerance' names 'salary', not a feature of infra/schemas/credit-risk.json (income,",
+        ),
+        (
+            [{"name": "no-such-model"}],
+            "context key 'sluice:models'[0] (no-such-model): infra/schemas/no-such-model.json not found: "
+            "commit the model's feature schema there",
+        ),
+        (
+            "no/such/models.json",
+            "models file no/such/models.json (context key 'sluice:models') does not exist",
+        ),
+    ],
+)
+def test_malformed_models_are_one_line_naming_the_key(models, message):
+    with pytest.raises(ConfigError) as err:
+        config(**{"sluice:models": models})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_sluice_model_without_a_schema_names_the_file():
+    with pytest.raises(
+        ConfigError, match=r"^context key 'sluice:model': infra/schemas/fraud\.json not found"
+    ):
+        config(**{"sluice:model": "fraud"})

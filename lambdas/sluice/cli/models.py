@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sluice.cli.fitted import add_fitted_arguments, register_fitted_model
 from sluice.cli.refs import ModelRef, model_ref, positive_int
 from sluice.errors import SluiceError
 from sluice.settings import Settings
@@ -76,19 +77,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    register = commands.add_parser("register", help="train a model on a data file and register it")
+    register = commands.add_parser(
+        "register", help="train a model on a data file and register it, or register a fitted model"
+    )
     register.add_argument("name", help="model name")
     source = register.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="CSV or Parquet training data (path or s3://bucket/key)")
     source.add_argument(
         "--dataset", metavar="NAME", help="a generated dataset instead of a file (e.g. credit)"
     )
+    add_fitted_arguments(register, source)
     register.add_argument(
         "--rows", type=int, default=5000, help="rows of the generated dataset (default 5000)"
     )
     register.add_argument("--seed", type=int, default=0, help="seed of the generated dataset (default 0)")
     register.add_argument("--spec", help="training spec as a JSON file (TrainingSpec.to_dict form)")
-    register.add_argument("--target", help="label column")
+    register.add_argument("--target", help="label column (with --model: optional, for holdout metrics)")
     register.add_argument("--numeric", help="comma-separated numeric feature columns")
     register.add_argument("--categorical", default="", help="comma-separated categorical feature columns")
     register.add_argument("--estimator", default=None, help="scikit-learn estimator class path")
@@ -118,6 +122,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     registry = _registry()
     check_model_name(args.name)  # before minutes of training, not after
+    if args.model or args.reference:  # a model fitted elsewhere: nothing to train
+        return _registered(args, registry, register_fitted_model(args, registry))
     console = Console(stderr=True)
     # Transient and terminal-only: the spinner disappears, so an error stays a single line.
     with Progress(
@@ -139,16 +145,17 @@ def cmd_register(args: argparse.Namespace) -> int:
         bundle = bundle_from_training(result, onnx=not args.no_onnx)
         bar.update(step, description="registering")
         lineage = Lineage(
-            data_uri=data["uri"],
-            data_version=data["version"],
-            data_sha256=data["sha256"],
-            data_rows=data["rows"],
+            **data,
             code_version=_code_version(),
             image_digest=_image_digest(),
             hyperparameters=result.hyperparameters,
             parent_version=args.parent_version,
         )
         record = registry.register(args.name, bundle, lineage=lineage, idempotency_key=args.idempotency_key)
+    return _registered(args, registry, record)
+
+
+def _registered(args: argparse.Namespace, registry: ModelRegistry, record: VersionRecord) -> int:
     if args.json:
         _print_json(record.to_dict())
         return 0
@@ -327,26 +334,14 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         body = frame.to_csv(index=False).encode()
         uri = f"sluice:datasets/{args.dataset}?rows={args.rows}&seed={args.seed}"
         return frame, {
-            "uri": uri,
-            "version": "",
-            "sha256": hashlib.sha256(body).hexdigest(),
-            "rows": len(frame),
+            "data_uri": uri,
+            "data_version": "",
+            "data_sha256": hashlib.sha256(body).hexdigest(),
+            "data_rows": len(frame),
         }
-    from sluice.pipelines.datasource import load_table
+    from sluice.models.imports import read_reference
 
-    uri = args.data
-    if not uri.startswith("s3://"):
-        path = Path(uri).expanduser()
-        if not path.is_file():
-            raise SluiceError(f"--data {uri}: no such file")
-        uri = str(path.resolve())
-    frame, data = load_table(uri)
-    return frame, {
-        "uri": data.uri if data.uri.startswith("s3://") else Path(data.uri).as_uri(),
-        "version": data.version_id or data.etag or "",
-        "sha256": data.sha256,
-        "rows": data.rows,
-    }
+    return read_reference(args.data, option="--data")
 
 
 def _spec(args: argparse.Namespace, frame: Any) -> TrainingSpec:
@@ -418,8 +413,6 @@ def _code_version() -> str:
 
 
 def _image_digest() -> str:
-    import os
-
     return os.environ.get("SLUICE_IMAGE_DIGEST", "")
 
 

@@ -52,8 +52,11 @@ class QualityResult:
 
 
 def _task(registry: ModelRegistry, model: str, version: int, registered: Mapping[str, float]) -> str:
+    """The version's task: from its descriptor (a fitted model) or its spec (the built-in recipe)."""
     try:
-        return str(json.loads(registry.fetch(model, version, "spec.json"))["task"])
+        artifacts = registry.get(model, version=version).artifacts
+        source = "model.json" if "model.json" in artifacts else "spec.json"
+        return str(json.loads(registry.fetch(model, version, source))["task"])
     except Exception:  # an older or hand-made version: fall back on its metric names
         return "classification" if "f1" in registered or "accuracy" in registered else "regression"
 

@@ -62,9 +62,7 @@ class ModelShardScorer:
             columns, errors = self.scorer.schema.validate(frame, as_frame=False)
             if errors:
                 raise ShardError("; ".join(str(e) for e in errors[:3]))
-        labels, probabilities = self.scorer.predictor.predict(
-            self.scorer.preprocessor.transform_columns(columns)
-        )
+        labels, probabilities = self.scorer.model.predict(columns)
         return labels, positive_probability(probabilities)
 
 

@@ -1,7 +1,12 @@
 """What a version is made of: the artifact names and :class:`ModelBundle`, the bytes to register.
 
-A bundle is built by :func:`sluice.models.packaging.bundle_from_training` (the built-in recipe)
+A bundle is built by :func:`sluice.models.packaging.bundle_from_training` (the built-in recipe),
+from a fitted model's file (its descriptor ``model.json``, see :mod:`sluice.models.contract`)
 or from the bytes of an existing version (:mod:`sluice.registry.promotion`).
+
+A bundle with :data:`DESCRIPTOR_ARTIFACT` needs it, the schema and the model file it names
+(:func:`described_artifacts`); one without is the built-in recipe and needs
+:data:`REQUIRED_ARTIFACTS`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ ONNX_ARTIFACT = "model.onnx"
 SCHEMA_ARTIFACT = "schema.json"
 PROFILE_ARTIFACT = "profile.json"
 SPEC_ARTIFACT = "spec.json"
+DESCRIPTOR_ARTIFACT = "model.json"
 PREPROCESSING_ARTIFACTS = {
     "imputation": "preprocessing/imputation.json",
     "normalisation": "preprocessing/normalisation.json",
@@ -36,7 +42,12 @@ class ModelBundle:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [a for a in REQUIRED_ARTIFACTS if a not in self.artifacts]
+        required = (
+            described_artifacts(self.artifacts[DESCRIPTOR_ARTIFACT])
+            if DESCRIPTOR_ARTIFACT in self.artifacts
+            else REQUIRED_ARTIFACTS
+        )
+        missing = [a for a in required if a not in self.artifacts]
         if missing:
             raise SluiceError(f"model bundle lacks artifact(s): {', '.join(missing)}")
         for name, body in self.artifacts.items():
@@ -50,3 +61,16 @@ def safe_artifact_name(name: str) -> bool:
     """Whether ``name`` is a relative path of ``[A-Za-z0-9._-]`` parts (no ``..``, no leading ``/``)."""
     parts = name.split("/")
     return all(p and p not in (".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", p) for p in parts)
+
+
+def described_artifacts(descriptor: bytes) -> tuple[str, ...]:
+    """The artifacts a version with this ``model.json`` needs: itself, the schema, its model file.
+
+    Raises
+    ------
+    SluiceError
+        If ``descriptor`` is not a valid ``model.json`` (:class:`sluice.models.contract.Descriptor`).
+    """
+    from sluice.models.contract import Descriptor
+
+    return (DESCRIPTOR_ARTIFACT, SCHEMA_ARTIFACT, Descriptor.from_json(descriptor).model_file)

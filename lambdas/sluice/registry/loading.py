@@ -1,7 +1,11 @@
 """A version in memory: :class:`LoadedModel`, built from its verified artifact bytes.
 
-Only numpy is needed here: the preprocessing is rebuilt from JSON, the ONNX flavour keeps the
-graph's bytes, and joblib (with scikit-learn) is imported only for the ``sklearn`` flavour.
+A version with a descriptor (``model.json``, :class:`sluice.models.contract.Descriptor`) loads
+the estimator from the model file it names: ``model.skops`` with skops, trusting only the
+descriptor's ``skops_trusted`` types, or ``model.joblib`` with joblib. A version without one is
+the built-in recipe: the preprocessing is rebuilt from JSON, the ONNX flavour keeps the graph's
+bytes, and joblib (with scikit-learn) is imported only for the ``sklearn`` flavour. Only numpy
+is needed for the built-in recipe's ONNX flavour.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sluice.errors import SluiceError
 from sluice.registry.bundle import (
+    DESCRIPTOR_ARTIFACT,
     MODEL_ARTIFACT,
     ONNX_ARTIFACT,
     PREPROCESSING_ARTIFACTS,
@@ -23,31 +29,49 @@ from sluice.registry.bundle import (
 from sluice.registry.records import VersionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sluice.models.contract import Descriptor
     from sluice.models.features import Preprocessor
     from sluice.models.schema import FeatureSchema
 
 
 @dataclass
 class LoadedModel:
-    """A version in memory, its artifacts verified against their recorded sha256."""
+    """A version in memory, its artifacts verified against their recorded sha256.
+
+    ``descriptor`` is ``None`` for the built-in recipe, which has a ``preprocessor`` (and a
+    ``spec``); a described version has neither.
+    """
 
     record: VersionRecord
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | None
     schema: FeatureSchema
     flavour: str = "sklearn"
     estimator: Any = None
     onnx_bytes: bytes | None = None
     profile: dict[str, Any] | None = None
     spec: dict[str, Any] = field(default_factory=dict)
+    descriptor: Descriptor | None = None
 
 
 def build_model(record: VersionRecord, bodies: Mapping[str, bytes], flavour: str) -> LoadedModel:
     """The :class:`LoadedModel` of ``record`` from its artifacts' verified bytes (name -> bytes).
 
-    ``flavour="sklearn"`` unpickles the estimator, so call this only with verified bytes.
+    ``flavour="sklearn"`` deserialises the estimator (joblib unpickles), so call this only with
+    verified bytes.
+
+    Raises
+    ------
+    SluiceError
+        If ``model.json`` is malformed, names a model file that was not fetched, or the skops
+        file holds a type outside its trusted list.
     """
-    from sluice.models.features import Preprocessor
     from sluice.models.schema import FeatureSchema
+
+    schema = FeatureSchema.from_dict(json.loads(bodies[SCHEMA_ARTIFACT]))
+    profile = json.loads(bodies[PROFILE_ARTIFACT]) if PROFILE_ARTIFACT in bodies else None
+    if DESCRIPTOR_ARTIFACT in bodies:
+        return _build_described(record, bodies, schema, profile)
+    from sluice.models.features import Preprocessor
 
     preprocessor = Preprocessor.from_artifacts(
         {key: json.loads(bodies[path]) for key, path in PREPROCESSING_ARTIFACTS.items()}
@@ -55,9 +79,9 @@ def build_model(record: VersionRecord, bodies: Mapping[str, bytes], flavour: str
     loaded = LoadedModel(
         record=record,
         preprocessor=preprocessor,
-        schema=FeatureSchema.from_dict(json.loads(bodies[SCHEMA_ARTIFACT])),
+        schema=schema,
         flavour=flavour,
-        profile=json.loads(bodies[PROFILE_ARTIFACT]) if PROFILE_ARTIFACT in bodies else None,
+        profile=profile,
         spec=json.loads(bodies[SPEC_ARTIFACT]),
     )
     if flavour == "sklearn":
@@ -67,3 +91,25 @@ def build_model(record: VersionRecord, bodies: Mapping[str, bytes], flavour: str
     else:
         loaded.onnx_bytes = bodies[ONNX_ARTIFACT]
     return loaded
+
+
+def _build_described(
+    record: VersionRecord, bodies: Mapping[str, bytes], schema: FeatureSchema, profile: dict[str, Any] | None
+) -> LoadedModel:
+    from sluice.models.contract import Descriptor, load_estimator
+
+    descriptor = Descriptor.from_json(bodies[DESCRIPTOR_ARTIFACT])
+    if descriptor.model_file not in bodies:
+        raise SluiceError(
+            f"model {record.name!r} version {record.version}: {DESCRIPTOR_ARTIFACT} names "
+            f"{descriptor.model_file}, which the version does not have"
+        )
+    return LoadedModel(
+        record=record,
+        preprocessor=None,
+        schema=schema,
+        flavour="sklearn",
+        estimator=load_estimator(descriptor, bodies[descriptor.model_file]),
+        profile=profile,
+        descriptor=descriptor,
+    )

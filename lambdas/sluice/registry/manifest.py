@@ -15,6 +15,7 @@ import re
 
 from sluice.errors import Conflict, SluiceError
 from sluice.registry.bundle import (
+    DESCRIPTOR_ARTIFACT,
     MODEL_ARTIFACT,
     ONNX_ARTIFACT,
     PREPROCESSING_ARTIFACTS,
@@ -24,11 +25,17 @@ from sluice.registry.bundle import (
 from sluice.registry.records import VersionRecord
 
 FLAVOURS = ("sklearn", "onnx")
+# The model files a descriptor (model.json) may name; see sluice.models.contract.MODEL_FILES.
+DESCRIBED_MODEL_FILES = ("model.skops", MODEL_ARTIFACT)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
     """The artifacts serving ``flavour`` needs: model file, schema, spec, preprocessing.
+
+    A version with a descriptor (``model.json``) needs the descriptor, the schema and its model
+    file (``model.skops`` or ``model.joblib``, whichever it has), and serves in the container
+    (``sklearn``) flavour only.
 
     Raises
     ------
@@ -39,12 +46,29 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
     """
     if flavour not in FLAVOURS:
         raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}")
+    if DESCRIPTOR_ARTIFACT in record.artifacts:
+        return _described_artifacts(record, flavour)
     model_artifact = MODEL_ARTIFACT if flavour == "sklearn" else ONNX_ARTIFACT
     if model_artifact not in record.artifacts:
         raise Conflict(
             f"model {record.name!r} version {record.version} has no {flavour} flavour (no {model_artifact} artifact)"
         )
     return [model_artifact, SCHEMA_ARTIFACT, SPEC_ARTIFACT, *PREPROCESSING_ARTIFACTS.values()]
+
+
+def _described_artifacts(record: VersionRecord, flavour: str) -> list[str]:
+    if flavour != "sklearn":
+        raise Conflict(
+            f"model {record.name!r} version {record.version} has no {flavour} flavour "
+            f"(its {DESCRIPTOR_ARTIFACT} serves in the container image: flavour sklearn)"
+        )
+    files = [a for a in DESCRIBED_MODEL_FILES if a in record.artifacts]
+    if not files:
+        raise Conflict(
+            f"model {record.name!r} version {record.version} has no model file "
+            f"({' or '.join(DESCRIBED_MODEL_FILES)}) beside its {DESCRIPTOR_ARTIFACT}"
+        )
+    return [DESCRIPTOR_ARTIFACT, SCHEMA_ARTIFACT, *files]
 
 
 def serving_manifest(record: VersionRecord, flavour: str) -> str:

@@ -14,6 +14,7 @@ scikit-learn or scipy).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,10 @@ from sluice.registry.integrity import ArtifactStore
 from sluice.registry.lineage import Lineage
 from sluice.registry.loading import LoadedModel, build_model
 from sluice.registry.manifest import parse_approval, parse_manifest, serving_artifacts
-from sluice.registry.records import APPROVED, REJECTED, VersionRecord
+from sluice.registry.records import APPROVED, REJECTED, VersionRecord, artifact_key
 from sluice.registry.signing import (
     KEY_SPEC,
+    Signature,
     digests,
     manifest_statement,
     sign,
@@ -133,10 +135,14 @@ class ModelRegistry:
         With ``idempotency_key``, a retry with the same key returns the version the first
         call created (whatever the bundle) and never creates a second one.
 
+        Every check runs before the artifacts are uploaded, so a refused registration leaves no
+        objects behind.
+
         Raises
         ------
         SluiceError
-            If the model name or idempotency key is malformed, or the parent version does not exist.
+            If the model name or idempotency key is malformed, the parent version does not exist,
+            or the version record would exceed DynamoDB's item limit (e.g. a huge note).
         """
         check_model_name(name)
         check_idempotency_key(idempotency_key)
@@ -147,6 +153,7 @@ class ModelRegistry:
         if lineage.parent_version is not None:
             self.get(name, version=lineage.parent_version)  # NotFound names the missing parent
         caller = self.caller()
+        _check_item_size(name, bundle, lineage, caller=caller)
         stored = self._artifacts.put_all(name, bundle.artifacts)
         signature = sign(
             manifest_statement(name, digests(stored), registered_by=caller), key_id=self.manifest_key
@@ -253,9 +260,11 @@ class ModelRegistry:
 
         Before anything is fetched, the record's manifest signature must verify with
         :attr:`manifest_key` and, if the record says Approved, its approval signature with
-        :attr:`approval_key`. ``flavour="sklearn"`` unpickles the estimator (only after its
-        sha256 matched); ``flavour="onnx"`` returns the ONNX graph's bytes and needs neither
-        joblib nor scikit-learn.
+        :attr:`approval_key`. ``flavour="sklearn"`` deserialises the estimator (only after its
+        sha256 matched): the built-in recipe's ``model.joblib``, or the model file a version's
+        ``model.json`` names (``model.skops`` trusting only its recorded types, or
+        ``model.joblib``); ``flavour="onnx"`` returns the built-in recipe's ONNX graph's bytes
+        and needs neither joblib nor scikit-learn.
 
         Raises
         ------
@@ -447,3 +456,24 @@ def _index_entry(item: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": item.get("created_at", {}).get("S", ""),
         "updated_at": item.get("updated_at", {}).get("S", ""),
     }
+
+
+#: DynamoDB's 400 KB item limit, less room for the keys, the signatures and the approval attributes.
+MAX_VERSION_BODY = 400 * 1024 - 16 * 1024
+
+
+def _check_item_size(name: str, bundle: ModelBundle, lineage: Lineage, *, caller: str) -> None:
+    """Refuse a version whose table item DynamoDB would reject, before any artifact is uploaded."""
+    digest = "0" * 64  # every sha256 is 64 hex digits: the size is exact without hashing
+    planned = {
+        artifact: {"sha256": digest, "size": len(body), "key": artifact_key(name, digest, artifact)}
+        for artifact, body in bundle.artifacts.items()
+    }
+    body = version_body(bundle, lineage, planned, caller=caller, manifest=Signature("", ""))
+    size = len(json.dumps(body, sort_keys=True, default=str).encode())
+    if size > MAX_VERSION_BODY:
+        largest = max(body, key=lambda field: len(json.dumps(body[field], default=str)))
+        raise SluiceError(
+            f"model {name!r}: the version record would be {size // 1024} KB, over DynamoDB's 400 KB "
+            f"item limit (largest field: {largest}); nothing was uploaded"
+        )

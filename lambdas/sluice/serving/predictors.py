@@ -1,4 +1,4 @@
-"""The two flavours' predict step: labels and class probabilities from a preprocessed matrix.
+"""The predict step: labels and class probabilities from a preprocessed matrix (or a frame).
 
 * :class:`SklearnPredictor` (container image): the registered scikit-learn estimator;
 * :class:`OnnxPredictor` (zip Lambda): the ONNX graph run by ONNX Runtime, imported only when
@@ -6,9 +6,10 @@
 
 Both return ``(labels, probabilities | None)``; ``probabilities`` lists one probability per
 class, in the order of the estimator's sorted ``classes_``, and is ``None`` for regressors.
-This module imports with numpy alone; :mod:`sluice.serving.scoring` wraps a predictor with the
-schema and preprocessing, and the ONNX export checks its graph's parity through
-:class:`OnnxPredictor`.
+This module imports with numpy alone. The built-in recipe
+(:class:`sluice.models.contract.BuiltinRecipe`) puts a predictor after its preprocessing,
+:class:`sluice.models.contract.SklearnModel` runs :class:`SklearnPredictor` on a DataFrame, and
+the ONNX export checks its graph's parity through :class:`OnnxPredictor`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The scoring runtime of a model endpoint: one registered model version scores a request.
 
 A :class:`Scorer` parses the request (:mod:`sluice.serving.request`), validates it against the
-version's schema, preprocesses it and predicts (:mod:`sluice.serving.predictors`). Response::
+version's schema and hands the validated columns to the version's served model (the model
+contract, :class:`sluice.models.contract.ServedModel`). Response::
 
     {"predictions": [...], "probabilities": [[p_class0, p_class1, ...], ...] | null,
      "model": "credit", "version": 3, "request_id": "..."}
@@ -9,19 +10,19 @@ version's schema, preprocesses it and predicts (:mod:`sluice.serving.predictors`
 ``probabilities`` lists one probability per class, in the order of the estimator's sorted
 ``classes_``; it is ``null`` for regressors.
 
-Two flavours serve the same registered version and share every step but the predict:
+Two serving flavours:
 
-* ``"sklearn"`` (container image): the registered scikit-learn estimator (``model.joblib``);
-* ``"onnx"`` (zip Lambda, 250 MB limit): the ONNX graph (``model.onnx``) run by ONNX Runtime,
-  registered only if it passed the parity check on the holdout set.
+* ``"sklearn"`` (container image): the built-in recipe with its scikit-learn estimator
+  (``model.joblib``), or a version's own fitted scikit-learn model (``model.json``);
+* ``"onnx"`` (zip Lambda, 250 MB limit): the built-in recipe's ONNX graph (``model.onnx``) run
+  by ONNX Runtime, registered only if it passed the parity check on the holdout set.
 
 :func:`get_scorer` keeps one :class:`Scorer` per process, so warm invocations reuse it.
 
 This module imports with numpy alone (plus ``onnxruntime`` for the onnx flavour): pandas,
-scikit-learn and scipy are never imported on the onnx path, and a request never builds a
-DataFrame. Validation is :meth:`FeatureSchema.validate` with ``as_frame=False`` (whole-column
-checks), preprocessing is :meth:`Preprocessor.transform_columns` on the validated columns.
-The registry is imported only when a scorer is first loaded.
+scikit-learn and scipy are never imported on the onnx path. Validation is
+:meth:`FeatureSchema.validate` with ``as_frame=False`` (whole-column checks); only a model that
+needs a DataFrame builds one. The registry is imported only when a scorer is first loaded.
 """
 
 from __future__ import annotations
@@ -31,18 +32,19 @@ import gc
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from sluice.errors import SluiceError
-from sluice.models.features import Preprocessor
-from sluice.models.schema import FeatureSchema
+from sluice.models.contract import BuiltinRecipe, ServedModel, served_model
 from sluice.models.validation import FeatureError
 from sluice.serving.predictors import OnnxPredictor, SklearnPredictor
 from sluice.serving.request import feature_errors, parse_request, request_error
 
 if TYPE_CHECKING:
+    from sluice.models.features import Preprocessor
+    from sluice.models.schema import FeatureSchema
     from sluice.registry.loading import LoadedModel
     from sluice.registry.store import ModelRegistry
 
@@ -86,7 +88,7 @@ class Scored:
 
 
 class Scorer:
-    """One registered model version ready to score: schema, preprocessing and predictor.
+    """One registered model version ready to score: its served model and the model's schema.
 
     Build it with :meth:`from_registry` (or :func:`get_scorer`, which caches it per process).
 
@@ -96,9 +98,11 @@ class Scorer:
         The registered model version served.
     flavour
         ``"sklearn"`` or ``"onnx"``.
+    model
+        What predicts (:class:`~sluice.models.contract.ServedModel`); ``model.schema``
+        validates requests.
     schema, preprocessor, predictor
-        What validates, shapes and predicts; ``predictor.predict(matrix)`` returns
-        ``(labels, probabilities | None)``.
+        Instead of ``model``: the parts of a :class:`~sluice.models.contract.BuiltinRecipe`.
     """
 
     def __init__(
@@ -107,46 +111,37 @@ class Scorer:
         name: str,
         version: int,
         flavour: str,
-        schema: FeatureSchema,
-        preprocessor: Preprocessor,
-        predictor: SklearnPredictor | OnnxPredictor,
+        model: ServedModel | None = None,
+        schema: FeatureSchema | None = None,
+        preprocessor: Preprocessor | None = None,
+        predictor: SklearnPredictor | OnnxPredictor | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
-        missing = [c for c in (*preprocessor.numeric, *preprocessor.categorical) if c not in schema.names]
-        if missing:
-            raise SluiceError(
-                f"model {name!r} version {version}: preprocessing uses feature(s) not in schema.json: "
-                + ", ".join(missing)
-            )
+        if model is None:
+            if schema is None or preprocessor is None or predictor is None:
+                raise SluiceError("a scorer needs a model, or a schema, preprocessor and predictor")
+            try:
+                model = BuiltinRecipe(schema, preprocessor, predictor)
+            except SluiceError as err:
+                raise SluiceError(f"model {name!r} version {version}: {err}") from None
         self.name = name
         self.version = int(version)
         self.flavour = flavour
-        self.schema = schema
-        self.preprocessor = preprocessor
-        self.predictor = predictor
+        self.model = model
+        self.schema = model.schema
+
+    @property
+    def predictor(self) -> Any:
+        """The built-in recipe's predictor (``None`` for other models): benchmarks time it alone."""
+        return getattr(self.model, "predictor", None)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, *, flavour: str) -> Scorer:
         """From a registry :class:`LoadedModel` (artifacts already fetched and hash-verified)."""
         record = loaded.record
-        if flavour == "onnx":
-            onnx_bytes = getattr(loaded, "onnx_bytes", None)
-            if not onnx_bytes:
-                raise SluiceError(
-                    f"model {record.name!r} version {record.version} has no model.onnx artifact "
-                    "(ONNX conversion unsupported or parity check failed); serve it with the container flavour"
-                )
-            predictor: SklearnPredictor | OnnxPredictor = OnnxPredictor(onnx_bytes)
-        else:
-            predictor = SklearnPredictor(loaded.estimator)
         return cls(
-            name=record.name,
-            version=record.version,
-            flavour=flavour,
-            schema=loaded.schema,
-            preprocessor=loaded.preprocessor,
-            predictor=predictor,
+            name=record.name, version=record.version, flavour=flavour, model=served_model(loaded, flavour)
         )
 
     @classmethod
@@ -158,8 +153,8 @@ class Scorer:
             raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
         return cls.from_loaded(registry.load(name, version=int(version), flavour=flavour), flavour=flavour)
 
-    def matrix(self, instances: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Validate ``instances`` against the schema and preprocess them into the model's matrix.
+    def columns(self, instances: Sequence[Mapping[str, Any]]) -> Mapping[str, np.ndarray]:
+        """Validate ``instances`` against the schema: one array per feature.
 
         Raises
         ------
@@ -174,10 +169,10 @@ class Scorer:
             raise request_error("instances", "type", str(err)) from None
         if errors:
             raise feature_errors(errors)
-        return self.preprocessor.transform_columns(columns)
+        return cast(Mapping[str, np.ndarray], columns)
 
     def predict(self, instances: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.predictor.predict(self.matrix(instances))
+        return self.model.predict(self.columns(instances))
 
     def score(self, body: str | bytes | Mapping[str, Any] | None, *, request_id: str) -> Scored:
         """Score one request body (see the module docstring for its shape)."""

@@ -14,6 +14,7 @@ routes traffic: ``FunctionVersion`` takes ``1 - w`` and at most one additional v
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.models.contract import Descriptor, library_mismatch
+from sluice.registry.bundle import DESCRIPTOR_ARTIFACT
 from sluice.registry.manifest import approval_binding, version_manifest
 from sluice.serving.canary import (
     CanaryResult,
@@ -34,12 +37,15 @@ from sluice.serving.canary import (
 )
 
 if TYPE_CHECKING:
+    from sluice.registry.records import VersionRecord
     from sluice.registry.store import ModelRegistry
 
 ALIAS = "live"
 FLAVOURS = ("onnx", "sklearn")
 _UPDATE_TIMEOUT_S = 120.0
 ENVIRONMENT_LIMIT = 4096  # bytes of environment variable names and values Lambda allows a function
+# JSON {library: version} of the endpoint image's pins, set by the stage (e.g. {"scikit-learn": "1.9.1"}).
+SERVING_LIBRARIES = "SLUICE_SERVING_LIBRARIES"
 
 
 def default_function_name(model: str, stage: str = "dev") -> str:
@@ -198,6 +204,7 @@ class EndpointTraffic:
                 f"model {self.model_name!r} version {record.version} has no {flavour} flavour "
                 f"(it has: {', '.join(record.flavours)}); the zip endpoint needs a parity-checked model.onnx"
             )
+        self._check_libraries(record, variables.get(SERVING_LIBRARIES, ""))
         variables.update(
             SLUICE_MODEL_NAME=self.model_name,
             SLUICE_MODEL_VERSION=str(record.version),
@@ -233,6 +240,36 @@ class EndpointTraffic:
             },
         )
         return route
+
+    def _check_libraries(self, record: VersionRecord, serving: str) -> None:
+        """Refuse a version whose ``model.json`` records library versions other than the image's.
+
+        Built-in recipe versions record none; an endpoint without :data:`SERVING_LIBRARIES`
+        is not checked.
+
+        Raises
+        ------
+        Conflict
+            In one line naming the library and both versions.
+        """
+        if not serving or DESCRIPTOR_ARTIFACT not in record.artifacts:
+            return
+        try:
+            pins = json.loads(serving)
+            if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
+                raise ValueError
+        except ValueError:
+            raise SluiceError(
+                f'{SERVING_LIBRARIES} must be a JSON object of library versions, e.g. {{"scikit-learn": "1.9.1"}}'
+            ) from None
+        body = self.registry.fetch(self.model_name, record.version, DESCRIPTOR_ARTIFACT)
+        found = library_mismatch(Descriptor.from_json(body).libraries, pins)
+        if found is not None:
+            library, made, has = found
+            raise Conflict(
+                f"model {self.model_name} v{record.version} was made with {library} {made}; the endpoint's "
+                f"image has {has} (rebuild the image with {library}=={made} or re-register the model)"
+            )
 
     def _wait_updated(self, revision: str | None) -> str | None:
         deadline = time.monotonic() + _UPDATE_TIMEOUT_S

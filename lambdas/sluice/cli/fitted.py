@@ -1,0 +1,64 @@
+"""``sluice models register NAME --model FILE_OR_DIR --reference DATA``: register a fitted model.
+
+The options join ``sluice models register`` (:mod:`sluice.cli.models`); the work is
+:func:`sluice.models.imports.register_fitted`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from sluice.errors import SluiceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sluice.registry.records import VersionRecord
+    from sluice.registry.store import ModelRegistry
+
+
+def add_fitted_arguments(register: argparse.ArgumentParser, source: argparse._MutuallyExclusiveGroup) -> None:
+    """``--model`` (a third source beside ``--data`` and ``--dataset``), ``--reference`` and ``--trust``."""
+    source.add_argument(
+        "--model",
+        metavar="FILE_OR_DIR",
+        help="register this fitted model as it is: a .skops, .joblib or .pkl file, or an MLflow model "
+        "directory (with --reference)",
+    )
+    register.add_argument(
+        "--reference",
+        metavar="DATA",
+        help="with --model: CSV or Parquet reference rows (path or s3://bucket/key) for the request "
+        "schema, the drift baseline and, with --target, the holdout metrics",
+    )
+    register.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="with --model: a type (or PACKAGE.*) a skops file may hold beyond scikit-learn, numpy and "
+        "scipy (repeatable)",
+    )
+
+
+def register_fitted_model(args: argparse.Namespace, registry: ModelRegistry) -> VersionRecord:
+    """Register ``args.model`` with the reference data ``args.reference``; return the new version."""
+    from sluice.models.imports import read_reference, register_fitted
+
+    if not (args.model and args.reference):
+        raise SluiceError("--model FILE_OR_DIR and --reference DATA go together")
+    training = {"--spec": args.spec, "--numeric": args.numeric, "--categorical": args.categorical,
+                "--estimator": args.estimator, "--task": args.task, "--param": args.param}  # fmt: skip
+    given = [flag for flag, value in training.items() if value]
+    if given:
+        raise SluiceError(f"{', '.join(given)}: training options, not for --model (registered as it is)")
+    frame, data = read_reference(args.reference)
+    return register_fitted(
+        registry,
+        args.name,
+        args.model,
+        frame,
+        target=args.target,
+        trusted=args.trust,
+        lineage_extra={**data, "parent_version": args.parent_version},
+        idempotency_key=args.idempotency_key,
+    )

@@ -1,0 +1,474 @@
+"""Register a model fitted anywhere: a scikit-learn file or an MLflow model directory.
+
+:func:`read_model` recognises what ``sluice models register NAME --model FILE_OR_DIR`` is given:
+
+* a ``.skops`` file. Its types outside scikit-learn, numpy and scipy are refused unless the
+  caller trusts them (``trusted``, exact type names or ``package.*``, or ``packages``);
+* a ``.joblib`` or ``.pkl`` file: the user's own file, unpickled on their own say-so. It is
+  then stored in the skops format where that round-trips (same predictions on the reference
+  rows), with the types skops needs recorded as trusted; otherwise its own bytes are kept as
+  ``model.joblib`` (joblib loads plain pickles too);
+* an MLflow model directory (:mod:`sluice.models.mlflow_model`), read without mlflow.
+
+:func:`register_fitted` turns the model and its reference data into a version whose artifacts
+are the descriptor ``model.json`` (:class:`sluice.models.contract.Descriptor`), ``schema.json``
+(:meth:`FeatureSchema.infer` on the reference features), ``profile.json`` (the drift baseline)
+and the model file. With a target column it records holdout metrics as training does
+(:func:`sluice.models.training.prediction_metrics`). Every check runs before the registry uploads
+anything, and the registry refuses a version record DynamoDB would reject before uploading, so a
+failed registration leaves no objects behind.
+
+This module runs on the CLI side only (it imports pandas, scikit-learn and skops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sluice.errors import SluiceError
+from sluice.models.contract import JOBLIB_FILE, SKOPS_FILE, Descriptor, skops_bytes
+from sluice.models.mlflow_model import MlflowModel, check_signature, is_mlflow_directory, read_mlmodel
+from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, PROFILE_ARTIFACT, SCHEMA_ARTIFACT, ModelBundle
+from sluice.registry.lineage import Lineage, code_version
+from sluice.registry.validation import check_model_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sluice.registry.records import VersionRecord
+    from sluice.registry.store import ModelRegistry
+
+#: Packages whose types a skops file may hold without being trusted by name.
+TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
+#: The libraries recorded in ``model.json`` (serving refuses an image whose versions differ).
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "skops")
+UNRECOGNISED = (
+    "--model {path}: format not recognised (expected a .skops, .joblib or .pkl file, "
+    "or an MLflow model directory with an MLmodel file)"
+)
+_REASON_CHARS = 300  # a stored reason stays a line, never a traceback
+_CHECK_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """A fitted model read by :func:`read_model`, and the bytes it will be stored as.
+
+    Attributes
+    ----------
+    estimator
+        The fitted estimator or ``Pipeline``.
+    model_file, body
+        ``"model.skops"`` or ``"model.joblib"``, and its bytes.
+    skops_trusted
+        The types beyond skops' defaults that ``body`` (a skops file) holds.
+    source
+        What was read: ``format`` (``skops``, ``joblib`` or ``mlflow``), the file, and for a joblib
+        source kept as joblib, why skops could not hold it.
+    mlflow
+        The MLflow model directory, when that is what was read.
+    """
+
+    estimator: Any
+    model_file: str
+    body: bytes
+    skops_trusted: tuple[str, ...] = ()
+    source: dict[str, Any] = field(default_factory=dict)
+    mlflow: MlflowModel | None = None
+
+    @property
+    def task(self) -> str:
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(self.estimator):
+            return "classification"
+        if is_regressor(self.estimator):
+            return "regression"
+        raise SluiceError(
+            f"--model: {type(self.estimator).__name__} is neither a scikit-learn classifier nor a regressor"
+        )
+
+    @property
+    def final_step(self) -> Any:
+        """The estimator at the end of a ``Pipeline`` (the estimator itself otherwise)."""
+        steps = getattr(self.estimator, "steps", None)
+        return steps[-1][1] if isinstance(steps, list) and steps else self.estimator
+
+
+def read_model(
+    path: str | Path,
+    *,
+    trusted: Sequence[str] = (),
+    packages: Sequence[str] = (),
+    sample: pd.DataFrame | None = None,
+) -> ImportedModel:
+    """Read a fitted scikit-learn model from a file or an MLflow model directory.
+
+    Parameters
+    ----------
+    path
+        A ``.skops``, ``.joblib`` or ``.pkl`` file, or an MLflow model directory.
+    trusted
+        Types a skops file may hold beyond scikit-learn, numpy and scipy: exact names
+        (``mypkg.features.Ratio``) or whole packages (``mypkg.*``).
+    packages
+        The user's own packages, whose types are trusted (like ``trusted=["pkg.*"]``).
+    sample
+        Feature rows: a pickled model is stored with skops only if the skops copy predicts
+        these rows as the original does.
+
+    Raises
+    ------
+    SluiceError
+        One line: the format is not recognised, the file cannot be loaded, or a skops file
+        holds types nobody trusted.
+    """
+    where = Path(path).expanduser()
+    allowed = _Trust.of(trusted, packages)
+    if is_mlflow_directory(where):
+        mlflow = read_mlmodel(where)
+        if mlflow.serialization_format == "skops":
+            model = _from_skops(mlflow.model_file, allowed)
+        else:
+            model = _from_pickle(mlflow.model_file, sample)
+        return replace(model, source={**model.source, **mlflow.to_dict()}, mlflow=mlflow)
+    if not where.exists():
+        raise SluiceError(f"--model {path}: no such file or directory")
+    suffix = where.suffix.lower()
+    if where.is_file() and suffix == ".skops":
+        return _from_skops(where, allowed)
+    if where.is_file() and suffix in (".joblib", ".pkl"):
+        return _from_pickle(where, sample)
+    raise SluiceError(UNRECOGNISED.format(path=path))
+
+
+def register_fitted(
+    registry: ModelRegistry,
+    name: str,
+    path: str | Path,
+    reference: pd.DataFrame,
+    *,
+    target: str | None = None,
+    trusted: Sequence[str] = (),
+    packages: Sequence[str] = (),
+    lineage_extra: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> VersionRecord:
+    """Register the fitted model at ``path`` as the next version of ``name``.
+
+    Parameters
+    ----------
+    registry
+        Where to register.
+    name
+        The model name (checked before anything is read).
+    path
+        What :func:`read_model` reads.
+    reference
+        Reference rows: the features (every column but ``target``) give the request schema and
+        the drift baseline.
+    target
+        The label column of ``reference``; with it, holdout metrics are recorded.
+    trusted, packages
+        See :func:`read_model`.
+    lineage_extra
+        :class:`~sluice.registry.lineage.Lineage` fields, e.g. the reference data's ``data_uri``,
+        ``data_version``, ``data_sha256`` (default: the sha256 of ``reference`` as CSV) and
+        ``parent_version``.
+    idempotency_key
+        See :meth:`ModelRegistry.register`.
+    """
+    check_model_name(name)
+    features = reference_features(reference, target)
+    imported = read_model(path, trusted=trusted, packages=packages, sample=features.head(_CHECK_ROWS))
+    bundle = bundle_fitted(imported, reference, target=target)
+    lineage = _lineage(reference, bundle.hyperparameters, lineage_extra)
+    return registry.register(name, bundle, lineage=lineage, idempotency_key=idempotency_key)
+
+
+def bundle_fitted(imported: ImportedModel, reference: pd.DataFrame, *, target: str | None) -> ModelBundle:
+    """The artifacts of a fitted model: ``model.json``, ``schema.json``, ``profile.json``, the model file."""
+    from sluice.models.schema import FeatureSchema
+    from sluice.monitoring.profile import DriftProfile
+
+    features = reference_features(reference, target)
+    if imported.mlflow is not None:
+        check_signature(imported.mlflow, features)
+    optional = imported.mlflow.optional if imported.mlflow is not None else []
+    schema = FeatureSchema.infer(features, optional=optional)
+    categorical = [f.name for f in schema.features if f.kind == "categorical"]
+    profile = DriftProfile(categorical=categorical).fit(features)
+    task = imported.task
+    metrics = holdout_metrics(imported.estimator, reference, target, task=task)
+    if not metrics:  # still prove the model takes these columns, before anything is uploaded
+        _predict(imported.estimator, features.head(_CHECK_ROWS))
+    classes = getattr(imported.estimator, "classes_", None)
+    descriptor = Descriptor(
+        model_file=imported.model_file,
+        task=task,
+        classes=None if classes is None or task != "classification" else tuple(np.asarray(classes).tolist()),
+        libraries=library_versions(),
+        skops_trusted=imported.skops_trusted,
+    )
+    artifacts = {
+        DESCRIPTOR_ARTIFACT: descriptor.to_json(),
+        SCHEMA_ARTIFACT: _json_bytes(schema.to_dict()),
+        PROFILE_ARTIFACT: _json_bytes(profile.to_dict()),
+        imported.model_file: imported.body,
+    }
+    return ModelBundle(
+        artifacts=artifacts,
+        metrics=metrics,
+        hyperparameters=_hyperparameters(imported.final_step),
+        estimator=class_path(type(imported.final_step)),
+        notes={"source": imported.source},
+    )
+
+
+def reference_features(reference: pd.DataFrame, target: str | None) -> pd.DataFrame:
+    """The feature columns of ``reference``: all but ``target``."""
+    if not isinstance(reference, pd.DataFrame):
+        raise SluiceError(f"reference data must be a pandas DataFrame, got {type(reference).__name__}")
+    if len(reference) == 0:
+        raise SluiceError("--reference has no rows")
+    if target is not None and target not in reference.columns:
+        raise SluiceError(f"--reference lacks the --target column {target!r}")
+    features = reference.drop(columns=[target]) if target is not None else reference
+    if features.shape[1] == 0:
+        raise SluiceError("--reference has no feature columns")
+    return features
+
+
+def holdout_metrics(
+    estimator: Any, reference: pd.DataFrame, target: str | None, *, task: str
+) -> dict[str, float]:
+    """Metrics of ``estimator`` on the labelled ``reference`` rows ({} without a target).
+
+    A binary classifier's labels are scored as scikit-learn does: the second of ``classes_`` is
+    the positive class, whatever the labels are (``0``/``1``, ``"no"``/``"yes"``).
+    """
+    from sluice.models.training import prediction_metrics
+
+    if target is None:
+        return {}
+    labelled = reference[reference[target].notna()]
+    if len(labelled) == 0:
+        raise SluiceError(f"--reference has no rows with a {target!r} label")
+    features = labelled.drop(columns=[target])
+    truth, predicted = labelled[target].to_numpy(), _predict(estimator, features)
+    scores = None
+    classes = getattr(estimator, "classes_", None)
+    if task == "classification" and classes is not None:
+        unknown = sorted(map(str, set(np.unique(truth).tolist()) - set(np.asarray(classes).tolist())))
+        if unknown:
+            raise SluiceError(
+                f"--target {target!r} holds label(s) the model does not know: {', '.join(unknown[:5])}"
+            )
+        if len(classes) == 2:
+            truth, predicted = (truth == classes[1]).astype(int), (predicted == classes[1]).astype(int)
+            if hasattr(estimator, "predict_proba"):
+                scores = np.asarray(estimator.predict_proba(features))[:, 1]
+    try:
+        return prediction_metrics(task, truth, predicted, scores=scores)
+    except (ValueError, TypeError) as err:
+        raise SluiceError(f"--target {target!r}: metrics cannot be computed ({_line(err)})") from None
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that (re)serialised the model (:data:`LIBRARIES`)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def class_path(cls: type) -> str:
+    """The public dotted path of ``cls``: ``sklearn.ensemble.HistGradientBoostingClassifier``, not
+    its private module, where a parent package exports the same class."""
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts) + 1):
+        module = ".".join(parts[:end])
+        try:
+            if getattr(import_module(module), cls.__qualname__, None) is cls:
+                return f"{module}.{cls.__qualname__}"
+        except ImportError:
+            continue
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def read_reference(uri: str, *, option: str = "--reference") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A CSV or Parquet file (a path or ``s3://bucket/key``) and its lineage fields.
+
+    The fields are :class:`~sluice.registry.lineage.Lineage`'s ``data_uri`` (``file://`` or
+    ``s3://``), ``data_version`` (S3 VersionId, else ETag; "" for a local file), ``data_sha256``
+    and ``data_rows``. ``option`` names the command-line option in errors.
+    """
+    from sluice.pipelines.datasource import load_table
+
+    if not uri.startswith("s3://"):
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise SluiceError(f"{option} {uri}: no such file")
+        uri = str(path.resolve())
+    frame, data = load_table(uri)
+    return frame, {
+        "data_uri": data.uri if data.uri.startswith("s3://") else Path(data.uri).as_uri(),
+        "data_version": data.version_id or data.etag or "",
+        "data_sha256": data.sha256,
+        "data_rows": data.rows,
+    }
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Trust:
+    names: frozenset[str]
+    packages: tuple[str, ...]
+
+    @classmethod
+    def of(cls, trusted: Sequence[str], packages: Sequence[str]) -> _Trust:
+        names = {t for t in trusted if not t.endswith(".*")}
+        prefixes = [t.removesuffix(".*") for t in trusted if t.endswith(".*")]
+        return cls(frozenset(names), (*TRUSTED_PACKAGES, *prefixes, *packages))
+
+    def refused(self, types: Sequence[str]) -> list[str]:
+        return sorted(t for t in types if t not in self.names and not self._in_package(t))
+
+    def _in_package(self, name: str) -> bool:
+        # Test helpers live in these packages too; they are never part of a fitted model.
+        if any(part in ("testing", "_testing") for part in name.split(".")):
+            return False
+        return any(name.startswith(f"{package}.") for package in self.packages)
+
+
+def _from_skops(path: Path, allowed: _Trust) -> ImportedModel:
+    import skops.io as sio
+
+    body = path.read_bytes()
+    try:
+        types = sorted(sio.get_untrusted_types(data=body))
+    except Exception as err:  # whatever the file holds, the user gets one line
+        raise SluiceError(f"--model {path}: not a readable skops file ({_line(err)})") from None
+    refused = allowed.refused(types)
+    if refused:
+        raise SluiceError(
+            f"--model {path}: the skops file holds type(s) outside scikit-learn, numpy and scipy: "
+            f"{', '.join(refused)} (if they are your code, pass --trust TYPE for each, or --trust PACKAGE.*)"
+        )
+    try:
+        estimator = sio.loads(body, trusted=types)
+    except Exception as err:
+        raise SluiceError(f"--model {path}: the skops file cannot be loaded ({_line(err)})") from None
+    return ImportedModel(estimator, SKOPS_FILE, body, tuple(types), {"format": "skops", "file": path.name})
+
+
+def _from_pickle(path: Path, sample: pd.DataFrame | None) -> ImportedModel:
+    import joblib
+    import skops.io as sio
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        try:
+            estimator = joblib.load(path)  # the user's own file, loaded on their own say-so
+        except Exception as err:
+            raise SluiceError(f"--model {path}: cannot be loaded ({_line(err)})") from None
+    if not hasattr(estimator, "predict"):
+        raise SluiceError(f"--model {path}: holds a {type(estimator).__name__}, not a fitted estimator")
+    source: dict[str, Any] = {"format": "joblib", "file": path.name}
+    pickled_with = {
+        str(w.message.original_sklearn_version)
+        for w in caught
+        if isinstance(w.message, InconsistentVersionWarning)
+    }
+    if pickled_with:  # another scikit-learn pickled it: recorded, the metrics show if it still works
+        source["pickled_with_scikit_learn"] = sorted(pickled_with)
+    try:
+        body, types = skops_bytes(estimator)
+        copy = sio.loads(body, trusted=types)
+        if sample is not None and not _same_predictions(estimator, copy, sample):
+            raise SluiceError("the skops copy predicts differently")
+    except Exception as err:  # skops cannot hold it: keep the user's file (joblib loads pickles too)
+        source["kept_joblib"] = _line(err)
+        return ImportedModel(estimator, JOBLIB_FILE, path.read_bytes(), (), source)
+    return ImportedModel(estimator, SKOPS_FILE, body, tuple(types), source)
+
+
+def _same_predictions(original: Any, copy: Any, sample: pd.DataFrame) -> bool:
+    for method in ("predict", "predict_proba"):
+        if not hasattr(original, method):
+            continue
+        a, b = getattr(original, method)(sample), getattr(copy, method)(sample)
+        a, b = np.asarray(a), np.asarray(b)
+        same = np.allclose(a, b, equal_nan=True) if a.dtype.kind in "fc" else np.array_equal(a, b)
+        if not same:
+            return False
+    return True
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _predict(estimator: Any, features: pd.DataFrame) -> np.ndarray:
+    try:
+        return np.asarray(estimator.predict(features))
+    except Exception as err:  # the user's model on the user's data: one line, naming both
+        raise SluiceError(f"--model cannot predict the --reference rows ({_line(err)})") from None
+
+
+def _hyperparameters(estimator: Any) -> dict[str, Any]:
+    """The JSON-able part of the final step's ``get_params(deep=False)``."""
+    get_params = getattr(estimator, "get_params", None)
+    params = get_params(deep=False) if callable(get_params) else {}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+    return out
+
+
+def _lineage(
+    reference: pd.DataFrame, hyperparameters: dict[str, Any], extra: Mapping[str, Any] | None
+) -> Lineage:
+    fields: dict[str, Any] = {
+        "data_rows": len(reference),
+        "code_version": code_version(),
+        "image_digest": os.environ.get("SLUICE_IMAGE_DIGEST", ""),
+        "hyperparameters": hyperparameters,
+        **(extra or {}),
+    }
+    unknown = sorted(set(fields) - set(Lineage.__dataclass_fields__))
+    if unknown:
+        raise SluiceError(f"lineage_extra has unknown field(s): {', '.join(unknown)}")
+    if not fields.get("data_sha256"):
+        fields["data_sha256"] = hashlib.sha256(reference.to_csv(index=False).encode()).hexdigest()
+    return Lineage(**fields)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=1).encode()
+
+
+def _line(err: BaseException) -> str:
+    """The first line of an error, bounded: a stored or printed reason is never a traceback."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    line = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return line[:_REASON_CHARS]
