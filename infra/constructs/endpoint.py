@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
@@ -184,6 +185,9 @@ class Endpoint(Construct):
         }
         if capture is not None:
             environment["SLUICE_CAPTURE_STREAM"] = capture.stream_name
+        if self.flavour == "container":
+            # What `sluice endpoint deploy` compares a fitted model's recorded libraries with.
+            environment["SLUICE_SERVING_LIBRARIES"] = json.dumps(image_libraries(), separators=(",", ":"))
         return environment
 
     def _build_handler(
@@ -361,6 +365,22 @@ class Endpoint(Construct):
             ],
             resource_arns=[function_arn, self.alias.function_arn],
         )
+
+
+#: The libraries whose version decides whether a pickled or skops-saved model loads the same.
+SERVING_LIBRARIES = ("scikit-learn",)
+
+
+def image_libraries(
+    requirements: Path = REPO_ROOT / "containers" / "scoring" / "requirements.txt",
+) -> dict[str, str]:
+    """``{library: version}`` the scoring image pins, for :data:`SERVING_LIBRARIES`."""
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        name, _, version = line.split("#", 1)[0].strip().partition("==")
+        if name.lower() in SERVING_LIBRARIES and version:
+            pins[name.lower()] = version.strip()
+    return pins
 
 
 def _alarm_specs(

@@ -276,7 +276,18 @@ def test_container_flavour_with_api_key_synthesizes_without_docker(tmp_path):
         "AWS::Lambda::Function",
         {
             "PackageType": "Image",
-            "Environment": {"Variables": Match.object_like({"SLUICE_MODEL_FLAVOUR": "sklearn"})},
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "SLUICE_MODEL_FLAVOUR": "sklearn",
+                        # what deploy compares a fitted model's recorded scikit-learn with
+                        "SLUICE_SERVING_LIBRARIES": json.dumps(
+                            {"scikit-learn": _pins(ROOT / "containers/scoring/requirements.txt")["scikit-learn"]},
+                            separators=(",", ":"),
+                        ),
+                    }
+                )
+            },
         },
     )
     template.resource_count_is("AWS::Lambda::LayerVersion", 0)
