@@ -433,15 +433,10 @@ def _predict(estimator: Any, features: pd.DataFrame) -> np.ndarray:
 
 def _hyperparameters(estimator: Any) -> dict[str, Any]:
     """The JSON-able part of the final step's ``get_params(deep=False)``."""
+    from sluice.models.training import jsonable_params
+
     get_params = getattr(estimator, "get_params", None)
-    params = get_params(deep=False) if callable(get_params) else {}
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if value is None or isinstance(value, bool | int | float | str):
-            out[key] = value
-    return out
+    return jsonable_params(get_params(deep=False) if callable(get_params) else {}, skip_other=True)
 
 
 def _lineage(

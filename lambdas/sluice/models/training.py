@@ -121,7 +121,7 @@ class TrainingResult:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's full ``get_params()``, JSON-able, as retraining will reuse them."""
-        return _jsonable(self.estimator.get_params(deep=False))
+        return jsonable_params(self.estimator.get_params(deep=False))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         predicted: np.ndarray = self.estimator.predict(self.preprocessor.transform(frame))
@@ -206,7 +206,12 @@ def _positive_scores(estimator: BaseEstimator, matrix: np.ndarray) -> np.ndarray
     return None
 
 
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+def jsonable_params(params: dict[str, Any], *, skip_other: bool = False) -> dict[str, Any]:
+    """The hyperparameters as JSON values (numpy scalars unwrapped, lists of scalars kept).
+
+    Any other value raises, unless ``skip_other`` (a model trained elsewhere, whose parameters may
+    hold arrays or objects): then it is left out.
+    """
     out: dict[str, Any] = {}
     for key, value in params.items():
         if isinstance(value, np.generic):
@@ -215,6 +220,6 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
         elif isinstance(value, list | tuple) and all(isinstance(v, bool | int | float | str) for v in value):
             out[key] = list(value)
-        else:
+        elif not skip_other:
             raise SluiceError(f"hyperparameter {key!r} is not JSON-serialisable ({type(value).__name__})")
     return out
