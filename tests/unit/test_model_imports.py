@@ -163,6 +163,11 @@ def test_a_fitted_pipeline_registers_from_its_file(registry, pipeline, reference
         }
     )
     assert record.lineage["data_rows"] == len(reference) and len(record.lineage["data_sha256"]) == 64
+    # And the lineage records the libraries that made the model, as its descriptor does
+    from sklearn import __version__ as sklearn_version
+
+    assert record.lineage["libraries"] == descriptor["libraries"]
+    assert record.lineage["libraries"]["scikit-learn"] == sklearn_version
     # And the stored model, loaded back with skops, predicts as the original does
     stored = sio.loads(
         registry.fetch(record.name, record.version, "model.skops"), trusted=descriptor["skops_trusted"]

@@ -192,7 +192,8 @@ def register_fitted(
     features = reference_features(reference, target)
     imported = read_model(path, trusted=trusted, packages=packages, sample=features.head(_CHECK_ROWS))
     bundle = bundle_fitted(imported, reference, target=target)
-    lineage = _lineage(reference, bundle.hyperparameters, lineage_extra)
+    libraries = json.loads(bundle.artifacts[DESCRIPTOR_ARTIFACT])["libraries"]  # the same as model.json
+    lineage = _lineage(reference, bundle.hyperparameters, {"libraries": libraries, **(lineage_extra or {})})
     return registry.register(name, bundle, lineage=lineage, idempotency_key=idempotency_key)
 
 

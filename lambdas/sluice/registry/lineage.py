@@ -44,6 +44,9 @@ class Lineage:
         The version this one retrains, if any.
     role
         ARN of the principal that registered the version (filled from STS when empty).
+    libraries
+        ``{library: version}`` of the libraries that produced the model file (a fitted model
+        registered from a file; its ``model.json`` records the same, signed, for deploy's check).
     """
 
     data_uri: str = ""
@@ -55,6 +58,7 @@ class Lineage:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     parent_version: int | None = None
     role: str = ""
+    libraries: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
