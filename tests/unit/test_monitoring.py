@@ -31,6 +31,7 @@ class Record:
     version: int
     artifacts: dict
     metrics: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
 
 
 class FakeRegistry:
@@ -312,6 +313,13 @@ def test_concept_drift_joins_labels_with_captured_predictions(aws, profile):
     assert metric_values("Sluice/Quality", "AccuracyDelta", {"Model": MODEL}) == [pytest.approx(-0.15)]
     assert metric_values("Sluice/Quality", "F1", {"Model": MODEL, "Version": 1}) == [
         pytest.approx(result.metrics["f1"])
+    ]
+    # and the delta's exact interval is published as the bound the alarm compares: 80/100 right
+    # is surely below a registered 0.95, so the whole interval is on the bad side
+    interval = result.intervals["accuracy"]
+    assert interval.low < -0.15 < interval.high < 0 and result.worse["accuracy"]
+    assert metric_values("Sluice/Quality", "AccuracyDeltaBound", {"Model": MODEL}) == [
+        pytest.approx(interval.high)
     ]
 
 

@@ -33,7 +33,8 @@ def bundle_from_training(result: TrainingResult, *, onnx: bool = True) -> ModelB
     The drift baseline profile is fitted on the training partition's features. With ``onnx``,
     the estimator is converted with skl2onnx and ``model.onnx`` is kept only if it passes
     :func:`sluice.models.onnx_export.check_parity` on the holdout partition; the outcome is
-    kept in ``notes["onnx"]`` either way.
+    kept in ``notes["onnx"]`` either way. ``notes["holdout_rows"]`` records how many rows the
+    metrics were measured on, which the concept-drift check's intervals account for.
     """
     import joblib
 
@@ -55,6 +56,8 @@ def bundle_from_training(result: TrainingResult, *, onnx: bool = True) -> ModelB
     )
     artifacts[SPEC_ARTIFACT] = _json_bytes(spec.to_dict())
     notes: dict[str, Any] = {}
+    if result.holdout is not None:
+        notes["holdout_rows"] = len(result.holdout)
     if onnx:
         notes["onnx"] = _onnx_artifact(result, artifacts)
     return ModelBundle(

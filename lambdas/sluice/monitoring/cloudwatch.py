@@ -122,10 +122,17 @@ def quality_metric_data(results: Sequence[QualityResult], *, when: datetime) -> 
         values.update(
             {f"{QUALITY_METRICS[k]}Delta": v for k, v in result.deltas.items() if k in QUALITY_METRICS}
         )
+        values.update(
+            {
+                f"{QUALITY_METRICS[k]}DeltaBound": v.bound
+                for k, v in result.intervals.items()
+                if k in QUALITY_METRICS
+            }
+        )
         for name, value in values.items():
             data.append(datum(name, value, dims, when))
-            base = name.removesuffix("Delta")
-            lower_is_worse = base in _LOWER_IS_WORSE
+            # A DeltaBound is signed so that lower is worse, whatever its metric.
+            lower_is_worse = name.endswith("DeltaBound") or name.removesuffix("Delta") in _LOWER_IS_WORSE
             key = (result.model, name)
             if key not in worst:
                 worst[key] = value

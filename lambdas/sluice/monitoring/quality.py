@@ -9,6 +9,7 @@ metrics the version was registered with. The results go to ``Sluice/Quality``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.monitoring.cloudwatch import publish, quality_metric_data
 from sluice.monitoring.labels import iter_labels
+from sluice.monitoring.quality_stats import DeltaInterval, QualityPolicy, delta_intervals
 from sluice.monitoring.served import choose_versions, open_registry, resolve_window
 from sluice.names import QUALITY_NAMESPACE
 from sluice.serving.capture_reader import iter_capture
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from sluice.registry.store import ModelRegistry
 
 _MISSING = object()
+#: The smallest worsening worth an alarm (``QualityPolicy.min_effect``), set per model by the stage.
+MIN_EFFECT_ENV = "SLUICE_QUALITY_MIN_EFFECT"
 
 
 @dataclass
@@ -38,6 +42,10 @@ class QualityResult:
     metrics: dict[str, float] = field(default_factory=dict)
     registered: dict[str, float] = field(default_factory=dict)
     deltas: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, DeltaInterval] = field(default_factory=dict)
+    """Each delta's confidence interval (:func:`~sluice.monitoring.quality_stats.delta_intervals`)."""
+    worse: dict[str, bool] = field(default_factory=dict)
+    """Per metric, whether :class:`~sluice.monitoring.quality_stats.QualityPolicy` finds it worse."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +56,8 @@ class QualityResult:
             "metrics": self.metrics,
             "registered": self.registered,
             "deltas": self.deltas,
+            "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
+            "worse": self.worse,
         }
 
 
@@ -89,24 +99,45 @@ def _aligned(truth: list[Any], predicted: list[Any]) -> tuple[Any, Any]:
     return np.asarray([str(v) for v in truth]), np.asarray([str(v) for v in predicted])
 
 
-def _live_metrics(task: str, truth: list[Any], predicted: list[Any], scores: list[Any]) -> dict[str, float]:
-    """The task's metrics of the labelled predictions (AUC only when every row has a score)."""
+def _assess(
+    result: QualityResult,
+    truth: list[Any],
+    predicted: list[Any],
+    scores: list[Any],
+    *,
+    registered: Mapping[str, float],
+    holdout_rows: int | None,
+    policy: QualityPolicy,
+) -> None:
+    """Fill ``result`` with the live metrics, their deltas, the deltas' intervals and the verdicts.
+
+    AUC only when every row has a score.
+    """
     import numpy as np
 
     from sluice.models.training import prediction_metrics
 
+    task = result.task
     use_scores = task == "classification" and all(s is not None for s in scores)
     if task == "classification":
         truth_array, predicted_array = _aligned(truth, predicted)
     else:
         truth_array = np.asarray(truth, dtype=float)
         predicted_array = np.asarray(predicted, dtype=float)
-    return prediction_metrics(
+    score_array = np.asarray(scores, dtype=float) if use_scores else None
+    result.metrics = prediction_metrics(task, truth_array, predicted_array, scores=score_array)
+    result.registered = {k: v for k, v in registered.items() if k in result.metrics}
+    result.deltas = {k: result.metrics[k] - v for k, v in result.registered.items()}
+    result.intervals = delta_intervals(
         task,
         truth_array,
         predicted_array,
-        scores=np.asarray(scores, dtype=float) if use_scores else None,
+        registered=result.registered,
+        scores=score_array,
+        holdout_rows=holdout_rows,
+        confidence=policy.confidence,
     )
+    result.worse = {k: policy.worse(v) for k, v in result.intervals.items()}
 
 
 def run_concept_check(
@@ -120,14 +151,18 @@ def run_concept_check(
     registry: ModelRegistry | None = None,
     min_labels: int = 30,
     publish_metrics: bool = True,
+    policy: QualityPolicy | None = None,
 ) -> list[QualityResult]:
     """Live quality of each served version on the predictions of the window that have labels.
 
     Labels received from the window's start up to ``now`` are joined with the window's captured
     predictions by ``(request_id, row)``. Metrics (and their deltas against the registered
-    metrics) are published to ``Sluice/Quality`` when at least ``min_labels`` rows matched;
-    ``LabelledRows`` always is.
+    metrics, and each delta's bound nearest to no change, ``<Metric>DeltaBound``, which the
+    concept-drift alarm compares with ``-min_effect``) are published to ``Sluice/Quality`` when
+    at least ``min_labels`` rows matched; ``LabelledRows`` always is. ``policy`` defaults to
+    :class:`QualityPolicy` with ``min_effect`` from ``SLUICE_QUALITY_MIN_EFFECT``.
     """
+    policy = policy or QualityPolicy(min_effect=float(os.environ.get(MIN_EFFECT_ENV) or 0.01))
     settings.require("capture_bucket")
     start, end = resolve_window(window, now=now, minutes=window_minutes)
     registry = open_registry(settings, registry)
@@ -146,9 +181,16 @@ def run_concept_check(
         truth, predicted, scores = _join(labels, chunks)
         result = QualityResult(model=model, version=version, task=task, labelled_rows=len(truth))
         if len(truth) >= max(min_labels, 1):
-            result.metrics = _live_metrics(task, truth, predicted, scores)
-            result.registered = {k: v for k, v in registered.items() if k in result.metrics}
-            result.deltas = {k: result.metrics[k] - v for k, v in result.registered.items()}
+            holdout_rows = (record.notes or {}).get("holdout_rows")
+            _assess(
+                result,
+                truth,
+                predicted,
+                scores,
+                registered=registered,
+                holdout_rows=int(holdout_rows) if isinstance(holdout_rows, int | float) else None,
+                policy=policy,
+            )
         results.append(result)
     if publish_metrics:
         publish(QUALITY_NAMESPACE, quality_metric_data(results, when=end))
