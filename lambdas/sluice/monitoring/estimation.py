@@ -54,7 +54,7 @@ class Calibrator:
         scores = np.asarray(scores, dtype=float)
         if not self.x:
             return scores
-        return np.interp(scores, self.x, self.y)
+        return np.asarray(np.interp(scores, self.x, self.y), dtype=float)
 
     def to_json(self) -> bytes:
         return json.dumps(
