@@ -14,6 +14,7 @@ from moto import mock_aws
 from sluice.errors import NotFound, SluiceError
 from sluice.monitoring import cloudwatch, drift_job, quality, report_store, served
 from sluice.monitoring import labels as label_store
+from sluice.monitoring.estimation import Calibrator, estimate
 from sluice.monitoring.profile import DriftProfile
 from sluice.serving.capture import CaptureWriter, capture_records
 from sluice.settings import Settings
@@ -42,12 +43,13 @@ class FakeRegistry:
             "profile.json": json.dumps(profile).encode(),
             "spec.json": json.dumps({"task": task}).encode(),
         }
+        self.artifacts: dict = {"profile.json": {"sha256": "p"}, "spec.json": {}}
         self.metrics = metrics or {}
         self.events: list[dict] = []
         self.alias_map: dict[str, int] = {}
 
     def get(self, name, *, version=None, alias=None):
-        return Record(version, {"profile.json": {"sha256": "p"}, "spec.json": {}}, self.metrics)
+        return Record(version, self.artifacts, self.metrics)
 
     def fetch(self, name, version, artifact):
         return self.blobs[artifact]
@@ -204,6 +206,36 @@ def test_drift_check_flags_the_shifted_version_publishes_metrics_and_writes_repo
     page = aws.get_object(Bucket=BUCKET, Key=runs[1].html_key)["Body"].read().decode()
     assert runs[1].html_key == "reports/drift/credit-risk/2/20261125T120000Z.html"
     assert "data:image/png;base64," in page and "income" in page
+
+
+def test_a_calibrated_binary_classifier_gets_its_performance_estimated_without_labels(aws, profile):
+    # Given a version registered with calibration.json and 1,000 captured rows with probabilities
+    probabilities = np.random.default_rng(0).beta(2, 3, size=1000)
+    predicted = (probabilities >= 0.5).astype(int)
+    capture(
+        credit(1000, seed=4),
+        version=1,
+        start=NOW - timedelta(minutes=40),
+        predictions=predicted,
+        probabilities=probabilities,
+    )
+    registry = FakeRegistry(profile, metrics={"f1": 0.8})
+    registry.blobs["calibration.json"] = Calibrator().to_json()
+    registry.artifacts["calibration.json"] = {"sha256": "c"}
+    # When the drift job runs in chunks
+    (run,) = drift_job.drift_runs(SETTINGS, model=MODEL, versions=[1], now=NOW, registry=registry, chunk_rows=64)
+    # Then the estimate is that of all the window's probabilities at once, and it is published
+    expected = estimate(probabilities, predicted)
+    assert run.estimate is not None and run.estimate.rows == 1000
+    assert run.estimate.f1 == pytest.approx(expected.f1) and run.estimate.roc_auc == pytest.approx(expected.roc_auc)
+    assert run.summary()["estimated"]["f1"] == pytest.approx(expected.f1)
+    for dims in ({"Model": MODEL, "Version": 1}, {"Model": MODEL}):
+        assert metric_values("Sluice/Drift", "EstimatedF1", dims) == [pytest.approx(expected.f1)]
+    # and the drift report shows the estimate beside the registered metrics
+    page = aws.get_object(Bucket=BUCKET, Key=run.html_key)["Body"].read().decode()
+    assert "Performance before labels" in page and f"{expected.f1:.3f}" in page
+    document = json.loads(aws.get_object(Bucket=BUCKET, Key=run.json_key)["Body"].read())
+    assert document["estimated"]["f1"] == pytest.approx(expected.f1) and document["registered"] == {"f1": 0.8}
 
 
 def test_chunked_window_gives_the_same_report_as_one_chunk(aws, profile):

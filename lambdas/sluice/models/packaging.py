@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.errors import SluiceError
 from sluice.registry.bundle import (
+    CALIBRATION_ARTIFACT,
     MODEL_ARTIFACT,
     ONNX_ARTIFACT,
     PREPROCESSING_ARTIFACTS,
@@ -25,6 +26,7 @@ from sluice.registry.bundle import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from sluice.models.training import TrainingResult
+    from sluice.monitoring.estimation import Calibrator
 
 
 def bundle_from_training(result: TrainingResult, *, onnx: bool = True) -> ModelBundle:
@@ -58,6 +60,10 @@ def bundle_from_training(result: TrainingResult, *, onnx: bool = True) -> ModelB
     notes: dict[str, Any] = {}
     if result.holdout is not None:
         notes["holdout_rows"] = len(result.holdout)
+        calibration = holdout_calibration(result)
+        if calibration is not None:
+            artifacts[CALIBRATION_ARTIFACT] = calibration.to_json()
+            notes["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before}
     if onnx:
         notes["onnx"] = _onnx_artifact(result, artifacts)
     return ModelBundle(
@@ -67,6 +73,25 @@ def bundle_from_training(result: TrainingResult, *, onnx: bool = True) -> ModelB
         estimator=spec.estimator,
         notes=notes,
     )
+
+
+def holdout_calibration(result: TrainingResult) -> Calibrator | None:
+    """A binary classifier's calibration check on the holdout (:func:`~sluice.monitoring.estimation.fit_calibrator`).
+
+    ``None`` for other models: label-free performance estimation needs the positive class's
+    probability, which is what capture records for binary classifiers.
+    """
+    from sluice.models.training import _positive_scores
+    from sluice.monitoring.estimation import fit_calibrator
+
+    if result.holdout is None or result.spec.task != "classification":
+        return None
+    matrix = result.preprocessor.transform(result.holdout)
+    scores = _positive_scores(result.estimator, matrix)
+    if scores is None:
+        return None
+    positive = result.estimator.classes_[1]
+    return fit_calibrator(result.holdout[result.spec.target].to_numpy() == positive, scores)
 
 
 def _onnx_artifact(result: TrainingResult, artifacts: dict[str, bytes]) -> dict[str, Any]:

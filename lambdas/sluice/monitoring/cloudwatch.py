@@ -74,6 +74,7 @@ def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> li
     feature_drifted: dict[tuple[str, str], float] = {}
     share: dict[str, float] = {}
     rows: dict[str, float] = {}
+    estimated: dict[tuple[str, str], float] = {}  # (model, metric) -> worst version's estimate
     for run in runs:
         report, when = run.report, run.end
         version_dims = {"Model": run.model, "Version": run.version}
@@ -86,6 +87,11 @@ def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> li
         data.append(datum("DatasetDrift", float(report.dataset_drift), version_dims, when))
         data.append(datum("DriftedFeatures", report.n_drifted, version_dims, when, "Count"))
         share[run.model] = max(share.get(run.model, 0.0), report.dataset_drift_share)
+        if run.estimate is not None:
+            for name, value in _estimated(run.estimate).items():
+                data.append(datum(name, value, version_dims, when))
+                key = (run.model, name)
+                estimated[key] = min(estimated.get(key, value), value)
         for feature in report.features:
             dims = {**version_dims, "Feature": feature.name}
             data.append(datum("Drifted", float(feature.drifted), dims, when))
@@ -106,7 +112,17 @@ def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> li
         data.append(datum("Drifted", value, {"Model": model, "Feature": feature_name}, when))
     for (model, feature_name), value in feature_psi.items():
         data.append(datum("PSI", value, {"Model": model, "Feature": feature_name}, when))
+    for (model, name), value in estimated.items():
+        data.append(datum(name, value, {"Model": model}, when))
     return data
+
+
+def _estimated(estimate: Any) -> dict[str, float]:
+    """``EstimatedF1``, ``EstimatedAccuracy`` and ``EstimatedAUC`` of a label-free estimate."""
+    values = {"EstimatedF1": estimate.f1, "EstimatedAccuracy": estimate.accuracy}
+    if estimate.roc_auc is not None:
+        values["EstimatedAUC"] = estimate.roc_auc
+    return values
 
 
 def quality_metric_data(results: Sequence[QualityResult], *, when: datetime) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from sluice.serving.capture_reader import iter_capture
 from sluice.settings import Settings
 
 if TYPE_CHECKING:  # the drift statistics need pandas and scipy: loaded when a check runs
+    from sluice.monitoring.estimation import Calibrator, Estimate, PerformanceSketch
     from sluice.monitoring.policy import DriftPolicy
     from sluice.monitoring.profile import DriftProfile
     from sluice.monitoring.report import DriftReport
@@ -51,6 +52,10 @@ class DriftRun:
     json_key: str = ""
     html_key: str = ""
     metrics_published: int = 0
+    estimate: Estimate | None = None
+    """Performance expected from the served probabilities (binary classifiers with ``calibration.json``)."""
+    registered: dict[str, float] = field(default_factory=dict)
+    """The version's registered (holdout) metrics, which the estimate is shown beside."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class DriftRun:
             "json_key": self.json_key,
             "html_key": self.html_key,
             "metrics_published": self.metrics_published,
+            "estimated": None if self.estimate is None else self.estimate.to_dict(),
         }
 
 
@@ -86,6 +92,16 @@ def load_profile(registry: ModelRegistry, model: str, version: int) -> DriftProf
     return cached
 
 
+def load_calibrator(registry: ModelRegistry, model: str, version: int) -> Calibrator | None:
+    """The version's ``calibration.json`` (binary classifiers), ``None`` if it has none."""
+    from sluice.monitoring.estimation import Calibrator
+    from sluice.registry.bundle import CALIBRATION_ARTIFACT
+
+    if CALIBRATION_ARTIFACT not in registry.get(model, version=version).artifacts:
+        return None
+    return Calibrator.from_json(registry.fetch(model, version, CALIBRATION_ARTIFACT))
+
+
 def sketch_capture(
     profile: DriftProfile,
     bucket: str,
@@ -95,20 +111,32 @@ def sketch_capture(
     start: datetime,
     end: datetime,
     chunk_rows: int,
-) -> TargetSketch:
-    """The profile's sketch of the captured features of ``[start, end)``, one chunk at a time."""
+    calibrator: Calibrator | None = None,
+) -> tuple[TargetSketch, PerformanceSketch | None]:
+    """The profile's sketch of the captured features of ``[start, end)``, one chunk at a time.
+
+    With a ``calibrator``, also the :class:`~sluice.monitoring.estimation.PerformanceSketch` of the
+    rows' served probabilities (a binary classifier predicts positive at probability 0.5 or more).
+    """
+    import numpy as np
     import pandas as pd
+
+    from sluice.monitoring.estimation import PerformanceSketch
 
     columns = list(profile.features_)
     total = profile.partial(pd.DataFrame())
+    performance = PerformanceSketch() if calibrator is not None else None
     for chunk in iter_capture(
         bucket, model=model, version=version, start=start, end=end, chunk_rows=chunk_rows
     ):
         frame = pd.DataFrame.from_records([r.get("features") or {} for r in chunk]).reindex(columns=columns)
         total = total.merge(profile.partial(frame))
+        if performance is not None:
+            scores = np.asarray([r["probability"] for r in chunk if r.get("probability") is not None], float)
+            performance.add(scores, scores >= 0.5, calibrator=calibrator)
         # Drop this chunk before the reader builds the next one: one chunk in memory at a time.
         del frame, chunk
-    return total
+    return total, performance
 
 
 def _check_version(
@@ -120,9 +148,10 @@ def _check_version(
     window: tuple[datetime, datetime],
     policy: DriftPolicy | None,
     chunk_rows: int,
+    calibrator: Calibrator | None = None,
 ) -> DriftRun:
     start, end = window
-    sketch = sketch_capture(
+    sketch, performance = sketch_capture(
         profile,
         settings.capture_bucket,
         model=model,
@@ -130,6 +159,7 @@ def _check_version(
         start=start,
         end=end,
         chunk_rows=chunk_rows,
+        calibrator=calibrator,
     )
     report = profile.compare(
         sketch,
@@ -137,7 +167,13 @@ def _check_version(
         label=f"{model} v{version} capture {format_ts(start)} to {format_ts(end)}",
         baseline_label=f"{model} v{version} training data",
     )
-    return DriftRun(model=model, version=version, start=start, end=end, report=report)
+    estimate = performance.estimate() if performance is not None and performance.rows else None
+    return DriftRun(model=model, version=version, start=start, end=end, report=report, estimate=estimate)
+
+
+def _registered_metrics(registry: ModelRegistry, model: str, version: int) -> dict[str, float]:
+    metrics = registry.get(model, version=version).metrics or {}
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
 def _publish(runs: Sequence[DriftRun], *, detailed: bool) -> None:
@@ -178,8 +214,7 @@ def drift_runs(
             logger.warning("skipping drift check of %s v%s: %s", model, version, missing)
             skipped.append(str(missing))
             continue
-        runs.append(
-            _check_version(
+        run = _check_version(
                 settings,
                 profile,
                 model=model,
@@ -187,8 +222,10 @@ def drift_runs(
                 window=(start, end),
                 policy=policy,
                 chunk_rows=chunk_rows,
-            )
+                calibrator=load_calibrator(registry, model, version),
         )
+        run.registered = _registered_metrics(registry, model, version)
+        runs.append(run)
     if not runs:
         raise NotFound(f"no drift check was possible for model {model!r}: {'; '.join(skipped)}")
     if publish_metrics:

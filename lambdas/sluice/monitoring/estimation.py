@@ -9,9 +9,10 @@ This is what NannyML calls CBPE. It holds under covariate shift, when the concep
 a concept change is what the labelled quality check (:mod:`sluice.monitoring.quality`) sees.
 
 Estimates are only as good as the calibration. :func:`fit_calibrator` checks it on the holdout at
-registration: when the expected calibration error is above ``tolerance`` it fits an isotonic
-map, stored as the JSON artifact ``calibration.json`` (thresholds, no pickle) and applied with
-:func:`numpy.interp`.
+registration with the Hosmer-Lemeshow test (deciles of the scores, chi-squared with 8 degrees of
+freedom), so a small holdout's noise is not taken for miscalibration. When the test rejects at 5 %
+and the expected calibration error is above ``tolerance`` it fits an isotonic map, stored as the
+JSON artifact ``calibration.json`` (thresholds, no pickle) and applied with :func:`numpy.interp`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from sluice.errors import SluiceError
+from sluice.registry.bundle import CALIBRATION_ARTIFACT
 
-CALIBRATION_ARTIFACT = "calibration.json"
-#: Expected calibration error above which registration fits a calibrator.
-ECE_TOLERANCE = 0.02
+#: Expected calibration error below which registration never fits a calibrator.
+ECE_TOLERANCE = 0.01
+#: Hosmer-Lemeshow p-value below which calibration is poor.
+CALIBRATION_ALPHA = 0.05
 _BINS = 15
 
 
@@ -93,14 +96,33 @@ def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, *, 
     return float(sum(gaps) / max(len(order), 1))
 
 
-def fit_calibrator(truth: np.ndarray, scores: np.ndarray, *, tolerance: float = ECE_TOLERANCE) -> Calibrator:
-    """The holdout's calibration check, and an isotonic map when the error exceeds ``tolerance``."""
+def hosmer_lemeshow(truth: np.ndarray, probabilities: np.ndarray, *, groups: int = 10) -> float:
+    """The p-value of the Hosmer-Lemeshow test that ``probabilities`` are calibrated for ``truth``."""
+    from scipy.stats import chi2
+
+    truth, probabilities = np.asarray(truth, dtype=float), np.asarray(probabilities, dtype=float)
+    statistic = 0.0
+    for part in np.array_split(np.argsort(probabilities, kind="stable"), groups):
+        observed, expected, n = truth[part].sum(), probabilities[part].sum(), len(part)
+        variance = expected * (1 - expected / n) if n else 0.0
+        statistic += (observed - expected) ** 2 / variance if variance > 0 else 0.0
+    return float(chi2.sf(statistic, groups - 2))
+
+
+def fit_calibrator(
+    truth: np.ndarray, scores: np.ndarray, *, tolerance: float = ECE_TOLERANCE, alpha: float = CALIBRATION_ALPHA
+) -> Calibrator:
+    """The holdout's calibration check, and an isotonic map when calibration is poor.
+
+    Poor: the Hosmer-Lemeshow test rejects at ``alpha`` and the expected calibration error is
+    above ``tolerance``.
+    """
     from sklearn.isotonic import IsotonicRegression
 
     truth = np.asarray(truth, dtype=float)
     scores = np.asarray(scores, dtype=float)
     before = expected_calibration_error(truth, scores)
-    if before <= tolerance:
+    if before <= tolerance or hosmer_lemeshow(truth, scores) >= alpha:
         return Calibrator(ece_before=before, ece_after=before)
     isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, truth)
     calibrator = Calibrator(
@@ -126,6 +148,65 @@ class Estimate:
         return {"rows": self.rows, "accuracy": self.accuracy, "f1": self.f1, "roc_auc": self.roc_auc}
 
 
+class PerformanceSketch:
+    """Mergeable sums behind an :class:`Estimate`: a chunk, a shard or a whole window of rows.
+
+    It holds the expected confusion counts and, per score bin, the expected positives and
+    negatives, so sketches of parts merge into the sketch of the whole (the drift job's fan-out
+    merges them as it merges the drift sketches). The AUC over binned scores counts pairs in one
+    bin as ties; with ``bins=1000`` that moves it by well under 0.001.
+    """
+
+    def __init__(self, bins: int = 1000) -> None:
+        self.bins = bins
+        self.rows = 0
+        self.counts = np.zeros(4)  # expected tp, fp, fn, tn
+        self.positives = np.zeros(bins)
+        self.negatives = np.zeros(bins)
+        self.self_pairs = 0.0
+
+    def add(
+        self,
+        scores: np.ndarray,
+        said_positive: np.ndarray,
+        *,
+        calibrator: Calibrator | None = None,
+    ) -> PerformanceSketch:
+        """Add rows: their served scores and whether each was predicted positive."""
+        scores = np.asarray(scores, dtype=float)
+        p = calibrator.apply(scores) if calibrator is not None else scores
+        said = np.asarray(said_positive, dtype=bool)
+        self.rows += len(p)
+        self.counts += [p[said].sum(), (1 - p[said]).sum(), p[~said].sum(), (1 - p[~said]).sum()]
+        where = np.clip((scores * self.bins).astype(int), 0, self.bins - 1)
+        self.positives += np.bincount(where, weights=p, minlength=self.bins)
+        self.negatives += np.bincount(where, weights=1 - p, minlength=self.bins)
+        self.self_pairs += float((p * (1 - p)).sum())
+        return self
+
+    def merge(self, other: PerformanceSketch) -> PerformanceSketch:
+        if other.bins != self.bins:
+            raise SluiceError(f"cannot merge performance sketches of {self.bins} and {other.bins} bins")
+        out = PerformanceSketch(self.bins)
+        out.rows = self.rows + other.rows
+        out.counts = self.counts + other.counts
+        out.positives = self.positives + other.positives
+        out.negatives = self.negatives + other.negatives
+        out.self_pairs = self.self_pairs + other.self_pairs
+        return out
+
+    def estimate(self) -> Estimate:
+        if self.rows == 0:
+            raise SluiceError("no probabilities to estimate performance from")
+        tp, fp, fn, tn = (float(v) for v in self.counts)
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+        below = np.concatenate([[0.0], np.cumsum(self.negatives)[:-1]])
+        # Pairs within a bin count half, less each row paired with itself.
+        ranked = float((self.positives * below).sum() + 0.5 * (self.positives @ self.negatives - self.self_pairs))
+        pairs = float(self.positives.sum() * self.negatives.sum() - self.self_pairs)
+        return Estimate(self.rows, (tp + tn) / self.rows, f1, ranked / pairs if pairs > 0 else None)
+
+
 def estimate(
     probabilities: Sequence[float] | np.ndarray,
     predicted: Sequence[Any] | np.ndarray,
@@ -144,30 +225,5 @@ def estimate(
     calibrator
         The version's :class:`Calibrator` (``None``: the probabilities are taken as calibrated).
     """
-    p = np.asarray(probabilities, dtype=float)
-    if len(p) == 0:
-        raise SluiceError("no probabilities to estimate performance from")
-    if calibrator is not None:
-        p = calibrator.apply(p)
     said_positive = np.asarray(predicted) == positive
-    tp, fp = float(p[said_positive].sum()), float((1 - p[said_positive]).sum())
-    fn, tn = float(p[~said_positive].sum()), float((1 - p[~said_positive]).sum())
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
-    return Estimate(len(p), (tp + tn) / len(p), f1, _expected_auc(np.asarray(probabilities, float), p))
-
-
-def _expected_auc(scores: np.ndarray, p: np.ndarray) -> float | None:
-    """Σ over pairs ranked i above j of P(i positive) P(j negative), over the expected pairs (ties half)."""
-    if len(p) < 2:
-        return None
-    order = np.argsort(scores, kind="stable")
-    s, pos, neg = scores[order], p[order], 1 - p[order]
-    # Negatives strictly below each score, and tied with it, from cumulative sums over sorted scores.
-    starts = np.searchsorted(s, s, side="left")
-    ends = np.searchsorted(s, s, side="right")
-    cumulative = np.concatenate([[0.0], np.cumsum(neg)])
-    below = cumulative[starts]
-    tied = cumulative[ends] - cumulative[starts] - neg  # the row itself is not its own pair
-    numerator = float((pos * (below + 0.5 * tied)).sum())
-    pairs = float(pos.sum() * neg.sum() - (pos * neg).sum())
-    return numerator / pairs if pairs > 0 else None
+    return PerformanceSketch().add(np.asarray(probabilities, dtype=float), said_positive, calibrator=calibrator).estimate()

@@ -15,7 +15,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +199,39 @@ or when its missing rate moved by more than {policy.missing_tolerance:g} with a 
 {f"<ul>{tolerances}</ul>" if tolerances else ""}"""
 
 
-def render_html(report: DriftReport, *, title: str = "Sluice drift report") -> str:
-    """The report as one self-contained HTML page (inline PNG plots, no external resources)."""
+def _performance(estimated: Mapping[str, Any] | None, registered: Mapping[str, float]) -> str:
+    """Estimated (from the served probabilities, no labels) against registered (holdout) metrics."""
+    if not estimated:
+        return ""
+    cells = []
+    for key, label in (("f1", "F1"), ("accuracy", "accuracy"), ("roc_auc", "AUC")):
+        value = estimated.get(key)
+        if value is None:
+            continue
+        before = registered.get(key)
+        shown = "" if before is None else f"{before:.3f}"
+        change = "" if before is None else f"{value - before:+.3f}"
+        cells.append(f"<tr><td class='name'>{label}</td><td>{value:.3f}</td><td>{shown}</td><td>{change}</td></tr>")
+    return f"""<h2>Performance before labels</h2>
+<p>Expected from the {estimated.get("rows", 0)} served probabilities of this window (calibrated at
+registration; valid while the concept holds), beside the metrics registered on the holdout. The
+labelled quality check measures the realised values once labels arrive.</p>
+<table><thead><tr><th class="name">metric</th><th>estimated</th><th>registered</th><th>change</th></tr></thead>
+<tbody>{"".join(cells)}</tbody></table>"""
+
+
+def render_html(
+    report: DriftReport,
+    *,
+    title: str = "Sluice drift report",
+    estimated: Mapping[str, Any] | None = None,
+    registered: Mapping[str, float] | None = None,
+) -> str:
+    """The report as one self-contained HTML page (inline PNG plots, no external resources).
+
+    ``estimated`` (an :class:`~sluice.monitoring.estimation.Estimate` as a dict) adds a table of
+    performance expected without labels, beside the ``registered`` metrics.
+    """
     esc = html.escape
     ordered = sorted(report.features, key=lambda f: not f.drifted)
     anchors = {f.name: f"feature-{i}" for i, f in enumerate(ordered)}  # names may hold spaces
@@ -211,6 +242,7 @@ def render_html(report: DriftReport, *, title: str = "Sluice drift report") -> s
 <body>
 <h1>{esc(title)}</h1>
 {_header(report)}
+{_performance(estimated, registered or {})}
 <table>
 <thead><tr><th class="name">feature</th><th>kind</th><th>test</th><th>statistic</th><th>p-value</th>
 <th>PSI</th><th>JS distance</th><th>Wasserstein</th><th>baseline missing</th><th>target missing</th>

@@ -41,11 +41,14 @@ def write_report(settings: Settings, run: DriftRun, *, html: bool = True) -> Non
     """Store the run's JSON report (with its window) and, if ``html``, the rendered HTML report."""
     bucket = reports_bucket(settings)
     client = aws.client("s3")
+    estimated = None if run.estimate is None else run.estimate.to_dict()
     document = {
         "model": run.model,
         "version": run.version,
         "window": {"start": format_ts(run.start), "end": format_ts(run.end)},
         "report": run.report.to_dict(),
+        "estimated": estimated,
+        "registered": run.registered,
     }
     run.json_key = report_key(run.model, run.version, run.end, "json")
     client.put_object(
@@ -58,7 +61,12 @@ def write_report(settings: Settings, run: DriftRun, *, html: bool = True) -> Non
         from sluice.monitoring.report_html import render_html
 
         run.html_key = report_key(run.model, run.version, run.end, "html")
-        page = render_html(run.report, title=f"Sluice drift report: {run.model} v{run.version}")
+        page = render_html(
+            run.report,
+            title=f"Sluice drift report: {run.model} v{run.version}",
+            estimated=estimated,
+            registered=run.registered,
+        )
         client.put_object(
             Bucket=bucket, Key=run.html_key, Body=page.encode(), ContentType="text/html; charset=utf-8"
         )

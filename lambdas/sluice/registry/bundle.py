@@ -23,6 +23,7 @@ SCHEMA_ARTIFACT = "schema.json"
 PROFILE_ARTIFACT = "profile.json"
 SPEC_ARTIFACT = "spec.json"
 DESCRIPTOR_ARTIFACT = "model.json"
+CALIBRATION_ARTIFACT = "calibration.json"  # binary classifiers: sluice.monitoring.estimation.Calibrator
 PREPROCESSING_ARTIFACTS = {
     "imputation": "preprocessing/imputation.json",
     "normalisation": "preprocessing/normalisation.json",
