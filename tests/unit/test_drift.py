@@ -550,3 +550,21 @@ def test_categorical_p_value_is_twice_the_smaller_of_chi2_and_fisher_on_other():
     greater = stats.fisher_exact([[100, 400], [200, 800]], alternative="greater").pvalue
     fisher_p = min(1.0, 2 * min(less, greater))
     assert feature.p_value == pytest.approx(min(1.0, 2 * min(chi2_p, fisher_p)))
+
+
+def test_the_verdict_keeps_significance_and_effect_size_apart():
+    # Given a baseline and a 200,000-row window whose `x` moved by 0.05 sigma: certain, but tiny
+    rng = np.random.default_rng(0)
+    baseline = pd.DataFrame({"x": rng.normal(size=20_000), "y": rng.normal(size=20_000)})
+    profile = DriftProfile().fit(baseline)
+    small_shift = pd.DataFrame({"x": rng.normal(0.05, 1, 200_000), "y": rng.normal(size=200_000)})
+    big_shift = pd.DataFrame({"x": rng.normal(1.0, 1, 5_000), "y": rng.normal(size=5_000)})
+    small = profile.compare(profile.partial(small_shift))
+    big = profile.compare(profile.partial(big_shift))
+    # Then the small move is significant but below the PSI floor: not drift, and it says so
+    assert small["x"].p_value < small.alpha_per_test and small["x"].psi <= small.policy.psi_tolerance
+    assert (small["x"].drifted, small["x"].verdict) == (False, "significant, below the effect floor")
+    assert small["y"].verdict == "not significant"
+    assert (big["x"].drifted, big["x"].verdict) == (True, "drifted")
+    # and the verdict survives the stored report
+    assert DriftReport.from_dict(json.loads(json.dumps(small.to_dict())))["x"].verdict == small["x"].verdict

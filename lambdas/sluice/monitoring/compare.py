@@ -70,13 +70,25 @@ def _note(n_rows: int, n_baseline: int, n_target: int) -> str | None:
 
 def _decide(
     p_value: float | None, effect: float | None, tolerance: float, missing_drifted: bool, alpha_t: float
-) -> tuple[bool, tuple[str, ...]]:
+) -> tuple[bool, tuple[str, ...], str]:
+    """Drifted, why, and the verdict that keeps the test and the effect size apart.
+
+    The verdict is ``"drifted"``, ``"significant, below the effect floor"`` (the test rejects but
+    PSI is within tolerance: a real but small change, which is not drift) or ``"not significant"``.
+    """
     reasons = []
-    if p_value is not None and effect is not None and p_value < alpha_t and effect > tolerance:
+    significant = p_value is not None and p_value < alpha_t
+    if significant and effect is not None and effect > tolerance:
         reasons.append("distribution")
     if missing_drifted:
         reasons.append("missing_rate")
-    return bool(reasons), tuple(reasons)
+    if reasons:
+        verdict = "drifted"
+    elif significant:
+        verdict = "significant, below the effect floor"
+    else:
+        verdict = "not significant"
+    return bool(reasons), tuple(reasons), verdict
 
 
 def _hist(counts: np.ndarray) -> tuple[float, ...]:
@@ -93,7 +105,9 @@ def compare_numeric(
     psi_value = psi(coarse_b, coarse_t)
     rate_b, rate_t, p_missing, missing_drifted = _missing_part(baseline, counts, policy, alpha_t)
     p_value = ks[1] if ks else None
-    drifted, reasons = _decide(p_value, psi_value, policy.psi_tolerance_for(name), missing_drifted, alpha_t)
+    drifted, reasons, verdict = _decide(
+        p_value, psi_value, policy.psi_tolerance_for(name), missing_drifted, alpha_t
+    )
     n_b, n_t = int(baseline.cdf_counts.sum()), int(counts.counts.sum())
     return FeatureDrift(
         name=name,
@@ -114,6 +128,7 @@ def compare_numeric(
         n_target=n_t,
         drifted=drifted,
         reasons=reasons,
+        verdict=verdict,
         note=_note(counts.n_rows, n_b, n_t),
         bin_labels=numeric_bin_labels(baseline.bin_edges),
         baseline_hist=_hist(coarse_b),
@@ -158,7 +173,9 @@ def compare_categorical(
             int(pooled_b[-1]), int(pooled_b.sum()), int(pooled_t[-1]), int(pooled_t.sum())
         )
         p_value = min(1.0, 2.0 * min(chi2[1], p_other if p_other is not None else 1.0))
-    drifted, reasons = _decide(p_value, psi_value, policy.psi_tolerance_for(name), missing_drifted, alpha_t)
+    drifted, reasons, verdict = _decide(
+        p_value, psi_value, policy.psi_tolerance_for(name), missing_drifted, alpha_t
+    )
     n_b, n_t = int(baseline.counts.sum()), int(counts.counts.sum())
     return FeatureDrift(
         name=name,
@@ -177,6 +194,7 @@ def compare_categorical(
         n_target=n_t,
         drifted=drifted,
         reasons=reasons,
+        verdict=verdict,
         note=_note(counts.n_rows, n_b, n_t),
         bin_labels=(*(str(c) for c in baseline.categories), OTHER_LABEL),
         baseline_hist=_hist(baseline.counts),

@@ -56,6 +56,8 @@ class FeatureDrift:
     bin_labels: tuple[str, ...]
     baseline_hist: tuple[float, ...]
     target_hist: tuple[float, ...]
+    verdict: str = ""
+    """``drifted``, ``significant, below the effect floor`` or ``not significant`` (older reports: empty)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -146,7 +146,7 @@ figcaption { font-size: 0.8rem; color: #555; }
 
 def _summary_row(f: FeatureDrift, anchor: str) -> str:
     esc = html.escape
-    reasons = ", ".join(f.reasons) if f.reasons else ""
+    reasons = ", ".join(f.reasons) if f.reasons else ("" if f.verdict == "not significant" else f.verdict)
     return (
         f'<tr class="{"drift" if f.drifted else ""}">'
         f'<td class="name"><a href="#{anchor}">{esc(f.name)}</a></td>'
