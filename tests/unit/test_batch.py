@@ -68,6 +68,8 @@ def test_request_fields_are_checked_by_name():
         ({**good, "max_reject_share": 2}, "max_reject_share"),
         ({**good, "output_format": "xml"}, "output_format"),
         ({**good, "faults": {"shard-00001": "x"}}, "faults"),
+        ({**good, "postprocess": "os:system"}, "postprocess"),
+        ({**good, "colour": "red"}, "colour"),
     ):
         with pytest.raises(SluiceError, match=field):
             BatchRequest.from_event(bad, scope=scope, run_id="r1")

@@ -140,10 +140,11 @@ def test_model_without_approved_version_cannot_be_retrained(env):
         {},
         {"model": "m", "data_uri": "s3://b/k.csv"},
         {"model": "m", "data_uri": "s3://b/k.csv", "run_id": "a b"},
+        {"model": "m", "data_uri": "s3://b/k.csv", "run_id": "r", "train": "os:system"},
     ],
 )
 def test_bad_retrain_input_names_the_field(event):
-    with pytest.raises(SluiceError, match=r"run_id|model"):
+    with pytest.raises(SluiceError, match=r"run_id|model|'train'"):
         retraining.RetrainRequest.from_event(event)
 
 

@@ -3,7 +3,8 @@
 Trigger: the batch state machine, payload ``{"request": <run input>, "execution": <execution name>,
 "execution_id": <execution ARN>, "started": <start time>}``.
 Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_WORK_BUCKET; the pipeline's scope:
-SLUICE_MODEL_NAME (the one model it scores) and SLUICE_BATCH_FAULT_DRILL (``faults`` accepted).
+SLUICE_MODEL_NAME (the one model it scores) and SLUICE_BATCH_FAULT_DRILL (``faults`` accepted);
+SLUICE_PROJECT (set by a model project's image: its ``preprocess`` runs on the input first).
 The run id is the execution name; an input's own ``run_id`` is refused.
 """
 

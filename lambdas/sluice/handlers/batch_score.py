@@ -2,7 +2,8 @@
 
 Trigger: a Distributed Map child of the batch state machine, payload ``{"key": <shard key>, "run": {...}}``.
 Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET (model variant);
-SLUICE_BATCH_ENDPOINT_URL (endpoint variant). The model stays loaded while the function is warm.
+SLUICE_BATCH_ENDPOINT_URL (endpoint variant); SLUICE_PROJECT (set by a model project's image: its
+``postprocess`` adds its columns to each scored shard). The model stays loaded while the function is warm.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Retraining steps. Trigger: the retraining state machine, payload ``{"step": ..., "state": ...}``.
 
-Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_WORK_BUCKET, SLUICE_NOTIFY_TOPIC_ARN.
+Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_WORK_BUCKET, SLUICE_NOTIFY_TOPIC_ARN;
+SLUICE_PROJECT (set by a model project's image: its ``train`` makes the candidate).
 Runs in the training image (scikit-learn, pandas); every step is a function of
 ``sluice.pipelines.retraining``.
 """

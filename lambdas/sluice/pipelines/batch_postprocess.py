@@ -2,7 +2,8 @@
 
 Output of one run (``<output>`` defaults to ``s3://<work>/batch/output/<model>/<run_id>/``)::
 
-    <output>/predictions.csv|parquet   input columns + prediction, probability, model, model_version
+    <output>/predictions.csv|parquet   input columns + prediction, probability, the columns of the
+                                       project's postprocess (if deployed), model, model_version
     <output>/rejects.csv               input_row, reason and the rejected row's values
     <output>/manifest.json             rows in/out, rejects, model version, duration, failed shards
 
@@ -109,6 +110,7 @@ def postprocess(
         "input": state["input"],
         "rows_in": rows_in,
         "rows_out": rows_out,
+        "dropped_by_preprocess": int(state.get("dropped", 0)),
         "rejects": rejected,
         "reject_share": round(_reject_share(state), 6),
         "max_reject_share": float(state["max_reject_share"]),

@@ -1,5 +1,10 @@
 """Batch step 1: read the input, validate it against the version's schema, write rejects and shards.
 
+With a deployed model project whose ``[tool.sluice]`` declares ``preprocess``
+(:func:`sluice.models.project.deployed_project`), its ``preprocess(frame)`` runs on the input first;
+the rows it drops are counted (``dropped_by_preprocess`` in the manifest) and never scored, and
+``input_row`` numbers the rows of its output.
+
 Rows that do not match the model version's registered schema go to ``<output>/rejects.csv``
 (``input_row``, ``reason`` and the rejected row's values); the valid rows are cut into shards
 (:mod:`sluice.pipelines.batch_shards`), each scored by one Distributed Map child.
@@ -94,12 +99,12 @@ def preprocess(
     registry = load_registry(settings, registry)
     version = request.version or registry.resolve_alias(request.model, "champion")
     schema = _approved_schema(registry, request.model, version)
-    frame, lineage = load_table(request.input_uri)
+    raw, lineage = load_table(request.input_uri)
+    frame = _project_preprocess(raw)  # the raw input, when no project is deployed
     output = (request.output_uri or default_output(settings, request.model, request.run_id)).rstrip("/") + "/"
     output_format = request.output_format or data_format(request.input_uri)
     prefix = work_prefix(request.run_id)
     _claim_run(settings, request, prefix, output, owner or os.urandom(16).hex())
-
     frame = numbers_from_text(frame, schema)
     _, errors = schema.validate(frame, as_frame=False)
     reasons = reject_reasons(errors, len(frame))
@@ -118,7 +123,8 @@ def preprocess(
         "input": lineage.to_dict(),
         "output": output,
         "output_format": output_format,
-        "rows_in": len(frame),
+        "rows_in": len(raw),
+        "dropped": len(raw) - len(frame),
         "rejected": len(reasons),
         "rejects_uri": rejects_uri,
         "max_reject_share": request.max_reject_share,
@@ -126,6 +132,16 @@ def preprocess(
         "shard_prefix": f"{prefix}shards/",
         "started_at": started,
     }
+
+
+def _project_preprocess(frame: pd.DataFrame) -> pd.DataFrame:
+    """The deployed project's ``preprocess(frame)``, its rows numbered from 0; ``frame`` without one."""
+    from sluice.models.project import deployed_project
+
+    project = deployed_project()
+    if project is None or not project.has("preprocess"):
+        return frame
+    return project.run_preprocess(frame).reset_index(drop=True)
 
 
 def _approved_schema(registry: ModelRegistry, model: str, version: int) -> Any:

@@ -15,6 +15,10 @@ chooses the run id (the pipeline's execution name) and stays within these bounds
 ``faults``
     The failure drill, only where the stage enables it (``cdk.json`` ``<stage>:batchFaultDrill``,
     the functions' ``SLUICE_BATCH_FAULT_DRILL``).
+
+Nor can it choose code: a field beyond :data:`REQUEST_FIELDS` (``preprocess``, ``postprocess``,
+``entry_point``...) is refused. The model project's steps come only from the deployed image
+(:func:`sluice.models.project.deployed_project`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sluice.errors import SluiceError
+from sluice.models.project import refuse_unknown_fields
 from sluice.pipelines.skeleton import check_run_id
 from sluice.settings import Settings
 
@@ -38,6 +43,11 @@ OUTPUT_ROOT = "batch/output/"
 # that stays inside the prefix it is appended to.
 _SUBPATH = re.compile(r"^(?!.*(^|/)\.{1,2}(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?$")
 OUTPUT_FORMATS = ("csv", "parquet")
+#: What a batch input may hold (``trigger`` says what started it: the CLI, an S3 drop, a schedule).
+REQUEST_FIELDS = (
+    "model", "input_uri", "run_id", "version", "output_uri", "output_format", "shard_rows",
+    "max_reject_share", "faults", "endpoint_url", "trigger",
+)  # fmt: skip
 _Number = TypeVar("_Number", int, float)
 
 
@@ -133,6 +143,7 @@ class BatchRequest:
         """
         if not isinstance(event, Mapping):
             raise SluiceError("batch input must be a JSON object")
+        refuse_unknown_fields(event, REQUEST_FIELDS, what="batch input")
         for key in ("model", "input_uri"):
             if not isinstance(event.get(key), str) or not event[key]:
                 raise SluiceError(f"batch input needs a non-empty string field {key!r}")

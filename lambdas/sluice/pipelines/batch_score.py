@@ -3,6 +3,13 @@
 Rows scored by the model scorer are captured for monitoring as ``source="batch"``; the endpoint
 captures the rows it scores itself. A shard listed in the run's ``faults`` fails its first
 attempts with a :class:`~sluice.pipelines.batch_shards.BatchTransientError` (a fault drill).
+
+With a deployed model project whose ``[tool.sluice]`` declares ``postprocess``
+(:func:`sluice.models.project.deployed_project`), each shard's rows and scores go through its
+``postprocess(frame, scores)`` here, per shard, and the columns it returns (e.g. ``probability``,
+``decision``) join the scored shard, so they reach the predictions file. ``scores`` is the
+``probability`` column (P(second class) for a binary classifier), or the predictions of a model
+without probabilities.
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from sluice import aws
+from sluice.errors import SluiceError
 from sluice.pipelines.batch_scorers import ModelShardScorer, ShardScorer, json_records, scorer_for
 from sluice.pipelines.batch_shards import (
     PREDICTION,
@@ -61,6 +71,7 @@ def score_shard(
     scored = frame.assign(**{PREDICTION: labels})
     if probabilities is not None:
         scored[PROBABILITY] = probabilities
+    scored = _project_postprocess(scored, features, labels if probabilities is None else probabilities, name)
     scored_key = f"{run['prefix']}scored/{name}.parquet"
     s3.put_object(Bucket=run["bucket"], Key=scored_key, Body=parquet_bytes(scored))
     version = int(scorer.version or run["version"])
@@ -97,6 +108,27 @@ def _predict(scorer: ShardScorer, features: pd.DataFrame, name: str) -> tuple[Ar
     if len(labels) != len(features):
         raise ShardError(f"{name}: {len(features)} rows but {len(labels)} predictions")
     return labels, probabilities
+
+
+def _project_postprocess(
+    scored: pd.DataFrame, features: pd.DataFrame, scores: Array, name: str
+) -> pd.DataFrame:
+    """``scored`` with the columns of the deployed project's ``postprocess`` (``scored`` without one)."""
+    from sluice.models.project import deployed_project
+
+    project = deployed_project()
+    if project is None or not project.has("postprocess"):
+        return scored
+    try:
+        added = project.run_postprocess(features.reset_index(drop=True), np.asarray(scores))
+    except SluiceError as err:  # the same rows fail however often they are retried
+        raise ShardError(f"{name}: {err}") from err
+    if ROW in added.columns:
+        raise ShardError(f"{name}: [tool.sluice] postprocess returned the {ROW!r} column, which batch keeps")
+    out = scored.copy()
+    for column in added.columns:
+        out[str(column)] = added[column].to_numpy()
+    return out
 
 
 def _capture(

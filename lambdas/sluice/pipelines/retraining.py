@@ -6,23 +6,26 @@ the local demo. Bulky data moves through S3 under ``retraining/<model>/<run_id>/
 bucket; the registry is written only by the last step, in one transactional ``register`` call with
 the run id as idempotency key, so a failed or retried run never leaves a partial record.
 
-The functional form is the champion's: its registered ``spec.json`` (estimator class, features,
-task) with its recorded ``get_params()`` as hyperparameters. No new feature engineering or tuning.
-The champion/challenger comparison is :mod:`~sluice.pipelines.retraining_report`.
+Which code makes the candidate is the image's :class:`~sluice.pipelines.trainers.Trainer`
+(:func:`deployed_trainer`): the built-in recipe, the champion's
+registered form with its recorded ``get_params()``, or the deployed model project's own
+``preprocess`` and ``train`` (:mod:`~sluice.pipelines.project_training`). The input names the model
+and the data, never code: fields beyond :data:`REQUEST_FIELDS` are refused. The
+champion/challenger comparison is :mod:`~sluice.pipelines.retraining_report`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sluice import aws
-from sluice.errors import Conflict, IntegrityError, NotFound, SluiceError
+from sluice.errors import IntegrityError, SluiceError
+from sluice.models.project import refuse_unknown_fields
 from sluice.names import RETRAINING_STEPS
 from sluice.pipelines.retraining_report import compare, render_comparison_html
 from sluice.pipelines.skeleton import (
@@ -35,13 +38,24 @@ from sluice.pipelines.skeleton import (
     start_execution,
     timestamped_run_id,
 )
+from sluice.pipelines.trainers import (
+    CANDIDATE_FILES,
+    JOBLIB_CANDIDATE,
+    BuiltinTrainer,
+    Candidate,
+    Trainer,
+)
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
-    from sluice.models.training import TrainingResult, TrainingSpec
+    import pandas as pd
+
     from sluice.registry.store import ModelRegistry
 
-CHAMPION_ALIAS = "champion"
+#: What a retraining input may hold: which model, which data, the run and what started it, and
+#: for a built-in model's first version its training spec. Never which code runs.
+REQUEST_FIELDS = ("model", "data_uri", "run_id", "trigger", "spec")
+
 # A step after preprocess: (settings, state, registry=) → the next state.
 StateStep = Callable[..., State]
 
@@ -72,7 +86,11 @@ class RetrainRequest:
     spec: dict[str, Any] | None = None
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> RetrainRequest:
+    def from_event(cls, event: Mapping[str, Any]) -> RetrainRequest:
+        """From a state machine input; a :class:`SluiceError` names the first wrong or unknown field."""
+        if not isinstance(event, Mapping):
+            raise SluiceError("retraining input must be a JSON object")
+        refuse_unknown_fields(event, REQUEST_FIELDS, what="retraining input")
         for key in ("model", "data_uri", "run_id"):
             if not isinstance(event.get(key), str) or not event[key]:
                 raise SluiceError(f"retraining input needs a non-empty string field {key!r}")
@@ -83,19 +101,6 @@ class RetrainRequest:
         return cls(
             event["model"], event["data_uri"], event["run_id"], str(event.get("trigger", "manual")), spec
         )
-
-
-def parent_version(registry: ModelRegistry, model: str) -> int:
-    """The version a retrain starts from: the champion, else the newest Approved version."""
-    try:
-        return registry.get(model, alias=CHAMPION_ALIAS).version
-    except NotFound:
-        approved = [r.version for r in registry.list_versions(model) if r.status == "Approved"]
-        if not approved:
-            raise Conflict(
-                f"model {model!r} has no champion alias and no Approved version to retrain"
-            ) from None
-        return max(approved)
 
 
 def _work_key(state: dict[str, Any] | RetrainRequest, name: str) -> str:
@@ -112,34 +117,43 @@ def _work_uri(settings: Settings, state: dict[str, Any] | RetrainRequest, name: 
     return f"s3://{settings.work_bucket}/{_work_key(state, name)}"
 
 
+def deployed_trainer() -> Trainer:
+    """The project's trainer if the image's ``[tool.sluice]`` declares ``train``, else the built-in."""
+    from sluice.models.project import deployed_project
+
+    project = deployed_project()
+    if project is not None and project.has("train"):
+        from sluice.pipelines.project_training import ProjectTrainer
+
+        return ProjectTrainer(project)
+    return BuiltinTrainer()
+
+
 # -- the steps --------------------------------------------------------------------------------
 
 
 def preprocess(
     settings: Settings, request: RetrainRequest, *, registry: ModelRegistry | None = None
 ) -> dict[str, Any]:
-    """Read the latest data, split it as the parent did, stage train and holdout in S3."""
-    from sluice.models.training import TrainingSpec, split
+    """Read the latest data, split it as the trainer does, stage train and holdout in S3."""
     from sluice.pipelines.datasource import load_table, write_table
 
     settings.require("work_bucket")
     registry = load_registry(settings, registry)
-    parent: int | None
-    if request.spec is not None:
-        parent, spec = None, TrainingSpec.from_dict(request.spec)
-    else:
-        parent = parent_version(registry, request.model)
-        spec = TrainingSpec.from_dict(json.loads(registry.fetch(request.model, parent, "spec.json")))
-    frame, lineage = load_table(request.data_uri)
-    train_part, holdout = split(frame, spec)
-    write_table(train_part, _work_uri(settings, request, "train.parquet"))
-    write_table(holdout, _work_uri(settings, request, "holdout.parquet"))
-    return {
+    trainer = deployed_trainer()
+    state: dict[str, Any] = {
         "model": request.model,
         "run_id": request.run_id,
         "trigger": request.trigger,
-        "parent_version": parent,
+        "parent_version": trainer.parent(registry, request),
         "spec": request.spec,
+    }
+    frame, lineage = load_table(request.data_uri)
+    train_part, holdout = trainer.split(registry, state, frame)
+    write_table(train_part, _work_uri(settings, request, "train.parquet"))
+    write_table(holdout, _work_uri(settings, request, "holdout.parquet"))
+    return {
+        **state,
         "data": lineage.to_dict(),
         "rows": {"train": len(train_part), "holdout": len(holdout)},
     }
@@ -148,22 +162,22 @@ def preprocess(
 def train_candidate(
     settings: Settings, state: dict[str, Any], *, registry: ModelRegistry | None = None
 ) -> dict[str, Any]:
-    """Fit the parent's form (class, features, ``get_params()``) on the staged train partition."""
-    import joblib
-
+    """Train the candidate on the staged train partition and stage it in the work bucket."""
     registry = load_registry(settings, registry)
-    result = _fit_parent_form(settings, state, registry)
-    buffer = io.BytesIO()
-    joblib.dump({"estimator": result.estimator, "preprocessor": result.preprocessor.to_artifacts()}, buffer)
-    body = buffer.getvalue()
-    aws.client("s3").put_object(Bucket=settings.work_bucket, Key=_work_key(state, "candidate.joblib"), Body=body)
+    train_part, holdout = _staged_data(settings, state)
+    staged = deployed_trainer().fit(registry, state, train_part, holdout)
+    if staged.file not in CANDIDATE_FILES:  # a trainer's bug, not user input
+        raise ValueError(f"a trainer staged {staged.file!r}, not one of {CANDIDATE_FILES}")
+    aws.client("s3").put_object(
+        Bucket=settings.work_bucket, Key=_work_key(state, staged.file), Body=staged.body
+    )
     # The digest travels in the execution's state, which only the state machine writes: a later
-    # step unpickles the staged candidate only if the work bucket still holds these exact bytes.
+    # step deserialises the staged candidate only if the work bucket still holds these exact bytes.
     return {
         **state,
-        "candidate_metrics": result.metrics,
-        "hyperparameters": result.hyperparameters,
-        "candidate_sha256": hashlib.sha256(body).hexdigest(),
+        **staged.recorded,
+        "candidate_file": staged.file,
+        "candidate_sha256": hashlib.sha256(staged.body).hexdigest(),
     }
 
 
@@ -171,17 +185,16 @@ def evaluate(
     settings: Settings, state: dict[str, Any], *, registry: ModelRegistry | None = None
 ) -> dict[str, Any]:
     """Score the candidate and the parent on the same holdout; write the JSON + HTML comparison."""
-    from sluice.models.training import evaluate as evaluate_model
     from sluice.pipelines.datasource import load_table, write_text
 
     registry = load_registry(settings, registry)
+    trainer = deployed_trainer()
+    candidate = _load_candidate(settings, state, registry, trainer)
     holdout, _ = load_table(_work_uri(settings, state, "holdout.parquet"))
-    candidate = _load_candidate(settings, state, registry)
     parent_metrics: dict[str, float] = {}
     if state["parent_version"] is not None:
-        champion = registry.load(state["model"], version=state["parent_version"])
-        parent_metrics = evaluate_model(_as_result(champion, candidate.spec), holdout)
-    comparison = compare(parent_metrics, candidate.metrics, task=candidate.spec.task)
+        parent_metrics = trainer.parent_metrics(registry, state, candidate, holdout)
+    comparison = compare(parent_metrics, candidate.metrics, task=candidate.task)
     comparison.update(
         model=state["model"],
         parent_version=state["parent_version"],
@@ -198,29 +211,30 @@ def register(
     settings: Settings, state: dict[str, Any], *, registry: ModelRegistry | None = None
 ) -> dict[str, Any]:
     """Register the candidate as PendingManualApproval with lineage, then notify. Never deploys."""
-    from sluice.models.packaging import bundle_from_training
     from sluice.registry.lineage import Lineage, code_version
 
     registry = load_registry(settings, registry)
-    result = _fit_parent_form(settings, state, registry, candidate=_load_candidate(settings, state, registry))
-    bundle = bundle_from_training(result)
+    trainer = deployed_trainer()
+    candidate = _load_candidate(settings, state, registry, trainer)
+    bundle, lineage_fields = trainer.bundle(registry, state, candidate, *_staged_data(settings, state))
     s3 = aws.client("s3")
     for name in ("comparison.json", "comparison.html"):
         body = s3.get_object(Bucket=settings.work_bucket, Key=_work_key(state, name))["Body"]
         bundle.artifacts[f"reports/{name}"] = body.read()
     bundle.notes.update(trigger=state["trigger"], run_id=state["run_id"])
     data = state["data"]
-    lineage = Lineage(
-        data_uri=data["uri"],
-        data_version=data.get("version_id") or data.get("etag") or "",
-        data_sha256=data["sha256"],
-        data_rows=int(data["rows"]),
-        code_version=code_version(),
-        hyperparameters=result.hyperparameters,
-        parent_version=state["parent_version"],
-    )
+    fields: dict[str, Any] = {
+        "data_uri": data["uri"],
+        "data_version": data.get("version_id") or data.get("etag") or "",
+        "data_sha256": data["sha256"],
+        "data_rows": int(data["rows"]),
+        "code_version": code_version(),
+        "hyperparameters": bundle.hyperparameters,
+        "parent_version": state["parent_version"],
+        **lineage_fields,
+    }
     record = registry.register(
-        state["model"], bundle, lineage=lineage, idempotency_key=f"retrain-{state['run_id']}"
+        state["model"], bundle, lineage=Lineage(**fields), idempotency_key=f"retrain-{state['run_id']}"
     )
     out = {**state, "version": record.version, "status": record.status}
     out["deploy_command"] = (
@@ -339,52 +353,23 @@ def _take_lock(
 # -- internals --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Candidate:
-    spec: TrainingSpec
-    estimator: Any
-    preprocessor: Any
-    metrics: dict[str, float]
-
-
-def _parent_spec(registry: ModelRegistry, state: dict[str, Any]) -> TrainingSpec:
-    from sluice.models.training import TrainingSpec
-
-    if state.get("spec"):
-        return TrainingSpec.from_dict(state["spec"])
-    spec = TrainingSpec.from_dict(
-        json.loads(registry.fetch(state["model"], state["parent_version"], "spec.json"))
-    )
-    params = (
-        registry.get(state["model"], version=state["parent_version"]).hyperparameters or spec.hyperparameters
-    )
-    return replace(spec, hyperparameters=dict(params))
-
-
-def _fit_parent_form(
-    settings: Settings, state: dict[str, Any], registry: ModelRegistry, candidate: _Candidate | None = None
-) -> TrainingResult:
-    """Fit (or, with ``candidate``, rebuild) the TrainingResult of this run on the staged split."""
-    from sluice.models.training import TrainingResult, fit
+def _staged_data(settings: Settings, state: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's staged train and holdout partitions."""
     from sluice.pipelines.datasource import load_table
 
     train_part, _ = load_table(_work_uri(settings, state, "train.parquet"))
     holdout, _ = load_table(_work_uri(settings, state, "holdout.parquet"))
-    spec = _parent_spec(registry, state)
-    if candidate is None:
-        return fit(train_part, holdout, spec)
-    # The train step already scored this candidate on this holdout.
-    return TrainingResult(
-        spec, candidate.preprocessor, candidate.estimator, candidate.metrics, train_part, holdout
-    )
+    return train_part, holdout
 
 
-def _load_candidate(settings: Settings, state: dict[str, Any], registry: ModelRegistry) -> _Candidate:
-    import joblib
-
-    from sluice.models.features import Preprocessor
-
-    key = _work_key(state, "candidate.joblib")
+def _load_candidate(
+    settings: Settings, state: dict[str, Any], registry: ModelRegistry, trainer: Trainer
+) -> Candidate:
+    """The staged candidate, deserialised only if its bytes match the digest the train step recorded."""
+    name = state.get("candidate_file", JOBLIB_CANDIDATE)
+    if name not in CANDIDATE_FILES:
+        raise IntegrityError(f"retraining state names candidate file {name!r}, not one of {CANDIDATE_FILES}")
+    key = _work_key(state, name)
     body = aws.client("s3").get_object(Bucket=settings.work_bucket, Key=key)["Body"].read()
     expected = state.get("candidate_sha256")
     if not isinstance(expected, str) or hashlib.sha256(body).hexdigest() != expected:
@@ -392,18 +377,4 @@ def _load_candidate(settings: Settings, state: dict[str, Any], registry: ModelRe
             f"s3://{settings.work_bucket}/{key} does not match the digest the train step recorded; "
             "it is not loaded"
         )
-    staged = joblib.load(io.BytesIO(body))
-    spec = _parent_spec(registry, state)
-    return _Candidate(
-        spec,
-        staged["estimator"],
-        Preprocessor.from_artifacts(staged["preprocessor"]),
-        state["candidate_metrics"],
-    )
-
-
-def _as_result(loaded: Any, spec: TrainingSpec) -> TrainingResult:
-    """A registered version as a TrainingResult-like object for :func:`sluice.models.training.evaluate`."""
-    from sluice.models.training import TrainingResult
-
-    return TrainingResult(spec, loaded.preprocessor, loaded.estimator, {}, None, None)
+    return trainer.load(registry, state, body)
