@@ -143,6 +143,7 @@ def test_describe_sklearn_records_task_classes_libraries_and_trusted_types(fitte
         ({"model_file": "model.pkl"}, "model_file"),
         ({"task": "ranking"}, "task"),
         ({"flavour": "r"}, "flavour"),
+        ({"flavour": "onnx"}, "model_file must be one of model.onnx for flavour onnx"),
     ],
 )
 def test_a_malformed_descriptor_is_refused_naming_the_field(change, field):
@@ -329,3 +330,12 @@ def test_a_malformed_descriptor_is_refused_before_anything_is_uploaded():
     artifacts = {"model.json": b'{"model_file": "model.pkl", "task": "classification"}', "model.pkl": b"x"}
     with pytest.raises(SluiceError, match="model_file"):
         ModelBundle(artifacts={**artifacts, "schema.json": b"{}"})
+
+
+def test_an_onnx_descriptor_names_its_graph_and_round_trips():
+    descriptor = Descriptor(
+        model_file="model.onnx", task="classification", flavour="onnx", classes=("no", "yes")
+    )
+    assert Descriptor.from_json(descriptor.to_json()) == descriptor
+    with pytest.raises(SluiceError, match="model_file"):
+        Descriptor(model_file="model.onnx", task="regression")  # a scikit-learn descriptor names its own file

@@ -372,3 +372,75 @@ def test_a_model_that_cannot_predict_the_reference_is_refused_before_any_upload(
 def test_a_bad_model_name_is_refused_before_the_model_is_read(registry, reference, tmp_path):
     with pytest.raises(SluiceError, match="model name"):
         register_fitted(registry, "no spaces", tmp_path / "absent.joblib", reference)
+
+
+# -- ONNX twins ------------------------------------------------------------------------------------
+
+
+def test_a_hist_gradient_boosting_pipeline_registers_without_a_twin_skl2onnx_cannot_make(
+    registry, pipeline, reference, tmp_path
+):
+    # Given the HistGradientBoosting pipeline (categorical features), which skl2onnx cannot convert
+    path = tmp_path / "credit.joblib"
+    joblib.dump(pipeline, path)
+    before = bucket_objects()
+    # When it is registered asking for an ONNX twin
+    record = register_fitted(registry, "credit-hgb", path, reference, target=TARGET, onnx=True)
+    # Then it registers anyway, without model.onnx, and says why in one bounded line
+    assert "model.onnx" not in record.artifacts and record.flavours == ("sklearn",)
+    outcome = record.notes["onnx"]
+    assert outcome["exported"] is False and "cannot be converted to ONNX" in outcome["reason"]
+    assert "\n" not in outcome["reason"] and len(outcome["reason"]) < 400
+    assert bucket_objects() > before and record.metrics["roc_auc"] > 0.5
+
+
+def test_a_hist_gradient_boosting_pipeline_refuses_a_twin_of_another_model(
+    registry, pipeline, reference, tmp_path
+):
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    # Given a convertible pipeline's graph, offered as the HistGradientBoosting pipeline's twin
+    features = reference.drop(columns=[TARGET]).fillna(0.0)
+    numeric = [c for c in features.columns if c not in CATEGORICAL]
+    encode = ColumnTransformer(
+        [("c", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)], remainder=StandardScaler()
+    )
+    simple = Pipeline([("encode", encode), ("model", LogisticRegression(max_iter=1000))])
+    simple.fit(features, reference[TARGET])
+    types = [(c, FloatTensorType([None, 1])) for c in numeric] + [
+        (c, StringTensorType([None, 1])) for c in CATEGORICAL
+    ]
+    twin = convert_sklearn(simple, initial_types=types, target_opset=18).SerializeToString()
+    path = tmp_path / "credit.joblib"
+    joblib.dump(pipeline, path)
+    # When the HistGradientBoosting pipeline is registered with it
+    record = register_fitted(registry, "credit-hgb", path, reference, target=TARGET, onnx=twin)
+    # Then the twin fails its parity check and is not stored
+    assert record.flavours == ("sklearn",) and record.notes["onnx"]["reason"] == "parity check failed"
+    assert record.notes["onnx"]["parity"]["ok"] is False
+
+
+def test_a_convertible_pipeline_gets_its_twin_converted(registry, reference, tmp_path):
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    # Given a pipeline skl2onnx can convert (imputation, scaling, one-hot, logistic regression)
+    features = reference.drop(columns=[TARGET])
+    numeric = [c for c in features.columns if c not in CATEGORICAL]
+    prepare = ColumnTransformer(
+        [
+            ("n", Pipeline([("i", SimpleImputer()), ("s", StandardScaler())]), numeric),
+            ("c", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ]
+    )
+    model = Pipeline([("prepare", prepare), ("model", LogisticRegression(max_iter=1000))])
+    model.fit(features, reference[TARGET])
+    path = tmp_path / "model.skops"
+    sio.dump(model, path)
+    # When it is registered asking for a twin
+    record = register_fitted(registry, "credit-lr", path, reference, target=TARGET, onnx=True)
+    # Then the converted graph passed its parity check and is stored beside the skops file
+    assert record.flavours == ("sklearn", "onnx") and record.notes["onnx"]["parity"]["ok"] is True
+    assert record.notes["onnx"]["parity"]["rows"] == len(reference)

@@ -334,3 +334,65 @@ def test_cli_compare_prints_the_test(endpoint, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "compare", "credit", "1", "2", "--function", FUNCTION, "--minutes", "5")
     text = " ".join(out.split())  # rich wraps lines at the terminal width
     assert code == 0 and "two-proportion z" in text and "(significant at 5%)" in text
+
+
+# --- which flavour a deploy serves -----------------------------------------------------------------
+
+
+def _described_bundle(flavour: str, *, twin: bool = False) -> ModelBundle:
+    model_file = "model.onnx" if flavour == "onnx" else "model.skops"
+    descriptor = {"flavour": flavour, "model_file": model_file, "task": "classification", "classes": [0, 1]}
+    artifacts = {"model.json": json.dumps(descriptor).encode(), "schema.json": b"{}", model_file: b"graph"}
+    if twin:
+        artifacts["model.onnx"] = b"twin"
+    return ModelBundle(artifacts=artifacts)
+
+
+def _approved(registry, bundle: ModelBundle) -> int:
+    version = registry.register("credit", bundle, lineage=Lineage()).version
+    registry.approve("credit", version, actor="t")
+    return version
+
+
+def _endpoint_flavour(lam, flavour: str) -> None:
+    variables = lam.get_function_configuration(FunctionName=FUNCTION)["Environment"]["Variables"]
+    lam.update_function_configuration(
+        FunctionName=FUNCTION, Environment={"Variables": {**variables, "SLUICE_MODEL_FLAVOUR": flavour}}
+    )
+
+
+def test_deploy_serves_the_zip_endpoint_any_version_with_an_onnx_graph(endpoint):
+    traffic, registry, lam = endpoint
+    # Given an ONNX graph registered as it is, and a scikit-learn model with a parity-checked twin
+    graph = _approved(registry, _described_bundle("onnx"))
+    twin = _approved(registry, _described_bundle("sklearn", twin=True))
+    # Then the zip endpoint deploys both, and the built-in v1, in the onnx flavour
+    for version in (graph, twin, 1):
+        assert traffic.deploy(version).flavour == "onnx"
+    # And a container endpoint deploys the twin's and the built-in's scikit-learn model
+    _endpoint_flavour(lam, "sklearn")
+    assert traffic.deploy(twin).flavour == "sklearn" and traffic.deploy(1).flavour == "sklearn"
+
+
+def test_an_impossible_flavour_is_refused_in_one_line_naming_the_fix(endpoint):
+    traffic, registry, lam = endpoint
+    sklearn_only = _approved(registry, _described_bundle("sklearn"))
+    graph = _approved(registry, _described_bundle("onnx"))
+    # A scikit-learn model without a twin on the zip endpoint
+    with pytest.raises(Conflict) as refused:
+        traffic.deploy(sklearn_only)
+    message = str(refused.value)
+    assert "has no onnx flavour (it has: sklearn)" in message and "--onnx FILE" in message
+    assert "\n" not in message
+    # The container flavour asked of the zip endpoint
+    with pytest.raises(Conflict, match="zip endpoint serving flavour onnx, not sklearn: leave out --flavour"):
+        traffic.deploy(1, flavour="sklearn")
+    # An ONNX graph on a container endpoint, or --flavour onnx for a version without ONNX
+    _endpoint_flavour(lam, "sklearn")
+    with pytest.raises(
+        Conflict, match=r"has no sklearn flavour \(it has: onnx\).* deploy it to a zip endpoint"
+    ):
+        traffic.deploy(graph)
+    with pytest.raises(Conflict, match="container endpoint serving flavour sklearn, not onnx"):
+        traffic.deploy(sklearn_only, flavour="onnx")
+    assert not [e for e in registry.history("credit") if e["kind"] == "deployed"]

@@ -1,4 +1,8 @@
-"""``sluice models register NAME --model FILE_OR_DIR --reference DATA``: register a fitted model.
+"""``sluice models register NAME --model FILE_OR_DIR --reference DATA [--onnx FILE]``: register a fitted model.
+
+``--model`` takes a scikit-learn file, an MLflow model directory or an ONNX graph (``.onnx``,
+served by the zip endpoint); ``--onnx`` gives a scikit-learn model an ONNX twin, kept only if it
+predicts the reference rows as the model does.
 
 The options join ``sluice models register`` (:mod:`sluice.cli.models`); the work is
 :func:`sluice.models.imports.register_fitted`.
@@ -7,6 +11,7 @@ The options join ``sluice models register`` (:mod:`sluice.cli.models`); the work
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sluice.errors import SluiceError
@@ -21,8 +26,14 @@ def add_fitted_arguments(register: argparse.ArgumentParser, source: argparse._Mu
     source.add_argument(
         "--model",
         metavar="FILE_OR_DIR",
-        help="register this fitted model as it is: a .skops, .joblib or .pkl file, or an MLflow model "
-        "directory (with --reference)",
+        help="register this fitted model as it is: a .skops, .joblib, .pkl or .onnx file, or an MLflow "
+        "model directory (with --reference)",
+    )
+    register.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="with a scikit-learn --model: its ONNX twin for the zip endpoint, kept only if it predicts "
+        "the --reference rows as the model does (the version's notes say why not)",
     )
     register.add_argument(
         "--reference",
@@ -51,6 +62,8 @@ def register_fitted_model(args: argparse.Namespace, registry: ModelRegistry) -> 
     given = [flag for flag, value in training.items() if value]
     if given:
         raise SluiceError(f"{', '.join(given)}: training options, not for --model (registered as it is)")
+    if args.onnx and not Path(args.onnx).expanduser().is_file():
+        raise SluiceError(f"--onnx {args.onnx}: no such file")
     frame, data = read_reference(args.reference)
     return register_fitted(
         registry,
@@ -61,4 +74,5 @@ def register_fitted_model(args: argparse.Namespace, registry: ModelRegistry) -> 
         trusted=args.trust,
         lineage_extra={**data, "parent_version": args.parent_version},
         idempotency_key=args.idempotency_key,
+        onnx=args.onnx,
     )

@@ -10,11 +10,14 @@ version's :class:`~sluice.models.schema.FeatureSchema` and hand the validated co
 * :class:`SklearnModel` (``flavour="sklearn"``): any fitted scikit-learn estimator or
   ``Pipeline`` that takes a DataFrame; the frame is built from the validated columns, in
   schema order, with the schema's dtypes.
+* :class:`~sluice.models.onnx_model.OnnxModel` (``flavour="onnx"``): any ONNX graph, run by ONNX
+  Runtime with numpy alone: a graph registered as it is, or a scikit-learn version's
+  parity-checked ONNX twin (``model.onnx`` beside its model file).
 
 A version is described by its descriptor artifact ``model.json`` (:class:`Descriptor`,
 written with :func:`describe_sklearn`)::
 
-    {"flavour": "sklearn", "model_file": "model.skops" | "model.joblib",
+    {"flavour": "sklearn" | "onnx", "model_file": "model.skops" | "model.joblib" | "model.onnx",
      "task": "classification" | "regression", "classes": [...] | null,
      "libraries": {"scikit-learn": "1.9.1", ...}, "skops_trusted": ["module.Type", ...]}
 
@@ -51,10 +54,14 @@ Prediction = tuple[np.ndarray, np.ndarray | None]
 
 BUILTIN = "builtin"
 SKLEARN = "sklearn"
-DESCRIBED_FLAVOURS = (SKLEARN,)
+ONNX = "onnx"
+DESCRIBED_FLAVOURS = (SKLEARN, ONNX)
 SKOPS_FILE = "model.skops"
 JOBLIB_FILE = "model.joblib"
+ONNX_FILE = "model.onnx"
 MODEL_FILES = (SKOPS_FILE, JOBLIB_FILE)
+#: The model files each described flavour may name.
+FLAVOUR_FILES = {SKLEARN: MODEL_FILES, ONNX: (ONNX_FILE,)}
 TASKS = ("classification", "regression")
 
 
@@ -64,7 +71,7 @@ class ServedModel(Protocol):
     Attributes
     ----------
     flavour
-        ``"builtin"`` or ``"sklearn"`` (later ``"onnx"``, ``"python"``).
+        ``"builtin"``, ``"sklearn"`` or ``"onnx"`` (later ``"python"``).
     schema
         The input schema requests are validated against before :meth:`predict`.
     """
@@ -142,14 +149,15 @@ class SklearnModel:
 def served_model(loaded: LoadedModel, flavour: str) -> ServedModel:
     """The :class:`~sluice.models.contract.ServedModel` of a loaded version, for ``flavour``.
 
-    A version with a descriptor serves its own fitted model; one without is the built-in recipe,
-    predicting with its estimator (``sklearn``) or its ONNX graph (``onnx``).
+    A version with a descriptor serves its own model: its fitted estimator (``sklearn``), or its
+    ONNX graph (``onnx``: a graph registered as it is, or a scikit-learn model's twin). One
+    without is the built-in recipe, predicting with its estimator or its ONNX graph.
     """
     from sluice.serving.predictors import OnnxPredictor, SklearnPredictor
 
     record = loaded.record
     if loaded.descriptor is not None:
-        return SklearnModel(loaded.estimator, loaded.schema)
+        return _described_model(loaded, flavour)
     if loaded.preprocessor is None:
         raise SluiceError(f"model {record.name!r} version {record.version} has no preprocessing")
     if flavour == "onnx":
@@ -163,6 +171,24 @@ def served_model(loaded: LoadedModel, flavour: str) -> ServedModel:
         predictor = SklearnPredictor(loaded.estimator)
     try:
         return BuiltinRecipe(loaded.schema, loaded.preprocessor, predictor)
+    except SluiceError as err:
+        raise SluiceError(f"model {record.name!r} version {record.version}: {err}") from None
+
+
+def _described_model(loaded: LoadedModel, flavour: str) -> ServedModel:
+    from sluice.models.onnx_model import OnnxModel
+
+    descriptor, record = loaded.descriptor, loaded.record
+    assert descriptor is not None
+    if flavour != ONNX:
+        return SklearnModel(loaded.estimator, loaded.schema)
+    if not loaded.onnx_bytes:
+        raise SluiceError(
+            f"model {record.name!r} version {record.version} has no model.onnx (no ONNX graph or "
+            "parity-checked twin); serve it with the container flavour"
+        )
+    try:
+        return OnnxModel(loaded.onnx_bytes, loaded.schema, task=descriptor.task, classes=descriptor.classes)
     except SluiceError as err:
         raise SluiceError(f"model {record.name!r} version {record.version}: {err}") from None
 
@@ -219,9 +245,11 @@ class Descriptor:
             raise SluiceError(
                 f"model.json: flavour must be one of {', '.join(DESCRIBED_FLAVOURS)}, got {self.flavour!r}"
             )
-        if self.model_file not in MODEL_FILES:
+        files = FLAVOUR_FILES[self.flavour]
+        if self.model_file not in files:
             raise SluiceError(
-                f"model.json: model_file must be one of {', '.join(MODEL_FILES)}, got {self.model_file!r}"
+                f"model.json: model_file must be one of {', '.join(files)} for flavour {self.flavour}, "
+                f"got {self.model_file!r}"
             )
         if self.task not in TASKS:
             raise SluiceError(f"model.json: task must be one of {', '.join(TASKS)}, got {self.task!r}")

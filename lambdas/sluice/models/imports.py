@@ -1,4 +1,4 @@
-"""Register a model fitted anywhere: a scikit-learn file or an MLflow model directory.
+"""Register a model fitted anywhere: a scikit-learn file, an MLflow model directory or an ONNX graph.
 
 :func:`read_model` recognises what ``sluice models register NAME --model FILE_OR_DIR`` is given:
 
@@ -8,7 +8,8 @@
   then stored in the skops format where that round-trips (same predictions on the reference
   rows), with the types skops needs recorded as trusted; otherwise its own bytes are kept as
   ``model.joblib`` (joblib loads plain pickles too);
-* an MLflow model directory (:mod:`sluice.models.mlflow_model`), read without mlflow.
+* an MLflow model directory (:mod:`sluice.models.mlflow_model`), read without mlflow;
+* and, to :func:`register_fitted`, a ``.onnx`` file: any ONNX graph (:mod:`~sluice.models.onnx_export`).
 
 :func:`register_fitted` turns the model and its reference data into a version whose artifacts
 are the descriptor ``model.json`` (:class:`sluice.models.contract.Descriptor`), ``schema.json``
@@ -38,8 +39,11 @@ import numpy as np
 import pandas as pd
 
 from sluice.errors import SluiceError
-from sluice.models.contract import JOBLIB_FILE, SKOPS_FILE, Descriptor, skops_bytes
+from sluice.models.contract import JOBLIB_FILE, ONNX_FILE, SKOPS_FILE, Descriptor, skops_bytes
 from sluice.models.mlflow_model import MlflowModel, check_signature, is_mlflow_directory, read_mlmodel
+from sluice.models.reference import holdout_metrics as holdout_metrics  # (re-exported: project training)
+from sluice.models.reference import one_line, predict_rows
+from sluice.models.reference import reference_features as reference_features
 from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, PROFILE_ARTIFACT, SCHEMA_ARTIFACT, ModelBundle
 from sluice.registry.lineage import Lineage, code_version
 from sluice.registry.validation import check_model_name
@@ -53,10 +57,9 @@ TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
 #: The libraries recorded in ``model.json`` (serving refuses an image whose versions differ).
 LIBRARIES = ("scikit-learn", "numpy", "scipy", "skops")
 UNRECOGNISED = (
-    "--model {path}: format not recognised (expected a .skops, .joblib or .pkl file, "
+    "--model {path}: format not recognised (expected a .skops, .joblib, .pkl or .onnx file, "
     "or an MLflow model directory with an MLmodel file)"
 )
-_REASON_CHARS = 300  # a stored reason stays a line, never a traceback
 _CHECK_ROWS = 1000
 
 
@@ -163,6 +166,7 @@ def register_fitted(
     packages: Sequence[str] = (),
     lineage_extra: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    onnx: bytes | str | Path | bool | None = None,
 ) -> VersionRecord:
     """Register the fitted model at ``path`` as the next version of ``name``.
 
@@ -173,7 +177,7 @@ def register_fitted(
     name
         The model name (checked before anything is read).
     path
-        What :func:`read_model` reads.
+        What :func:`read_model` reads, or a ``.onnx`` graph (:func:`~sluice.models.onnx_export.bundle_onnx`).
     reference
         Reference rows: the features (every column but ``target``) give the request schema and
         the drift baseline.
@@ -187,18 +191,37 @@ def register_fitted(
         ``parent_version``.
     idempotency_key
         See :meth:`ModelRegistry.register`.
+    onnx
+        A scikit-learn model's ONNX twin (a graph's bytes or file, or ``True``): :func:`bundle_fitted`.
     """
+    from sluice.models.onnx_export import bundle_onnx
+
     check_model_name(name)
     features = reference_features(reference, target)
-    imported = read_model(path, trusted=trusted, packages=packages, sample=features.head(_CHECK_ROWS))
-    bundle = bundle_fitted(imported, reference, target=target)
+    if Path(path).suffix.lower() == ".onnx":
+        if onnx is not None:
+            raise SluiceError("--onnx adds a twin to a scikit-learn model; --model is an ONNX graph already")
+        bundle = bundle_onnx(path, reference, target=target)
+    else:
+        imported = read_model(path, trusted=trusted, packages=packages, sample=features.head(_CHECK_ROWS))
+        bundle = bundle_fitted(imported, reference, target=target, onnx=onnx)
     libraries = json.loads(bundle.artifacts[DESCRIPTOR_ARTIFACT])["libraries"]  # the same as model.json
     lineage = _lineage(reference, bundle.hyperparameters, {"libraries": libraries, **(lineage_extra or {})})
     return registry.register(name, bundle, lineage=lineage, idempotency_key=idempotency_key)
 
 
-def bundle_fitted(imported: ImportedModel, reference: pd.DataFrame, *, target: str | None) -> ModelBundle:
-    """The artifacts of a fitted model: ``model.json``, ``schema.json``, ``profile.json``, the model file."""
+def bundle_fitted(
+    imported: ImportedModel,
+    reference: pd.DataFrame,
+    *,
+    target: str | None,
+    onnx: bytes | str | Path | bool | None = None,
+) -> ModelBundle:
+    """The artifacts of a fitted model: ``model.json``, ``schema.json``, ``profile.json``, the model file.
+
+    With ``onnx`` (a graph's bytes or file, or ``True`` to convert the model), ``model.onnx`` is added
+    if it predicts the reference rows as the model does (:func:`~sluice.models.onnx_export.onnx_twin`)."""
+    from sluice.models.onnx_export import onnx_twin
     from sluice.models.schema import FeatureSchema
     from sluice.monitoring.profile import DriftProfile
 
@@ -212,7 +235,7 @@ def bundle_fitted(imported: ImportedModel, reference: pd.DataFrame, *, target: s
     task = imported.task
     metrics = holdout_metrics(imported.estimator, reference, target, task=task)
     if not metrics:  # still prove the model takes these columns, before anything is uploaded
-        _predict(imported.estimator, features.head(_CHECK_ROWS))
+        predict_rows(imported.estimator, features.head(_CHECK_ROWS))
     classes = getattr(imported.estimator, "classes_", None)
     descriptor = Descriptor(
         model_file=imported.model_file,
@@ -227,62 +250,20 @@ def bundle_fitted(imported: ImportedModel, reference: pd.DataFrame, *, target: s
         PROFILE_ARTIFACT: _json_bytes(profile.to_dict()),
         imported.model_file: imported.body,
     }
+    notes: dict[str, Any] = {"source": imported.source}
+    if onnx not in (None, False):
+        twin, notes["onnx"] = onnx_twin(
+            imported.estimator, onnx, schema, features.head(_CHECK_ROWS), task=task
+        )
+        if twin is not None:
+            artifacts[ONNX_FILE] = twin
     return ModelBundle(
         artifacts=artifacts,
         metrics=metrics,
         hyperparameters=_hyperparameters(imported.final_step),
         estimator=class_path(type(imported.final_step)),
-        notes={"source": imported.source},
+        notes=notes,
     )
-
-
-def reference_features(reference: pd.DataFrame, target: str | None) -> pd.DataFrame:
-    """The feature columns of ``reference``: all but ``target``."""
-    if not isinstance(reference, pd.DataFrame):
-        raise SluiceError(f"reference data must be a pandas DataFrame, got {type(reference).__name__}")
-    if len(reference) == 0:
-        raise SluiceError("--reference has no rows")
-    if target is not None and target not in reference.columns:
-        raise SluiceError(f"--reference lacks the --target column {target!r}")
-    features = reference.drop(columns=[target]) if target is not None else reference
-    if features.shape[1] == 0:
-        raise SluiceError("--reference has no feature columns")
-    return features
-
-
-def holdout_metrics(
-    estimator: Any, reference: pd.DataFrame, target: str | None, *, task: str
-) -> dict[str, float]:
-    """Metrics of ``estimator`` on the labelled ``reference`` rows ({} without a target).
-
-    A binary classifier's labels are scored as scikit-learn does: the second of ``classes_`` is
-    the positive class, whatever the labels are (``0``/``1``, ``"no"``/``"yes"``).
-    """
-    from sluice.models.training import prediction_metrics
-
-    if target is None:
-        return {}
-    labelled = reference[reference[target].notna()]
-    if len(labelled) == 0:
-        raise SluiceError(f"--reference has no rows with a {target!r} label")
-    features = labelled.drop(columns=[target])
-    truth, predicted = labelled[target].to_numpy(), _predict(estimator, features)
-    scores = None
-    classes = getattr(estimator, "classes_", None)
-    if task == "classification" and classes is not None:
-        unknown = sorted(map(str, set(np.unique(truth).tolist()) - set(np.asarray(classes).tolist())))
-        if unknown:
-            raise SluiceError(
-                f"--target {target!r} holds label(s) the model does not know: {', '.join(unknown[:5])}"
-            )
-        if len(classes) == 2:
-            truth, predicted = (truth == classes[1]).astype(int), (predicted == classes[1]).astype(int)
-            if hasattr(estimator, "predict_proba"):
-                scores = np.asarray(estimator.predict_proba(features))[:, 1]
-    try:
-        return prediction_metrics(task, truth, predicted, scores=scores)
-    except (ValueError, TypeError) as err:
-        raise SluiceError(f"--target {target!r}: metrics cannot be computed ({_line(err)})") from None
 
 
 def library_versions() -> dict[str, str]:
@@ -364,7 +345,7 @@ def _from_skops(path: Path, allowed: _Trust) -> ImportedModel:
     try:
         types = sorted(sio.get_untrusted_types(data=body))
     except Exception as err:  # whatever the file holds, the user gets one line
-        raise SluiceError(f"--model {path}: not a readable skops file ({_line(err)})") from None
+        raise SluiceError(f"--model {path}: not a readable skops file ({one_line(err)})") from None
     refused = allowed.refused(types)
     if refused:
         raise SluiceError(
@@ -374,7 +355,7 @@ def _from_skops(path: Path, allowed: _Trust) -> ImportedModel:
     try:
         estimator = sio.loads(body, trusted=types)
     except Exception as err:
-        raise SluiceError(f"--model {path}: the skops file cannot be loaded ({_line(err)})") from None
+        raise SluiceError(f"--model {path}: the skops file cannot be loaded ({one_line(err)})") from None
     return ImportedModel(estimator, SKOPS_FILE, body, tuple(types), {"format": "skops", "file": path.name})
 
 
@@ -388,7 +369,7 @@ def _from_pickle(path: Path, sample: pd.DataFrame | None) -> ImportedModel:
         try:
             estimator = joblib.load(path)  # the user's own file, loaded on their own say-so
         except Exception as err:
-            raise SluiceError(f"--model {path}: cannot be loaded ({_line(err)})") from None
+            raise SluiceError(f"--model {path}: cannot be loaded ({one_line(err)})") from None
     if not hasattr(estimator, "predict"):
         raise SluiceError(f"--model {path}: holds a {type(estimator).__name__}, not a fitted estimator")
     source: dict[str, Any] = {"format": "joblib", "file": path.name}
@@ -405,7 +386,7 @@ def _from_pickle(path: Path, sample: pd.DataFrame | None) -> ImportedModel:
         if sample is not None and not _same_predictions(estimator, copy, sample):
             raise SluiceError("the skops copy predicts differently")
     except Exception as err:  # skops cannot hold it: keep the user's file (joblib loads pickles too)
-        source["kept_joblib"] = _line(err)
+        source["kept_joblib"] = one_line(err)
         return ImportedModel(estimator, JOBLIB_FILE, path.read_bytes(), (), source)
     return ImportedModel(estimator, SKOPS_FILE, body, tuple(types), source)
 
@@ -423,13 +404,6 @@ def _same_predictions(original: Any, copy: Any, sample: pd.DataFrame) -> bool:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _predict(estimator: Any, features: pd.DataFrame) -> np.ndarray:
-    try:
-        return np.asarray(estimator.predict(features))
-    except Exception as err:  # the user's model on the user's data: one line, naming both
-        raise SluiceError(f"--model cannot predict the --reference rows ({_line(err)})") from None
 
 
 def _hyperparameters(estimator: Any) -> dict[str, Any]:
@@ -460,11 +434,3 @@ def _lineage(
 
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=1).encode()
-
-
-def _line(err: BaseException) -> str:
-    """The first line of an error, bounded: a stored or printed reason is never a traceback."""
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else ""
-    line = f"{type(err).__name__}: {first}" if first else type(err).__name__
-    return line[:_REASON_CHARS]

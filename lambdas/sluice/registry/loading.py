@@ -1,8 +1,10 @@
 """A version in memory: :class:`LoadedModel`, built from its verified artifact bytes.
 
 A version with a descriptor (``model.json``, :class:`sluice.models.contract.Descriptor`) loads
-the estimator from the model file it names: ``model.skops`` with skops, trusting only the
-descriptor's ``skops_trusted`` types, or ``model.joblib`` with joblib. A version without one is
+the estimator from the model file it names for the ``sklearn`` flavour: ``model.skops`` with
+skops, trusting only the descriptor's ``skops_trusted`` types, or ``model.joblib`` with joblib;
+for the ``onnx`` flavour it keeps the bytes of its ``model.onnx`` (the graph registered as it
+is, or a scikit-learn model's twin) and imports neither. A version without one is
 the built-in recipe: the preprocessing is rebuilt from JSON, the ONNX flavour keeps the graph's
 bytes, and joblib (with scikit-learn) is imported only for the ``sklearn`` flavour. Only numpy
 is needed for the built-in recipe's ONNX flavour.
@@ -70,7 +72,7 @@ def build_model(record: VersionRecord, bodies: Mapping[str, bytes], flavour: str
     schema = FeatureSchema.from_dict(json.loads(bodies[SCHEMA_ARTIFACT]))
     profile = json.loads(bodies[PROFILE_ARTIFACT]) if PROFILE_ARTIFACT in bodies else None
     if DESCRIPTOR_ARTIFACT in bodies:
-        return _build_described(record, bodies, schema, profile)
+        return _build_described(record, bodies, schema, profile, flavour)
     from sluice.models.features import Preprocessor
 
     preprocessor = Preprocessor.from_artifacts(
@@ -94,11 +96,30 @@ def build_model(record: VersionRecord, bodies: Mapping[str, bytes], flavour: str
 
 
 def _build_described(
-    record: VersionRecord, bodies: Mapping[str, bytes], schema: FeatureSchema, profile: dict[str, Any] | None
+    record: VersionRecord,
+    bodies: Mapping[str, bytes],
+    schema: FeatureSchema,
+    profile: dict[str, Any] | None,
+    flavour: str,
 ) -> LoadedModel:
-    from sluice.models.contract import Descriptor, load_estimator
+    from sluice.models.contract import SKLEARN, Descriptor, load_estimator
 
     descriptor = Descriptor.from_json(bodies[DESCRIPTOR_ARTIFACT])
+    if flavour == "onnx":
+        return LoadedModel(
+            record=record,
+            preprocessor=None,
+            schema=schema,
+            flavour=flavour,
+            onnx_bytes=bodies.get(ONNX_ARTIFACT),
+            profile=profile,
+            descriptor=descriptor,
+        )
+    if descriptor.flavour != SKLEARN:
+        raise SluiceError(
+            f"model {record.name!r} version {record.version} is an {descriptor.flavour} model: "
+            f"serve it with the {descriptor.flavour} flavour (the zip endpoint)"
+        )
     if descriptor.model_file not in bodies:
         raise SluiceError(
             f"model {record.name!r} version {record.version}: {DESCRIPTOR_ARTIFACT} names "

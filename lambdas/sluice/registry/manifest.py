@@ -34,8 +34,8 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
     """The artifacts serving ``flavour`` needs: model file, schema, spec, preprocessing.
 
     A version with a descriptor (``model.json``) needs the descriptor, the schema and its model
-    file (``model.skops`` or ``model.joblib``, whichever it has), and serves in the container
-    (``sklearn``) flavour only.
+    file (``model.skops`` or ``model.joblib``, whichever it has) for the container (``sklearn``)
+    flavour, or its ``model.onnx`` for the ``onnx`` flavour.
 
     Raises
     ------
@@ -57,11 +57,13 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
 
 
 def _described_artifacts(record: VersionRecord, flavour: str) -> list[str]:
-    if flavour != "sklearn":
-        raise Conflict(
-            f"model {record.name!r} version {record.version} has no {flavour} flavour "
-            f"(its {DESCRIPTOR_ARTIFACT} serves in the container image: flavour sklearn)"
-        )
+    if flavour == "onnx":  # an ONNX graph registered as it is, or a scikit-learn model's twin
+        if ONNX_ARTIFACT not in record.artifacts:
+            raise Conflict(
+                f"model {record.name!r} version {record.version} has no onnx flavour "
+                f"(no {ONNX_ARTIFACT}: serve it in the container image, flavour sklearn)"
+            )
+        return [DESCRIPTOR_ARTIFACT, SCHEMA_ARTIFACT, ONNX_ARTIFACT]
     files = [a for a in DESCRIBED_MODEL_FILES if a in record.artifacts]
     if not files:
         raise Conflict(

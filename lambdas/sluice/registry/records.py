@@ -18,6 +18,8 @@ PENDING = "PendingManualApproval"
 APPROVED = "Approved"
 REJECTED = "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
+# The scikit-learn model files a version may hold (the built-in recipe's, or a fitted model's).
+SKLEARN_FILES = ("model.joblib", "model.skops")
 
 
 def artifact_key(model: str, digest: str, artifact: str) -> str:
@@ -52,8 +54,10 @@ class VersionRecord:
 
     @property
     def flavours(self) -> tuple[str, ...]:
-        """Scoring flavours this version can be served with."""
-        return ("sklearn", "onnx") if ONNX_ARTIFACT in self.artifacts else ("sklearn",)
+        """Scoring flavours this version can be served with: ``sklearn`` with a scikit-learn model
+        file, ``onnx`` with an ONNX graph (a version registered as an ONNX graph has only that)."""
+        sklearn = any(a in self.artifacts for a in SKLEARN_FILES)
+        return (*(("sklearn",) if sklearn else ()), *(("onnx",) if ONNX_ARTIFACT in self.artifacts else ()))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

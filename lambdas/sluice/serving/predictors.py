@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from sluice.errors import SluiceError
-
 
 class SklearnPredictor:
     """Labels and class probabilities from a fitted scikit-learn estimator (container flavour)."""
@@ -51,16 +49,9 @@ class OnnxPredictor:
     """
 
     def __init__(self, onnx_bytes: bytes, *, threads: int = 1) -> None:
-        import onnxruntime as ort
+        from sluice.models.onnx_model import load_session
 
-        options = ort.SessionOptions()
-        # A Lambda has one or two vCPUs; extra threads only add scheduling latency for small batches.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types for bad graphs
-            raise SluiceError(f"model.onnx cannot be loaded by ONNX Runtime: {_short(err)}") from None
+        self.session = load_session(onnx_bytes, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -69,8 +60,3 @@ class OnnxPredictor:
         if len(outputs) >= 2:
             return np.asarray(outputs[0]).ravel(), np.asarray(outputs[1], dtype=float)
         return np.asarray(outputs[0], dtype=float).ravel(), None
-
-
-def _short(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return text if len(text) <= 120 else text[:117] + "..."

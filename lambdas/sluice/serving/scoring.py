@@ -14,8 +14,9 @@ Two serving flavours:
 
 * ``"sklearn"`` (container image): the built-in recipe with its scikit-learn estimator
   (``model.joblib``), or a version's own fitted scikit-learn model (``model.json``);
-* ``"onnx"`` (zip Lambda, 250 MB limit): the built-in recipe's ONNX graph (``model.onnx``) run
-  by ONNX Runtime, registered only if it passed the parity check on the holdout set.
+* ``"onnx"`` (zip Lambda, 250 MB limit): a ``model.onnx`` run by ONNX Runtime: the built-in
+  recipe's graph or a fitted model's twin (each registered only if it passed its parity check),
+  or an ONNX graph registered as it is (:class:`sluice.models.onnx_model.OnnxModel`).
 
 :func:`get_scorer` keeps one :class:`Scorer` per process, so warm invocations reuse it.
 

@@ -196,15 +196,9 @@ class EndpointTraffic:
         record = self.registry.require_deployable(self.model_name, model_version)
         latest = self._configuration("$LATEST")
         variables = dict(latest.get("Environment", {}).get("Variables", {}))
-        flavour = flavour or variables.get("SLUICE_MODEL_FLAVOUR") or "sklearn"
-        if flavour not in FLAVOURS:
-            raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
-        if flavour not in record.flavours:
-            raise Conflict(
-                f"model {self.model_name!r} version {record.version} has no {flavour} flavour "
-                f"(it has: {', '.join(record.flavours)}); the zip endpoint needs a parity-checked model.onnx"
-            )
-        self._check_libraries(record, variables.get(SERVING_LIBRARIES, ""))
+        flavour = self._serving_flavour(record, flavour, variables.get("SLUICE_MODEL_FLAVOUR", ""))
+        if flavour == "sklearn":  # an ONNX graph needs ONNX Runtime only, whatever made it
+            self._check_libraries(record, variables.get(SERVING_LIBRARIES, ""))
         variables.update(
             SLUICE_MODEL_NAME=self.model_name,
             SLUICE_MODEL_VERSION=str(record.version),
@@ -240,6 +234,43 @@ class EndpointTraffic:
             },
         )
         return route
+
+    def _serving_flavour(self, record: VersionRecord, requested: str | None, endpoint: str) -> str:
+        """The flavour ``record`` is deployed with: the endpoint's own (``onnx`` zip, ``sklearn`` container).
+
+        The endpoint's flavour is its ``$LATEST`` ``SLUICE_MODEL_FLAVOUR``: a zip function has no
+        scikit-learn, a container image no ONNX Runtime, so each serves only its own. A function
+        that names none serves ``requested`` (default ``sklearn``).
+
+        Raises
+        ------
+        SluiceError
+            If ``requested`` is no flavour.
+        Conflict
+            In one line naming the fix: ``requested`` is not the endpoint's flavour, or the version
+            has no model for it (no ONNX graph for a zip endpoint, only one for a container).
+        """
+        if requested is not None and requested not in FLAVOURS:
+            raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {requested!r}")
+        kind = {"onnx": "zip", "sklearn": "container"}
+        if endpoint in FLAVOURS and requested not in (None, endpoint):
+            raise Conflict(
+                f"{self.function_name!r} is a {kind[endpoint]} endpoint serving flavour {endpoint}, not "
+                f"{requested}: leave out --flavour, or deploy to a {kind[str(requested)]} endpoint"
+            )
+        flavour = requested or endpoint or "sklearn"
+        if flavour in record.flavours:
+            return flavour
+        fix = (
+            "register it with a parity-checked ONNX twin (--onnx FILE) or deploy it to a container endpoint"
+            if flavour == "onnx"
+            else "it is an ONNX graph: deploy it to a zip endpoint"
+        )
+        raise Conflict(
+            f"model {self.model_name!r} version {record.version} has no {flavour} flavour "
+            f"(it has: {', '.join(record.flavours) or 'none'}) for the {kind[flavour]} endpoint "
+            f"{self.function_name!r}: {fix}"
+        )
 
     def _check_libraries(self, record: VersionRecord, serving: str) -> None:
         """Refuse a version whose ``model.json`` records library versions other than the image's.
