@@ -35,6 +35,16 @@ _REGIONS = ("north", "south", "east", "west")
 _PRODUCTS = ("card", "loan", "mortgage")
 
 
+#: The columns the example project's applications do not have (examples/credit_decisions): its
+#: model, schema and drift alarms are its own, not the demo model's.
+NOT_IN_APPLICATIONS = ("tenure", "late_payments")
+
+
+def credit_applications(n_rows: int, *, seed: int = 0, **options: Any) -> pd.DataFrame:
+    """The example project's data: :func:`credit` rows without :data:`NOT_IN_APPLICATIONS`."""
+    return credit(n_rows, seed=seed, **options).drop(columns=list(NOT_IN_APPLICATIONS))
+
+
 def credit_spec(**hyperparameters: Any) -> TrainingSpec:
     """The training spec of :func:`credit` data: its target, numeric and categorical columns."""
     from sluice.models.training import TrainingSpec
