@@ -23,7 +23,10 @@ Context keys (``cdk.json``, each overridable with ``-c key=value``):
     pipelines, a retraining pipeline and monitoring whose per-feature alarms come from the
     model's committed schema ``infra/schemas/<name>.json`` (:mod:`infra.model_schemas`).
     Each object has a ``name`` and, optionally, the fields of :data:`MODEL_FIELDS`, e.g.
-    ``{"name": "credit-risk", "memoryMb": 2048, "batchSchedule": "none"}``. The first model is
+    ``{"name": "credit-risk", "memoryMb": 2048, "batchSchedule": "none"}``. A model with its own
+    code gives ``"project": "<folder>"`` (relative to ``cdk.json``; :mod:`infra.model_projects`)
+    and ``"flavour": "container"``: its endpoint, batch and retraining steps run an image
+    built from that project (``containers/model/Dockerfile``). The first model is
     the stage's default (``ModelName``, ``EndpointUrl``, ... outputs) and keeps the stack's
     original logical ids: keep it first, since moving another model first replaces resources
     whose physical names are fixed.
@@ -43,6 +46,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from infra.model_fields import MODEL_FIELDS
+from infra.model_projects import APP_DIR, read_project
 from infra.model_schemas import feature_names, feature_schema_path, request_schema_path
 from sluice.names import approver_role_name, deployer_role_name, promotion_role_name, role_arn
 
@@ -87,6 +92,9 @@ class ModelConfig:
     ----------
     name
         The registered model name (``sluice-<stage>-<name>-...`` physical names).
+    project
+        The model project's folder relative to the app directory (``cdk.json``), checked by
+        :func:`infra.model_projects.read_project`; ``None``: Sluice's own images serve the model.
     flavour, memory_mb, error_threshold, latency_p99_ms, quality_bounds, rate_limit, burst_limit
         The endpoint's (:class:`infra.constructs.endpoint.Endpoint`).
     batch_schedule_days
@@ -98,6 +106,7 @@ class ModelConfig:
     """
 
     name: str
+    project: str | None = None
     flavour: Literal["zip", "container"] = "zip"
     memory_mb: int = 1024
     error_threshold: int = 1
@@ -317,100 +326,9 @@ def _reserved_concurrency(get: Callable[[str], Any], key: str) -> Mapping[str, i
 
 # --- models (``sluice:models``, ``sluice:model``) ---------------------------------------------------
 
-APP_DIR = Path(__file__).resolve().parents[1]
-"""Where ``cdk.json`` lives: a models file named in ``sluice:models`` is relative to it."""
+# APP_DIR: where ``cdk.json`` lives; a models file or a project named in ``sluice:models`` is
+# relative to it.
 _MODELS_KEY = "sluice:models"
-
-
-def _integer(low: int, high: int) -> Callable[[Any], Any]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"an integer from {low} to {high}")
-        return value
-
-    return parse
-
-
-def _number(low: float, high: float, *, open_low: bool = False) -> Callable[[Any], Any]:
-    what = f"a number {'above' if open_low else 'from'} {low:g} {'up to' if open_low else 'to'} {high:g}"
-
-    def parse(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(what)
-        if not (low < value <= high if open_low else low <= value <= high):
-            raise ValueError(what)
-        return float(value)
-
-    return parse
-
-
-def _or_none(parse: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
-    """``parse``, or ``None`` for ``"none"`` (CDK context drops a JSON null inside an object)."""
-
-    def parse_or_none(value: Any) -> Any:
-        if value is None or value == "none":
-            return None
-        try:
-            return parse(value)
-        except ValueError:
-            raise ValueError(what) from None
-
-    return parse_or_none
-
-
-def _flavour(value: Any) -> str:
-    if value not in ("zip", "container"):
-        raise ValueError("'zip' or 'container'")
-    return str(value)
-
-
-def _bounds(value: Any) -> tuple[float, float]:
-    what = "[low, high] with 0 <= low < high <= 1"
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(what)
-    low, high = (_number(0, 1)(v) for v in value)
-    if not low < high:
-        raise ValueError(what)
-    return low, high
-
-
-def _per_feature(value: Any) -> tuple[tuple[str, float], ...]:
-    what = "an object of feature: PSI above 0 up to 10"
-    if not isinstance(value, dict):
-        raise ValueError(what)
-    try:
-        return tuple((str(k), _number(0, 10, open_low=True)(v)) for k, v in value.items())
-    except ValueError:
-        raise ValueError(what) from None
-
-
-#: The optional fields of a model entry: context field → (:class:`ModelConfig` attribute, parser).
-MODEL_FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = MappingProxyType(
-    {
-        "flavour": ("flavour", _flavour),
-        "memoryMb": ("memory_mb", _integer(128, 10240)),
-        "errorThreshold": ("error_threshold", _integer(1, 100_000)),
-        "latencyP99Ms": ("latency_p99_ms", _integer(1, 60_000)),
-        "qualityBounds": ("quality_bounds", _bounds),
-        "rateLimit": ("rate_limit", _integer(1, 10_000)),
-        "burstLimit": ("burst_limit", _integer(1, 5_000)),
-        "batchSchedule": (
-            "batch_schedule_days",
-            _or_none(_integer(1, 365), "a number of days from 1 to 365, or 'none' for no schedule"),
-        ),
-        "driftRateMinutes": ("drift_rate_minutes", _integer(1, 1440)),
-        "driftWindowMinutes": (
-            "drift_window_minutes",
-            _or_none(_integer(1, 10_080), "minutes from 1 to 10080, or 'none' for the rate"),
-        ),
-        "psiTolerance": ("psi_tolerance", _number(0, 10, open_low=True)),
-        "featurePsiTolerance": ("feature_psi_tolerance", _per_feature),
-        "shareTolerance": ("share_tolerance", _number(0, 1)),
-        "f1Drop": ("f1_drop", _number(0, 1, open_low=True)),
-        "qualityRateMinutes": ("quality_rate_minutes", _integer(1, 1440)),
-        "qualityWindowMinutes": ("quality_window_minutes", _integer(1, 43_200)),
-    }
-)
 
 
 def _models(get: Callable[[str], Any]) -> tuple[ModelConfig, ...]:
@@ -468,6 +386,8 @@ def _model(entry: Any, *, where: str, single: bool = False) -> ModelConfig:
             settings[attribute] = parse(value)
         except ValueError as err:
             raise ConfigError(f"{where}: {key!r} must be {err}; got {value!r}") from None
+    if "project" in settings:
+        settings["project"] = _project(settings["project"], settings.get("flavour", "zip"), where=where)
     features = _schema_features(name, where=where)
     unknown = [f for f, _ in settings.get("feature_psi_tolerance", ()) if f not in features]
     if unknown:
@@ -492,3 +412,16 @@ def _schema_features(name: str, *, where: str) -> tuple[str, ...]:
             "SLUICE_REGENERATE_SCHEMAS=1 .venv/bin/pytest tests/infra/test_model_schemas.py"
         )
     return feature_names(name)
+
+
+def _project(path: str, flavour: str, *, where: str) -> str:
+    """The project's folder relative to the app directory, once checked (one-line errors)."""
+    if flavour != "container":
+        raise ConfigError(
+            f"{where}: 'project' needs 'flavour': 'container' (the project's code runs in the model's "
+            "image; the zip flavour serves ONNX without it)"
+        )
+    try:
+        return read_project(path).path
+    except ValueError as err:
+        raise ConfigError(f"{where}: 'project' {err}") from None

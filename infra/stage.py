@@ -23,6 +23,7 @@ from infra.constructs.registry import Registry
 from infra.constructs.registry_api import RegistryApi
 from infra.constructs.retraining import RetrainingPipeline
 from infra.constructs.roles import ServiceRoles
+from infra.constructs.runtime import ModelImage
 from infra.constructs.storage import secure_bucket, stage_bucket_name
 from infra.model_schemas import feature_names, load_request_schema
 from sluice.names import (
@@ -119,9 +120,11 @@ class ModelServices:
 
     ``batch`` loads the model in the pipeline, ``batch_via_endpoint`` calls the endpoint. The
     model's monitoring is in the stack's one :class:`Monitoring`, under the model's name.
+    ``image`` is the model's own image, ``None`` without a project.
     """
 
     config: ModelConfig
+    image: ModelImage | None
     endpoint: Endpoint
     batch: BatchPipeline
     batch_via_endpoint: BatchPipeline
@@ -231,21 +234,28 @@ class ServiceStack(cdk.Stack):
         )
 
     def _build_model(self, model: ModelConfig, scope: Construct) -> ModelServices:
-        """One model's endpoint, batch pipelines and retraining pipeline, in ``scope``."""
-        endpoint = self._build_endpoint(model, scope)
+        """One model's endpoint, batch pipelines and retraining pipeline, in ``scope``.
+
+        A model with a project runs its own image (:class:`ModelImage`) in all of them.
+        """
+        image = ModelImage(model.project) if model.project else None
+        endpoint = self._build_endpoint(model, scope, image)
         endpoint.grant_deploy(self.roles.deployer)
-        batch, via_endpoint = self._build_batch(model, scope, endpoint)
+        batch, via_endpoint = self._build_batch(model, scope, endpoint, image)
         for pipeline in (batch, via_endpoint):
             pipeline.grant_start(self.roles.deployer)
         return ModelServices(
             config=model,
+            image=image,
             endpoint=endpoint,
             batch=batch,
             batch_via_endpoint=via_endpoint,
-            retraining=self._build_retraining(model, scope),
+            retraining=self._build_retraining(model, scope, image),
         )
 
-    def _build_retraining(self, model: ModelConfig, scope: Construct) -> RetrainingPipeline:
+    def _build_retraining(
+        self, model: ModelConfig, scope: Construct, image: ModelImage | None
+    ) -> RetrainingPipeline:
         config, work_bucket = self.config, self.stateful.work_bucket
         return RetrainingPipeline(
             scope,
@@ -256,12 +266,13 @@ class ServiceStack(cdk.Stack):
             role=self.roles.training,
             model_name=model.name,
             data_uri=f"s3://{work_bucket.bucket_name}/datasets/{model.name}/latest.parquet",
+            image=image,
             alarms=[self.monitoring.drift_alarms[model.name], self.monitoring.quality_alarms[model.name]],
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
         )
 
-    def _build_endpoint(self, model: ModelConfig, scope: Construct) -> Endpoint:
+    def _build_endpoint(self, model: ModelConfig, scope: Construct, image: ModelImage | None) -> Endpoint:
         config = self.config
         return Endpoint(
             scope,
@@ -270,6 +281,7 @@ class ServiceStack(cdk.Stack):
             capture=self.capture,
             model_name=model.name,
             flavour=model.flavour,
+            image=image,
             request_schema=load_request_schema(model.name),
             function_name=f"sluice-{config.name}-{model.name}-endpoint",
             memory_mb=model.memory_mb,
@@ -283,7 +295,7 @@ class ServiceStack(cdk.Stack):
         )
 
     def _build_batch(
-        self, model: ModelConfig, scope: Construct, endpoint: Endpoint
+        self, model: ModelConfig, scope: Construct, endpoint: Endpoint, image: ModelImage | None
     ) -> tuple[BatchPipeline, BatchPipeline]:
         """Batch scoring (issue 7): loading the model in the pipeline, and calling the endpoint."""
         config, stateful = self.config, self.stateful
@@ -298,6 +310,7 @@ class ServiceStack(cdk.Stack):
             work_bucket=stateful.work_bucket,
             capture_bucket=stateful.capture_bucket,
             model_name=model.name,
+            image=image,
             state_machine_name=batch_state_machine_name(config.name, model.name),
             schedule=aws_scheduler.ScheduleExpression.rate(cdk.Duration.days(days)) if days else None,
             scheduled_input_uri=f"{work}/batch/scheduled/{model.name}/latest.parquet" if days else None,
@@ -313,6 +326,7 @@ class ServiceStack(cdk.Stack):
             capture_bucket=None,
             model_name=model.name,
             score_via=endpoint,
+            image=image,
             input_prefix=f"batch/input-via-endpoint/{model.name}/",
             state_machine_name=batch_state_machine_name(config.name, model.name, via_endpoint=True),
             fault_drill=config.batch_fault_drill,

@@ -18,7 +18,7 @@ from constructs import Construct
 from infra.constructs.endpoint import Endpoint
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
-from infra.constructs.runtime import SluiceFunction
+from infra.constructs.runtime import ModelImage, SluiceFunction
 from infra.constructs.storage import bucket_in, physical_bucket_name
 from infra.constructs.workflow import (
     TRANSIENT_ERRORS,
@@ -47,7 +47,8 @@ class BatchPipeline(Construct):
     Any failure ends in a notification on a KMS-encrypted SNS topic.
 
     Every step is its own function (memory, timeout, handler) running the ``training`` image,
-    which carries pandas and pyarrow for CSV and Parquet (the zip runtime carries neither).
+    which carries pandas and pyarrow for CSV and Parquet (the zip runtime carries neither), or
+    the model's own ``image``.
 
     Parameters
     ----------
@@ -65,6 +66,9 @@ class BatchPipeline(Construct):
     score_via
         An :class:`Endpoint` to call (SigV4-signed ``POST /predict``) instead of loading the
         model in the score step. Default ``None``: load the model.
+    image
+        The model's image (:class:`~infra.constructs.runtime.ModelImage`: its project's code and
+        pins on Sluice's base) for every step. Default ``None``: the ``training`` image.
     max_concurrency
         Shards scored in parallel (Distributed Map children). Default 10.
     input_prefix
@@ -106,6 +110,7 @@ class BatchPipeline(Construct):
         capture_bucket: s3.IBucket | None,
         model_name: str,
         score_via: Endpoint | None = None,
+        image: ModelImage | None = None,
         max_concurrency: int = 10,
         input_prefix: str | None = None,
         schedule: scheduler.ScheduleExpression | None = None,
@@ -129,6 +134,7 @@ class BatchPipeline(Construct):
         self.fault_drill = fault_drill
         self.log_execution_data = log_execution_data
         self.score_via = score_via
+        self.image = image
         self.input_prefix = input_prefix or f"{WORK_PREFIX}input/{model_name}/"
         self.topic_key: kms.Key | None = None
         if notify_topic is None:
@@ -206,6 +212,7 @@ class BatchPipeline(Construct):
                 name,
                 handler=handler,
                 container="training",
+                image=self.image,
                 role=self.role,
                 service=f"sluice-batch-{handler.removeprefix('batch_')}",
                 memory_mb=memory_mb,

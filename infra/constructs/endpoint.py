@@ -19,7 +19,14 @@ from infra.constructs.api import SecureRestApi, body_models
 from infra.constructs.capture import CaptureStream
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards
 from infra.constructs.registry import Registry
-from infra.constructs.runtime import ARCHITECTURE, REPO_ROOT, RUNTIME, SluiceFunction
+from infra.constructs.runtime import (
+    ARCHITECTURE,
+    REPO_ROOT,
+    RUNTIME,
+    ModelImage,
+    SluiceFunction,
+    image_libraries,
+)
 from sluice.names import ENDPOINT_NAMESPACE, JSON_SCHEMA_DRAFT4, MAX_INSTANCES
 
 # numpy + ONNX Runtime for linux arm64, built by `make install` (containers/scoring/requirements-zip.txt).
@@ -65,6 +72,10 @@ class Endpoint(Construct):
         ``model.onnx``; fits the 250 MB limit and starts fast. ``"container"``: image from
         ``containers/scoring/Dockerfile`` serving the scikit-learn estimator (any estimator,
         bigger cold start). Synthesis needs no Docker; ``cdk deploy`` builds the image.
+    image
+        The model's own image (:class:`~infra.constructs.runtime.ModelImage`, container flavour
+        only) instead of ``containers/scoring``: a model project's package and pins on Sluice's
+        base. Default ``None``.
     request_schema
         JSON Schema (draft-04) of a scoring request for validation at the gateway: the model's
         committed ``infra/schemas/<model>.request.json`` (:mod:`infra.model_schemas`). ``None``
@@ -110,6 +121,7 @@ class Endpoint(Construct):
         capture: CaptureStream | None,
         model_name: str,
         flavour: Flavour = "zip",
+        image: ModelImage | None = None,
         request_schema: Mapping[str, Any] | None = None,
         function_name: str | None = None,
         memory_mb: int = 1024,
@@ -128,6 +140,9 @@ class Endpoint(Construct):
         super().__init__(scope, id)
         if flavour not in FLAVOURS:
             raise ValueError(f"Endpoint flavour must be 'zip' or 'container'; got {flavour!r}")
+        if image is not None and flavour != "container":
+            raise ValueError("Endpoint image needs the container flavour (the zip flavour serves ONNX)")
+        self.image = image
         self.model_name = model_name
         self.flavour = flavour
         self.service = f"endpoint-{model_name}"
@@ -187,7 +202,8 @@ class Endpoint(Construct):
             environment["SLUICE_CAPTURE_STREAM"] = capture.stream_name
         if self.flavour == "container":
             # What `sluice endpoint deploy` compares a fitted model's recorded libraries with.
-            environment["SLUICE_SERVING_LIBRARIES"] = json.dumps(image_libraries(), separators=(",", ":"))
+            libraries = self.image.serving_libraries if self.image else image_libraries()
+            environment["SLUICE_SERVING_LIBRARIES"] = json.dumps(libraries, separators=(",", ":"))
         return environment
 
     def _build_handler(
@@ -210,6 +226,7 @@ class Endpoint(Construct):
             timeout_s=timeout_s,
             retain_logs=retain_logs,
             container="scoring" if self.flavour == "container" else None,
+            image=self.image,
         )
         if function_name:
             cast(lambda_.CfnFunction, handler.function.node.default_child).function_name = function_name
@@ -365,22 +382,6 @@ class Endpoint(Construct):
             ],
             resource_arns=[function_arn, self.alias.function_arn],
         )
-
-
-#: The libraries whose version decides whether a pickled or skops-saved model loads the same.
-SERVING_LIBRARIES = ("scikit-learn",)
-
-
-def image_libraries(
-    requirements: Path = REPO_ROOT / "containers" / "scoring" / "requirements.txt",
-) -> dict[str, str]:
-    """``{library: version}`` the scoring image pins, for :data:`SERVING_LIBRARIES`."""
-    pins = {}
-    for line in requirements.read_text().splitlines():
-        name, _, version = line.split("#", 1)[0].strip().partition("==")
-        if name.lower() in SERVING_LIBRARIES and version:
-            pins[name.lower()] = version.strip()
-    return pins
 
 
 def _alarm_specs(

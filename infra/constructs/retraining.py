@@ -21,7 +21,7 @@ from constructs import Construct
 
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
-from infra.constructs.runtime import SluiceFunction
+from infra.constructs.runtime import ModelImage, SluiceFunction
 from infra.constructs.storage import bucket_in
 from infra.constructs.workflow import (
     TRANSIENT_ERRORS,
@@ -40,7 +40,7 @@ DEFAULT_DEBOUNCE = cdk.Duration.minutes(15)
 class RetrainingPipeline(Construct):
     """A Step Functions retraining run per model, started by hand or by drift alarms.
 
-    The steps run in the training image with the stage's non-personal training role. The state
+    The steps run in the training image (or the model's own ``image``) with the stage's non-personal training role. The state
     machine retries transient Lambda errors with exponential backoff and jitter; any final failure
     goes to a notification step and ends the run as failed, and because only the last step writes
     the registry (one transactional call), a failed run leaves no partial record.
@@ -65,6 +65,9 @@ class RetrainingPipeline(Construct):
     data_uri
         Dataset the alarm-triggered runs train on (``s3://bucket/key.csv|parquet``); manual runs
         may name another.
+    image
+        The model's image (:class:`~infra.constructs.runtime.ModelImage`) for the steps. Default
+        ``None``: the ``training`` image.
     alarms
         Drift alarms whose change to ALARM starts a run. Default: none (manual only).
     debounce
@@ -95,6 +98,7 @@ class RetrainingPipeline(Construct):
         role: iam.IRole,
         model_name: str,
         data_uri: str,
+        image: ModelImage | None = None,
         alarms: Sequence[cloudwatch.IAlarm] = (),
         debounce: cdk.Duration = DEFAULT_DEBOUNCE,
         notify_topic: sns.ITopic | None = None,
@@ -108,7 +112,7 @@ class RetrainingPipeline(Construct):
                 self, "Notifications", description="Sluice retraining topic"
             )
         self.notify_topic = notify_topic
-        self.steps = self._build_steps(registry, work_bucket, role, retain_logs=retain_logs)
+        self.steps = self._build_steps(registry, work_bucket, role, image=image, retain_logs=retain_logs)
         self.log_group, self.state_machine = logged_state_machine(
             self,
             self._build_definition(),
@@ -134,7 +138,13 @@ class RetrainingPipeline(Construct):
             )
 
     def _build_steps(
-        self, registry: Registry, work_bucket: s3.IBucket, role: iam.IRole, *, retain_logs: bool
+        self,
+        registry: Registry,
+        work_bucket: s3.IBucket,
+        role: iam.IRole,
+        *,
+        image: ModelImage | None,
+        retain_logs: bool,
     ) -> lambda_.IFunction:
         """The one function running every step (``{"step": ..., "state": ...}``), and its grants."""
         work = bucket_in(self, work_bucket)
@@ -143,6 +153,7 @@ class RetrainingPipeline(Construct):
             "Steps",
             handler="retrain",
             container="training",
+            image=image,
             role=role,
             service="sluice-retraining",
             memory_mb=3008,

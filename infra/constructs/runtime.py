@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+
+from infra.model_projects import BASE_REQUIREMENTS, ModelProject, package_name, read_pins, read_project
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
@@ -28,21 +32,73 @@ def lambda_code() -> lambda_.Code:
     )
 
 
-def image_code(container: str, *, cmd: list[str] | None = None) -> lambda_.DockerImageCode:
+def image_code(
+    container: str, *, cmd: list[str] | None = None, project: str | None = None
+) -> lambda_.DockerImageCode:
     """The image built from ``containers/<container>/Dockerfile`` with the repo root as context.
 
     Only ``lambdas/`` and ``containers/`` enter the build context (and the staged asset), so the
     image hash changes with the runtime code and the Dockerfile, not with anything else in the repo.
     The image is built and pushed by ``cdk deploy``; synthesis needs no Docker engine. ``cmd``
-    overrides the image's CMD (the handler), so one image serves several functions.
+    overrides the image's CMD (the handler), so one image serves several functions. ``project``
+    (a folder relative to the repo root) also enters the context, passed as build arg ``PROJECT``.
     """
+    included = ["lambdas", "containers", *([project] if project else [])]
     return lambda_.DockerImageCode.from_image_asset(
         str(REPO_ROOT),
         file=f"containers/{container}/Dockerfile",
         platform=ecr_assets.Platform.LINUX_ARM64,
-        exclude=["*", "!lambdas", "!containers", "**/__pycache__", "**/*.pyc"],
+        exclude=["*", *(f"!{path}" for path in included), "**/__pycache__", "**/*.pyc", "**/*.egg-info"],
+        build_args={"PROJECT": project} if project else None,
         cmd=cmd,
     )
+
+
+#: The libraries whose version decides whether a pickled or skops-saved model loads the same.
+SERVING_LIBRARIES = ("scikit-learn",)
+
+
+def image_libraries(
+    requirements: Path = REPO_ROOT / "containers" / "scoring" / "requirements.txt",
+) -> dict[str, str]:
+    """``{library: version}`` an image's requirements pin, for :data:`SERVING_LIBRARIES`."""
+    pins = {package_name(name): version for name, version in read_pins(requirements).items()}
+    return {name: pins[name] for name in SERVING_LIBRARIES if name in pins}
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """One model's image: ``containers/model/Dockerfile`` with the model's project baked in.
+
+    Sluice's base (``containers/model/requirements.txt``) plus the project's pinned requirements
+    and package; the image sets ``SLUICE_PROJECT`` to the installed ``pyproject.toml``. Every
+    function given this image (endpoint, batch steps, retraining steps) shares one image asset:
+    the asset's hash depends on the build context and args, not on the function's ``cmd``.
+
+    Parameters
+    ----------
+    project
+        The project's folder relative to the repo root (a model entry's ``project``).
+    """
+
+    project: str
+
+    @cached_property
+    def declaration(self) -> ModelProject:
+        """The project's checked ``[tool.sluice]`` and pins (:func:`infra.model_projects.read_project`)."""
+        return read_project(self.project)
+
+    def code(self, *, cmd: list[str]) -> lambda_.DockerImageCode:
+        """The image running ``cmd`` (a handler): ``PROJECT`` build arg and folder from ``project``."""
+        return image_code("model", cmd=cmd, project=self.declaration.path)
+
+    @property
+    def serving_libraries(self) -> dict[str, str]:
+        """``{library: version}`` a served model's recorded libraries must equal: the base image's
+        :data:`SERVING_LIBRARIES` and every library the project pins."""
+        pinned = image_libraries(BASE_REQUIREMENTS)
+        pinned.update({package_name(n): v for n, v in self.declaration.pins.items()})
+        return pinned
 
 
 class SluiceFunction(Construct):
@@ -64,6 +120,9 @@ class SluiceFunction(Construct):
         Extra environment variables; ``POWERTOOLS_SERVICE_NAME`` is set from ``service``.
     container
         Name of a folder under ``containers/``: run as that image instead of a zip.
+    image
+        A model's image (:class:`ModelImage`): run as that image instead; takes precedence over
+        ``container``. Default ``None``.
     log_key
         Customer-managed key encrypting the log group (its key policy must let
         ``logs.<region>.amazonaws.com`` use it, as :class:`~infra.constructs.data_key.DataKey`
@@ -89,6 +148,7 @@ class SluiceFunction(Construct):
         timeout_s: int = 30,
         retain_logs: bool = False,
         container: str | None = None,
+        image: ModelImage | None = None,
         log_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -114,9 +174,10 @@ class SluiceFunction(Construct):
             },
         )
         entry = f"sluice.handlers.{handler}.lambda_handler"
-        if container:
+        if image is not None or container:
+            code = image.code(cmd=[entry]) if image is not None else image_code(str(container), cmd=[entry])
             self.function: lambda_.Function = lambda_.DockerImageFunction(
-                self, "Function", code=image_code(container, cmd=[entry]), **common
+                self, "Function", code=code, **common
             )
         else:
             powertools_arn = (

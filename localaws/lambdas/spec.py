@@ -5,7 +5,10 @@ root of one function version. :class:`FunctionSpecs` builds them for a stage: zi
 functions both run from the ``lambdas/`` source root their asset was built from (the folder
 the ``sluice`` package is imported from), image functions take their handler from
 ``ImageConfig.Command`` or the Dockerfile's ``CMD``, and functions created through the API
-run their uploaded zip.
+run their uploaded zip. An image built with a ``PROJECT`` build arg (a model's image,
+``containers/model/Dockerfile``) also gets what that Dockerfile installs: ``SLUICE_PROJECT``
+naming the project's ``pyproject.toml`` in the staged asset, and the project's source root on
+the worker's ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import sluice
 from localaws import credentials
 from sluice.errors import NotFound
+from sluice.models.project import PROJECT_ENV, Project
 
 if TYPE_CHECKING:
     from localaws.env import LocalAws
@@ -48,6 +52,7 @@ class FunctionSpec:
     code_root: str
     package_type: str = "Zip"
     role: str = ""  # the execution role, whose session the worker gets
+    project: str = ""  # a model image's project: its pyproject.toml (PROJECT build arg), else ""
 
 
 @dataclass
@@ -72,6 +77,7 @@ class FunctionSpecs:
     def __init__(self, local: LocalAws) -> None:
         self.local = local
         self._template_props: dict[str, dict[str, Any]] | None = None
+        self._image_assets: dict[str, tuple[Path, dict[str, Any]]] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -83,8 +89,9 @@ class FunctionSpecs:
         code_root = str(LAMBDAS_ROOT)
         # moto's CloudFormation path may drop PackageType: the template says what the function is.
         package_type = props.get("PackageType") or getattr(fn, "package_type", "Zip") or "Zip"
+        project = ""
         if package_type == "Image":
-            handler, code_root = self._image_entry(fn, props)
+            handler, code_root, project = self._image_entry(fn, props)
         elif not props and getattr(fn, "code_bytes", None):
             # Created through the API rather than a template: run the uploaded zip.
             code_root = str(self._extract(fn.code_bytes))
@@ -101,6 +108,7 @@ class FunctionSpecs:
             code_root=code_root,
             package_type=package_type,
             role=str(getattr(fn, "role", "") or ""),
+            project=project,
         )
 
     def template_properties(self) -> dict[str, dict[str, Any]]:
@@ -127,18 +135,36 @@ class FunctionSpecs:
                 shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def _image_entry(self, fn: Any, props: dict[str, Any]) -> tuple[str, str]:
+    def _image_entry(self, fn: Any, props: dict[str, Any]) -> tuple[str, str, str]:
+        """The handler, code root and project (``pyproject.toml``, or ``""``) of an image function."""
         command = list(getattr(getattr(fn, "image_config", None), "command", None) or [])
         command = command or list((props.get("ImageConfig") or {}).get("Command") or [])
-        directory = _image_asset_directory(self.local, (props.get("Code") or {}).get("ImageUri", ""))
+        asset = self._image_asset((props.get("Code") or {}).get("ImageUri", ""))
+        directory, source = asset if asset is not None else (None, {})
         if not command and directory is not None:
-            command = _dockerfile_cmd(directory / "Dockerfile")
+            command = _dockerfile_cmd(directory / source.get("dockerFile", "Dockerfile"))
         if not command:
             raise NotFound(
                 f"function {fn.function_name}: no handler in ImageConfig.Command or the Dockerfile CMD"
             )
+        # The model image COPYs the PROJECT folder of its build context and points SLUICE_PROJECT there.
+        project = (source.get("dockerBuildArgs") or {}).get("PROJECT")
+        pyproject = str(directory / project / "pyproject.toml") if directory and project else ""
         # The image COPYs lambdas/; run the source root it was built from.
-        return command[0], str(LAMBDAS_ROOT)
+        return command[0], str(LAMBDAS_ROOT), pyproject
+
+    def _image_asset(self, image_uri: Any) -> tuple[Path, dict[str, Any]] | None:
+        """The staged build context of an image function's asset, and the asset's ``source``."""
+        if self._image_assets is None:
+            self._image_assets = _image_assets(self.local)
+        if isinstance(image_uri, dict) and "Fn::Sub" in image_uri:  # the template's unresolved form
+            image_uri = (
+                image_uri["Fn::Sub"][0] if isinstance(image_uri["Fn::Sub"], list) else image_uri["Fn::Sub"]
+            )
+        tag = image_uri.rsplit(":", 1)[-1] if isinstance(image_uri, str) else ""
+        if not tag:  # no tag to match: the stage's first image
+            return next(iter(self._image_assets.values()), None)
+        return self._image_assets.get(tag)
 
     def worker_environment(self, spec: FunctionSpec, log_stream: str) -> dict[str, str]:
         env = {
@@ -146,6 +172,10 @@ class FunctionSpecs:
             for k, v in os.environ.items()
             if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "SYSTEMROOT")
         }
+        project_path: list[str] = []
+        if spec.project:  # what the model image's Dockerfile sets and installs
+            env[PROJECT_ENV] = spec.project
+            project_path.append(str(Project.from_pyproject(spec.project).source_root))
         env.update(spec.environment)
         env.update(
             {
@@ -160,7 +190,7 @@ class FunctionSpecs:
                 "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
                 "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
                 "LAMBDA_TASK_ROOT": spec.code_root,
-                "PYTHONPATH": os.pathsep.join([str(LAMBDAS_ROOT), str(EMULATOR_ROOT)]),  # + the worker
+                "PYTHONPATH": os.pathsep.join([str(LAMBDAS_ROOT), *project_path, str(EMULATOR_ROOT)]),
                 "_HANDLER": spec.handler,
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
                 "PYTHONUNBUFFERED": "1",
@@ -182,20 +212,19 @@ def _log_group(props: dict[str, Any], local: LocalAws) -> str | None:
     return None
 
 
-def _image_asset_directory(local: LocalAws, image_uri: Any) -> Path | None:
-    if isinstance(image_uri, dict) and "Fn::Sub" in image_uri:  # the template's unresolved form
-        image_uri = (
-            image_uri["Fn::Sub"][0] if isinstance(image_uri["Fn::Sub"], list) else image_uri["Fn::Sub"]
-        )
-    tag = image_uri.rsplit(":", 1)[-1] if isinstance(image_uri, str) else ""
+def _image_assets(local: LocalAws) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """``{image tag: (staged build context, asset source)}`` of the stage's Docker image assets."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
     for stack in local.stacks:
         if stack.assets_path is None:
             continue
         manifest = json.loads(stack.assets_path.read_text())
         for asset in manifest.get("dockerImages", {}).values():
-            if any(d.get("imageTag") == tag for d in asset.get("destinations", {}).values()) or not tag:
-                return (stack.assets_path.parent / asset["source"].get("directory", ".")).resolve()
-    return None
+            source = asset["source"]
+            directory = (stack.assets_path.parent / source.get("directory", ".")).resolve()
+            for destination in asset.get("destinations", {}).values():
+                found.setdefault(str(destination.get("imageTag", "")), (directory, source))
+    return found
 
 
 def _dockerfile_cmd(dockerfile: Path) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.conftest import resources_of
+from tests.infra.conftest import SESSION_MODELS, resources_of
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -58,4 +58,4 @@ def test_the_labels_function_takes_labels_for_the_stage_models_only(templates, s
         for f in functions
         if "SLUICE_LABEL_MODELS" in f["Properties"].get("Environment", {}).get("Variables", {})
     ]
-    assert labels["Properties"]["Environment"]["Variables"]["SLUICE_LABEL_MODELS"] == "credit-risk"
+    assert labels["Properties"]["Environment"]["Variables"]["SLUICE_LABEL_MODELS"] == ",".join(SESSION_MODELS)

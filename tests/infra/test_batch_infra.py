@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match
 
 from infra.constructs.batch_pipeline import BATCH_TRANSIENT_ERRORS
 from sluice.names import BATCH_RETRY_ATTEMPTS
-from tests.infra.conftest import resources_of
+from tests.infra.conftest import SESSION_MODELS, resources_of
 from tests.infra.test_iam import flatten
 
 MODEL = "credit-risk"
@@ -139,7 +139,8 @@ def test_model_variant_captures_and_endpoint_variant_calls_the_endpoint(template
         if statement["Action"] == "execute-api:Invoke"
     ]
     batch_invokes = [(roles, r) for roles, r in invokes if any("BatchViaEndpoint" in x["Ref"] for x in roles)]
-    assert len(batch_invokes) == 1 and batch_invokes[0][1].endswith("/dev/POST/predict")
+    assert len(batch_invokes) == len(SESSION_MODELS)  # one endpoint variant per model
+    assert all(r.endswith("/dev/POST/predict") for _, r in batch_invokes)
     assert not [roles for roles, _ in invokes if any(x["Ref"].startswith("BatchSteps") for x in roles)]
 
 

@@ -15,19 +15,21 @@ from aws_cdk.assertions import Match, Template
 from infra.constructs.endpoint import SCORING_LAYER_DIR, Endpoint, request_json_schema
 from infra.constructs.registry import Registry
 from infra.model_schemas import load_feature_schema, load_request_schema
-from tests.infra.conftest import resources_of
+from tests.infra.conftest import SESSION_MODELS, model_resources, resources_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ["Dev-Service", "Prod-Service"]
+DEFAULT_MODEL = SESSION_MODELS[0]  # credit-risk, the zip flavour
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 
-def endpoint_function(templates, stack: str) -> tuple[str, dict]:
-    functions = resources_of(templates[stack], "AWS::Lambda::Function")
+def endpoint_function(templates, stack: str, model: str = DEFAULT_MODEL) -> tuple[str, dict]:
+    functions = model_resources(templates[stack], "AWS::Lambda::Function", model)
     found = [
         (k, r)
         for k, r in functions.items()
         if r["Properties"].get("Handler") == "sluice.handlers.score.lambda_handler"
+        or r["Properties"].get("ImageConfig", {}).get("Command") == ["sluice.handlers.score.lambda_handler"]
     ]
     assert len(found) == 1
     return found[0]
@@ -47,9 +49,10 @@ def test_zip_endpoint_function_serves_onnx_with_the_scoring_layer(templates, sta
     assert len(props["Layers"]) == 2  # Powertools + numpy/ONNX Runtime
 
 
+@pytest.mark.parametrize("model", SESSION_MODELS)
 @pytest.mark.parametrize("stack", SERVICE)
-def test_live_alias_on_one_cdk_version(template, templates, stack):
-    aliases = resources_of(templates[stack], "AWS::Lambda::Alias")
+def test_live_alias_on_one_cdk_version(template, templates, stack, model):
+    aliases = model_resources(templates[stack], "AWS::Lambda::Alias", model)
     live = [a for a in aliases.values() if a["Properties"]["Name"] == "live"]
     assert len(live) == 1
     version_ref = live[0]["Properties"]["FunctionVersion"]
@@ -58,12 +61,13 @@ def test_live_alias_on_one_cdk_version(template, templates, stack):
     assert "CodeDeployLambdaAliasUpdate" in live[0]["UpdatePolicy"]
 
 
+@pytest.mark.parametrize("model", SESSION_MODELS)
 @pytest.mark.parametrize("stack", SERVICE)
-def test_predict_route_requires_iam_and_validates_the_body(templates, stack):
+def test_predict_route_requires_iam_and_validates_the_body(templates, stack, model):
     template = templates[stack]
     methods = [
         m
-        for m in resources_of(template, "AWS::ApiGateway::Method").values()
+        for m in model_resources(template, "AWS::ApiGateway::Method", model).values()
         if m["Properties"]["HttpMethod"] == "POST"
         and "RequestModels" in m["Properties"]
         and "ScoringRequest" in json.dumps(m["Properties"]["RequestModels"])
@@ -83,7 +87,7 @@ def test_predict_route_requires_iam_and_validates_the_body(templates, stack):
 def test_request_model_is_the_feature_schema(templates, stack):
     models = [
         m
-        for m in resources_of(templates[stack], "AWS::ApiGateway::Model").values()
+        for m in model_resources(templates[stack], "AWS::ApiGateway::Model", DEFAULT_MODEL).values()
         if m["Properties"].get("Name") == "ScoringRequest"
     ]
     assert len(models) == 1
@@ -116,10 +120,11 @@ def test_stage_is_throttled_and_logged(template, stack):
     )
 
 
+@pytest.mark.parametrize("model", SESSION_MODELS)
 @pytest.mark.parametrize("stack", SERVICE)
-def test_canary_deployment_group_rolls_back_on_alarms(templates, stack):
+def test_canary_deployment_group_rolls_back_on_alarms(templates, stack, model):
     template = templates[stack]
-    groups = list(resources_of(template, "AWS::CodeDeploy::DeploymentGroup").values())
+    groups = list(model_resources(template, "AWS::CodeDeploy::DeploymentGroup", model).values())
     assert len(groups) == 1
     group = groups[0]["Properties"]
     assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
@@ -131,20 +136,21 @@ def test_canary_deployment_group_rolls_back_on_alarms(templates, stack):
     }
 
 
+@pytest.mark.parametrize("model", SESSION_MODELS)
 @pytest.mark.parametrize("stack", SERVICE)
-def test_alarms_watch_the_metrics_the_handler_emits(templates, stack):
+def test_alarms_watch_the_metrics_the_handler_emits(templates, stack, model):
     # The handler's model-level EMF line has dimensions Model and service (POWERTOOLS_SERVICE_NAME).
-    _, function = endpoint_function(templates, stack)
+    _, function = endpoint_function(templates, stack, model)
     service = function["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
     alarms = [
         a["Properties"]
-        for a in resources_of(templates[stack], "AWS::CloudWatch::Alarm").values()
+        for a in model_resources(templates[stack], "AWS::CloudWatch::Alarm", model).values()
         if a["Properties"].get("Namespace") == "Sluice/Endpoint"
     ]
     assert {a["MetricName"] for a in alarms} == {"Errors", "Latency", "PositiveProbability"}
     for alarm in alarms:
         assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
-            "Model": "credit-risk",
+            "Model": model,
             "service": service,
         }
         assert alarm["TreatMissingData"] == "notBreaching"
@@ -282,7 +288,11 @@ def test_container_flavour_with_api_key_synthesizes_without_docker(tmp_path):
                         "SLUICE_MODEL_FLAVOUR": "sklearn",
                         # what deploy compares a fitted model's recorded scikit-learn with
                         "SLUICE_SERVING_LIBRARIES": json.dumps(
-                            {"scikit-learn": _pins(ROOT / "containers/scoring/requirements.txt")["scikit-learn"]},
+                            {
+                                "scikit-learn": _pins(ROOT / "containers/scoring/requirements.txt")[
+                                    "scikit-learn"
+                                ]
+                            },
                             separators=(",", ":"),
                         ),
                     }

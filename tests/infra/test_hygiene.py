@@ -9,7 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra.config import DEFAULT_RESERVED_CONCURRENCY
-from tests.infra.conftest import resources_of
+from tests.infra.conftest import SESSION_MODELS, model_resources, resources_of
 
 SERVICE_STACKS = ["Dev-Service", "Prod-Service"]
 
@@ -90,9 +90,9 @@ def test_image_function_reserved_concurrency_comes_from_cdk_json(template, stack
 
 @pytest.mark.parametrize(("stack", "included"), [("Dev-Service", True), ("Prod-Service", False)])
 def test_state_machine_logs_carry_execution_data_only_in_dev(templates, template, stack, included):
-    # Given every state machine of the stage (retraining and both batch pipelines)
+    # Given every state machine of the stage (per model: retraining and both batch pipelines)
     machines = resources_of(templates[stack], "AWS::StepFunctions::StateMachine")
-    assert len(machines) == 3
+    assert len(machines) == 3 * len(SESSION_MODELS)
     # Then all log every event, with states' inputs and outputs only where cdk.json says so (dev)
     for machine in machines.values():
         logging = machine["Properties"]["LoggingConfiguration"]
@@ -104,13 +104,14 @@ def test_state_machine_logs_carry_execution_data_only_in_dev(templates, template
     )
 
 
+@pytest.mark.parametrize("model", SESSION_MODELS)
 @pytest.mark.parametrize("stack", SERVICE_STACKS)
-def test_retrain_trigger_writes_only_its_lock_table(templates, stack):
-    # Given the retraining trigger's role and function
+def test_retrain_trigger_writes_only_its_lock_table(templates, stack, model):
+    # Given the model's retraining trigger's role and function
     template = templates[stack]
     policies = [
         p["Properties"]["PolicyDocument"]["Statement"]
-        for p in resources_of(template, "AWS::IAM::Policy").values()
+        for p in model_resources(template, "AWS::IAM::Policy", model).values()
         if "RetrainingTriggerRole" in json.dumps(p["Properties"]["Roles"])
     ]
     statements = [s for statement_list in policies for s in statement_list]
@@ -120,7 +121,9 @@ def test_retrain_trigger_writes_only_its_lock_table(templates, stack):
     resource = json.dumps(table_statements[0]["Resource"])
     assert "RetrainLocks" in resource and "Registry" not in resource
     (function,) = [
-        f for k, f in resources_of(template, "AWS::Lambda::Function").items() if "RetrainingTrigger" in k
+        f
+        for k, f in model_resources(template, "AWS::Lambda::Function", model).items()
+        if "RetrainingTrigger" in k
     ]
     variables = function["Properties"]["Environment"]["Variables"]
     assert "RetrainLocks" in json.dumps(variables["SLUICE_RETRAIN_LOCK_TABLE"])

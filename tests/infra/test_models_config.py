@@ -1,9 +1,10 @@
 """Many models per stage (``sluice:models``): each model gets its own endpoint, pipelines and alarms.
 
-The session's app is the default one-model app (``cdk.json``). These tests synthesize the dev
-stage a second time with two models in context, as ``cdk synth -c sluice:models=[...]`` would:
-the demo's ``credit-risk`` and the example project's ``credit-decisions``
-(``examples/credit_decisions``), each with its committed schema under ``infra/schemas/``.
+The session's app is the two-model app of ``cdk.json`` (``infra/models.json``): the demo's
+``credit-risk`` and the example project's ``credit-decisions`` (``examples/credit_decisions``,
+run in its own image: ``tests/infra/test_model_images.py``), each with its committed schema
+under ``infra/schemas/``. Some tests synthesize the dev stage again with other models in
+context, as ``cdk synth -c sluice:models=[...]`` would.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from infra.model_schemas import feature_names
 from localaws.assembly import read_assembly
 from sluice.models.schema import FeatureSchema
 from sluice.names import MAX_INSTANCES, batch_state_machine_name
-from tests.infra.conftest import resources_of
+from tests.infra.conftest import SESSION_MODELS, resources_of
 from tests.infra.test_quality_gates import unacknowledged_findings, unused_acknowledgements
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +47,10 @@ def synthesize(outdir: Path, models: list[dict]) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
-    outdir = tmp_path_factory.mktemp("cdk.out.models")
-    models = [
-        {"name": "credit-risk"},
-        {"name": "credit-decisions", "memoryMb": 2048, "batchSchedule": "none"},
-    ]
-    return outdir, synthesize(outdir, models)
+def two_models(assembly_dir, templates) -> tuple[Path, dict[str, dict]]:
+    """The session's app: ``infra/models.json`` gives credit-decisions 2048 MB and no batch schedule."""
+    assert SESSION_MODELS == MODELS
+    return assembly_dir, templates
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +247,10 @@ def test_two_model_acknowledgements_each_match_a_finding(tmp_path):
     assert unused_acknowledgements(acknowledged, findings) == []
 
 
-def test_four_models_fit_one_service_stack(templates, service):
-    # Given the one-model stage (the session's app) and the two-model stage, both dev
-    one, two = len(templates["Dev-Service"]["Resources"]), len(service["Resources"])
+def test_four_models_fit_one_service_stack(tmp_path, service):
+    # Given the one-model stage and the two-model stage (the session's app), both dev
+    one_model = synthesize(tmp_path, [{"name": "credit-risk"}])["Dev-Service"]
+    one, two = len(one_model["Resources"]), len(service["Resources"])
     per_model, shared = two - one, 2 * one - two
     # Then a model costs about 90 resources plus one alarm per feature (100 with 10 features),
     # and four such models fit CloudFormation's 500 (a fifth does not: CDK refuses it at synth)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -237,7 +240,6 @@ def test_a_payload_that_is_not_json_is_a_400(local_aws, tiny):
         client.invoke(FunctionName=tiny, Payload=b"{not json")
 
 
-
 def test_the_pool_refills_to_its_size_after_worker_kills(local_aws):
     # Given a function whose pool grew to its size under a burst of invocations
     name = create_tiny_function(local_aws)
@@ -289,3 +291,39 @@ def test_a_worker_that_dies_during_init_is_not_replaced(local_aws):
     assert response["FunctionError"] == "Unhandled" and payload["errorType"] == "Runtime.ExitError"
     time.sleep(1.0)
     assert local_aws.runtime.workers(name) == []
+
+
+def test_a_model_images_functions_get_its_project_as_the_image_would(local_aws):
+    # Given the endpoint of credit-decisions, whose image bakes in examples/credit_decisions
+    # (build arg PROJECT), and credit-risk's batch step (training image, no project)
+    runtime_ = local_aws.runtime
+    project_fn, _ = runtime_.resolve("sluice-dev-credit-decisions-endpoint", None)
+    plain_name = local_aws.physical_id("BatchPreprocessFunction", resource_type="AWS::Lambda::Function")
+    plain_fn, _ = runtime_.resolve(plain_name, None)
+    # When the emulator builds their worker specs and environments
+    spec, plain = runtime_.spec_for(project_fn), runtime_.spec_for(plain_fn)
+    env = runtime_.worker_environment(spec, "stream")
+    # Then the project's pyproject.toml in the staged build context is SLUICE_PROJECT, as the
+    # Dockerfile's ENV sets it, and its src/ layout's source root is importable
+    pyproject = Path(spec.project)
+    assert pyproject.parts[-3:] == ("examples", "credit_decisions", "pyproject.toml")
+    assert pyproject.is_file() and pyproject.parent.parent.parent.name.startswith("asset.")
+    assert env["SLUICE_PROJECT"] == spec.project
+    assert str(pyproject.parent / "src") in env["PYTHONPATH"].split(os.pathsep)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import credit_decisions, sluice.models.project as p; "
+            "print(credit_decisions.__file__); print(p.deployed_project().package)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    module_file, package = probe.stdout.split()
+    assert Path(module_file).is_relative_to(pyproject.parent / "src") and package == "credit_decisions"
+    # And a function without a project gets neither
+    assert plain.package_type == "Image" and plain.project == ""
+    assert "SLUICE_PROJECT" not in runtime_.worker_environment(plain, "stream")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -228,3 +229,101 @@ def test_sluice_model_without_a_schema_names_the_file():
         ConfigError, match=r"^context key 'sluice:model': infra/schemas/fraud\.json not found"
     ):
         config(**{"sluice:model": "fraud"})
+
+
+# --- a model's project (issue 15: "Your models, your code") ---------------------------------------
+
+PROJECT_MODEL = {"name": "credit-decisions", "project": "examples/credit_decisions", "flavour": "container"}
+
+
+def test_a_model_names_its_project_folder():
+    # Given the example project, relative to cdk.json, with the container flavour
+    (model,) = config(**{"sluice:models": [PROJECT_MODEL]}).stage("dev").models
+    # Then the model keeps the folder (the image's PROJECT build arg), normalized
+    assert (model.project, model.flavour) == ("examples/credit_decisions", "container")
+    assert ModelConfig("credit-risk").project is None
+    spelled = {**PROJECT_MODEL, "project": "./examples/credit_decisions/"}
+    assert (
+        config(**{"sluice:models": [spelled]}).stage("dev").models[0].project == "examples/credit_decisions"
+    )
+
+
+@pytest.fixture
+def app_dir(tmp_path, monkeypatch):
+    """An app directory holding model projects written by the test (schemas stay the repo's)."""
+    import infra.model_projects
+
+    monkeypatch.setattr(infra.model_projects, "APP_DIR", tmp_path)
+    return tmp_path
+
+
+def write_project(
+    root,
+    *,
+    sluice: str | None = 'package = "credit_decisions"\nrequirements = "requirements.txt"\n',
+    requirements: str | None = "scikit-learn==1.9.1\n",
+) -> None:
+    root.mkdir(parents=True)
+    if sluice is not None:
+        (root / "pyproject.toml").write_text('[project]\nname = "p"\n\n[tool.sluice]\n' + sluice)
+    if requirements is not None:
+        (root / "requirements.txt").write_text(requirements)
+
+
+@pytest.mark.parametrize(
+    ("sluice", "requirements", "message"),
+    [
+        (None, None, "'project' proj/pyproject.toml not found: a model project declares its code there"),
+        ("", "", "'project' proj/pyproject.toml: [tool.sluice] must name the project's 'package'"),
+        ('package = "p"\nrequirements = "reqs.txt"\n', "", "'project' proj/reqs.txt not found"),
+        (
+            'package = "p"\nrequirements = "requirements.txt"\n',
+            "pandas>=3\n",
+            "'project' proj/requirements.txt: 'pandas>=3' is not pinned: pin every requirement with ==",
+        ),
+        (
+            'package = "p"\nrequirements = "requirements.txt"\n',
+            "lightgbm==4.6.0\nScikit_Learn==1.8.0  # older\n",
+            "'project' proj/requirements.txt pins Scikit_Learn==1.8.0 but Sluice's model image pins "
+            "Scikit_Learn==1.9.1 (containers/model/requirements.txt)",
+        ),
+    ],
+)
+def test_a_broken_project_is_one_line_naming_the_key(app_dir, sluice, requirements, message):
+    # Given a project folder missing a piece, or pinning loosely, or pinning another base version
+    write_project(app_dir / "proj", sluice=sluice, requirements=requirements)
+    entry = {**PROJECT_MODEL, "project": "proj"}
+    # Then synth stops with one line naming the key, the model, the field and the file
+    with pytest.raises(ConfigError) as err:
+        config(**{"sluice:models": [entry]})
+    assert str(err.value).startswith("context key 'sluice:models'[0] (credit-decisions): ")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_project_without_a_sluice_table_or_outside_the_app_is_refused(app_dir):
+    (app_dir / "bare").mkdir()
+    (app_dir / "bare" / "pyproject.toml").write_text('[project]\nname = "bare"\n')
+    for project, message in [
+        ("bare", "'project' bare/pyproject.toml has no [tool.sluice] table"),
+        ("../elsewhere", "'project' ../elsewhere must be a folder inside"),
+        (".", "'project' . must be a folder inside"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            config(**{"sluice:models": [{**PROJECT_MODEL, "project": project}]})
+
+
+def test_a_project_needs_the_container_flavour():
+    # The zip flavour serves ONNX with numpy only: a project's code cannot run there
+    for entry in (
+        {**PROJECT_MODEL, "flavour": "zip"},
+        {k: v for k, v in PROJECT_MODEL.items() if k != "flavour"},
+    ):
+        with pytest.raises(ConfigError) as err:
+            config(**{"sluice:models": [entry]})
+        assert str(err.value) == (
+            "context key 'sluice:models'[0] (credit-decisions): 'project' needs 'flavour': 'container' "
+            "(the project's code runs in the model's image; the zip flavour serves ONNX without it)"
+        )
+    with pytest.raises(ConfigError, match="'project' must be the path of a model project folder"):
+        config(**{"sluice:models": [{**PROJECT_MODEL, "project": 3}]})
