@@ -84,7 +84,8 @@ def _kill_stack(state_dir: Path) -> None:
 
 
 def _gateway_url(state: dict) -> str:
-    return next(api["url"] for api in state["apis"] if "Endpoint" in (api.get("logical_id") or api["name"]))
+    # The default model's API (other models' sit under Model-<name>, with ids of their own).
+    return next(api["url"] for api in state["apis"] if (api.get("logical_id") or "").startswith("EndpointRestApi"))
 
 
 def _score(url: str, rows: list[dict]) -> Counter:
