@@ -123,6 +123,13 @@ class ModelConfig:
     f1_drop: float = 0.05
     quality_rate_minutes: int = 60
     quality_window_minutes: int = 1440
+    quality_min_effect: float = 0.01
+    """The smallest worsening of a quality metric worth an alarm (``QualityPolicy.min_effect``)."""
+    feature_alarm_datapoints: tuple[int, int] = (2, 3)
+    """Per-feature drift alarms fire when M of the last N drift windows drifted: ``(M, N)``."""
+    training_compute: Literal["lambda", "fargate", "sagemaker"] = "lambda"
+    """Where the retraining train step runs: a Lambda container, an ECS task on Fargate, or a
+    SageMaker training job (the last two through Step Functions' ``.sync`` integrations)."""
 
 
 @dataclass(frozen=True)

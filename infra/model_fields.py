@@ -75,6 +75,27 @@ def _per_feature(value: Any) -> tuple[tuple[str, float], ...]:
         raise ValueError(what) from None
 
 
+def _m_of_n(value: Any) -> tuple[int, int]:
+    what = "[M, N]: alarm when M of the last N datapoints breach, 1 <= M <= N <= 10"
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not 1 <= value[0] <= value[1] <= 10
+    ):
+        raise ValueError(what)
+    return int(value[0]), int(value[1])
+
+
+def _training_compute(value: Any) -> str:
+    if value not in TRAINING_COMPUTE:
+        raise ValueError(" or ".join(repr(v) for v in TRAINING_COMPUTE))
+    return str(value)
+
+
+TRAINING_COMPUTE = ("lambda", "fargate", "sagemaker")
+
+
 def _project(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("the path of a model project folder, relative to cdk.json")
@@ -106,6 +127,9 @@ MODEL_FIELDS: Mapping[str, tuple[str, Callable[[Any], Any]]] = MappingProxyType(
         "f1Drop": ("f1_drop", _number(0, 1, open_low=True)),
         "qualityRateMinutes": ("quality_rate_minutes", _integer(1, 1440)),
         "qualityWindowMinutes": ("quality_window_minutes", _integer(1, 43_200)),
+        "qualityMinEffect": ("quality_min_effect", _number(0, 1)),
+        "featureAlarmDatapoints": ("feature_alarm_datapoints", _m_of_n),
+        "trainingCompute": ("training_compute", _training_compute),
         "project": ("project", _project),
     }
 )
