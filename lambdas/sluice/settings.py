@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from sluice.errors import SluiceError
 
@@ -43,6 +44,9 @@ class Settings:
     model_approval: str = ""
     # Comma-separated models whose labels the stage takes (the labels function refuses others).
     label_models: str = ""
+    # JSON {model: {"url", "function", "batch", "retrain"}} of every model the stage serves (the
+    # stage output ``Models``); the single-model fields above are the default model's.
+    stage_models: str = ""
     region: str = ""
 
     @classmethod
@@ -51,6 +55,34 @@ class Settings:
         values = {f.name: env.get(f"SLUICE_{f.name.upper()}", "") for f in fields(cls)}
         values["region"] = values["region"] or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", "")
         return cls(**values)
+
+    def for_model(self, model: str) -> Settings:
+        """These settings with the named model's pipelines and endpoint, when the stage lists it.
+
+        A stage serving several models names the default model's in the single-model fields
+        (``SLUICE_BATCH_STATE_MACHINE_ARN``, ...); every model's are in ``SLUICE_STAGE_MODELS``.
+        """
+        try:
+            found = json.loads(self.stage_models).get(model) if self.stage_models else None
+        except (ValueError, AttributeError):
+            raise SluiceError("SLUICE_STAGE_MODELS must be the stage's JSON 'Models' output") from None
+        if not isinstance(found, dict):
+            return self
+        url = str(found.get("url") or "").rstrip("/")
+        return replace(
+            self,
+            batch_state_machine_arn=str(found.get("batch") or self.batch_state_machine_arn),
+            retrain_state_machine_arn=str(found.get("retrain") or self.retrain_state_machine_arn),
+            batch_endpoint_url=url + "/predict" if url else self.batch_endpoint_url,
+        )
+
+    def endpoint_function(self, model: str) -> str:
+        """The named model's endpoint function, when the stage lists it; else ``""``."""
+        try:
+            found = json.loads(self.stage_models).get(model) if self.stage_models else None
+        except (ValueError, AttributeError):
+            return ""
+        return str(found.get("function") or "") if isinstance(found, dict) else ""
 
     def require(self, *names: str) -> Settings:
         """Raise a clear error if any of the named settings is empty."""

@@ -15,6 +15,7 @@ from sluice.cli import stage as discovery
 from sluice.cli.refs import ModelRef, parse_ref, split_version
 from sluice.errors import SluiceError
 from sluice.names import STAGE_OUTPUTS, stage_stack_names
+from sluice.settings import Settings
 
 ACCOUNT, REGION = "111111111111", "eu-west-1"
 
@@ -85,6 +86,31 @@ def test_local_environment_maps_outputs_apis_and_credentials():
     assert env["SLUICE_BATCH_ENDPOINT_URL"] == "http://127.0.0.1:9001/dev/predict"
     assert env["SLUICE_RETRAIN_STATE_MACHINE_ARN"].endswith(":stateMachine:retrain")
     assert env["SLUICE_STAGE"] == "dev" and env["SLUICE_STAGE_MODEL"] == "credit-risk"
+
+
+def test_each_model_of_a_stage_gets_its_own_pipelines_and_endpoint():
+    # Given a local stage serving two models, whose outputs list both (AWS URLs in a JSON output)
+    state = local_state(os.getpid())
+    models = {
+        "credit-risk": {"url": "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/", "function": "f1",
+                        "batch": "arn:batch-1", "retrain": "arn:retrain-1"},
+        "credit-decisions": {"url": "https://def456.execute-api.eu-west-1.amazonaws.com/dev/", "function": "f2",
+                             "batch": "arn:batch-2", "retrain": "arn:retrain-2"},
+    }
+    state["stacks"][1]["outputs"]["Models"] = json.dumps(models)
+    state["apis"].append({"api_id": "def456", "logical_id": "ModelcreditdecisionsEndpoint", "url": "http://127.0.0.1:9002/dev"})
+    env = discovery.local_environment(state, stage="dev")
+    # When a command resolves its settings for the second model
+    settings = Settings.from_env(env)
+    second = settings.for_model("credit-decisions")
+    # Then it gets that model's state machines, endpoint function and local URL, not the default's
+    assert (second.batch_state_machine_arn, second.retrain_state_machine_arn) == ("arn:batch-2", "arn:retrain-2")
+    assert second.batch_endpoint_url == "http://127.0.0.1:9002/dev/predict"
+    assert settings.endpoint_function("credit-decisions") == "f2"
+    # and a model the stage does not list keeps the stage's settings
+    assert settings.for_model("fraud") == settings and settings.endpoint_function("fraud") == ""
+    with pytest.raises(SluiceError, match="SLUICE_STAGE_MODELS"):
+        Settings(stage_models="not json").for_model("x")
 
 
 def test_running_stacks_skip_dead_processes_and_foreign_state(home, tmp_path):

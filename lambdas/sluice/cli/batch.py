@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     ref = args.model.with_version(args.version)
     args.model = ref.name
-    settings = Settings.from_env()
+    settings = Settings.from_env().for_model(ref.name)
     event = {
         "model": ref.name,
         "input_uri": _input_uri(settings, args),

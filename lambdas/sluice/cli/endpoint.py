@@ -260,10 +260,11 @@ def _traffic(args: argparse.Namespace) -> EndpointTraffic:
     args.model = args.ref.name
     settings = Settings.from_env()
     settings.require("registry_table", "registry_bucket")
-    # The stage's own function serves the stage's model (SLUICE_STAGE_MODEL); others follow the naming.
+    # The stage lists each model's function (SLUICE_STAGE_MODELS); without it, the naming convention.
     stage_model = os.environ.get("SLUICE_STAGE_MODEL")
     function = (
         args.function
+        or settings.endpoint_function(args.model)
         or (os.environ.get("SLUICE_ENDPOINT_FUNCTION") if stage_model in (None, args.model) else None)
         or default_function_name(args.model, getattr(args, "stage", None) or "dev")
     )

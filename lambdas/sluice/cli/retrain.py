@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = Settings.from_env().for_model(args.model)
     console = Console(stderr=True)
     run_id = run_id_for(args.model, now=datetime.now(UTC), window_s=1)
     with Progress(

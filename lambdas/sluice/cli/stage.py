@@ -27,6 +27,7 @@ explicitly win over discovered ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -162,10 +163,13 @@ def local_environment(state: Mapping[str, Any], *, stage: str | None = None) -> 
     apis = {api.get("api_id"): str(api["url"]).rstrip("/") for api in state.get("apis") or []}
     # API URLs: the outputs name the API (https://<id>.execute-api...); locally it is served here.
     for name, value in outputs.items():
-        match = _EXECUTE_API.match(value)
-        if match and match.group(1) in apis:
-            path = (match.group(2) or "/").split("/", 2)  # "", "<stage>", "rest"
-            outputs[name] = apis[match.group(1)] + ("/" + path[2] if len(path) > 2 and path[2] else "")
+        outputs[name] = _local_url(value, apis)
+    if outputs.get("Models"):  # each model's URL inside the JSON output
+        with contextlib.suppress(ValueError, AttributeError):
+            models = json.loads(outputs["Models"])
+            for entry in models.values():
+                entry["url"] = _local_url(str(entry.get("url", "")), apis)
+            outputs["Models"] = json.dumps(models)
     env = {
         "AWS_ENDPOINT_URL": str(state.get("endpoint_url", "")),
         "AWS_ACCESS_KEY_ID": str(key),
@@ -177,6 +181,15 @@ def local_environment(state: Mapping[str, Any], *, stage: str | None = None) -> 
     }
     env["SLUICE_STAGE"] = stage
     return {k: v for k, v in env.items() if v}
+
+
+def _local_url(value: str, apis: Mapping[Any, str]) -> str:
+    """An API's AWS URL (``https://<id>.execute-api...``) as the local gateway serves it, else ``value``."""
+    match = _EXECUTE_API.match(value)
+    if not match or match.group(1) not in apis:
+        return value
+    path = (match.group(2) or "/").split("/", 2)  # "", "<stage>", "rest"
+    return apis[match.group(1)] + ("/" + path[2] if len(path) > 2 and path[2] else "")
 
 
 def aws_environment(stage: str, *, region: str | None = None) -> dict[str, str]:
