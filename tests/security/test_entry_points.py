@@ -9,6 +9,7 @@ do and check that they are refused in one line, before anything is read, trained
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,12 @@ from moto import mock_aws
 from sluice.errors import IntegrityError, SluiceError
 from sluice.handlers import batch_preprocess, retrain
 from sluice.models.project import Project, deployed_project
+from sluice.models.schema import FeatureSchema
 from sluice.pipelines import retraining
-from sluice.registry.store import create_storage
+from sluice.registry.store import ModelRegistry, create_storage
+from sluice.serving.scoring import Scorer
 from sluice.settings import Settings
+from sluice_demo.datasets import credit
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "credit_decisions"
 REGION = "eu-west-1"
@@ -127,3 +131,61 @@ def test_a_state_naming_another_candidate_file_is_refused(stage):
     state = {"model": "credit", "run_id": "attack-4", "candidate_file": "../../registry/model.joblib"}
     with pytest.raises(IntegrityError, match="candidate file"):
         retraining.evaluate(Settings.from_env(), state)
+
+
+# -- a python-flavour version: the class is the deployed project's, whatever the record says --------
+
+
+def _python_version(registry, *, package: str, estimator: str, files: dict[str, bytes]) -> int:
+    from sluice.models.contract import Descriptor
+    from sluice.registry.bundle import ModelBundle
+    from sluice.registry.lineage import Lineage
+
+    descriptor = Descriptor(
+        model_file="model/", task="classification", flavour="python", classes=(0, 1), package=package
+    )
+    schema = FeatureSchema.infer(credit(200, seed=1).drop(columns=["default"]))
+    artifacts = {"model.json": descriptor.to_json(), "schema.json": json.dumps(schema.to_dict()).encode()}
+    bundle = ModelBundle(
+        artifacts={**artifacts, **{f"model/{k}": v for k, v in files.items()}},
+        estimator=estimator,
+        notes={"source": {"model": "os:system", "entry_point": "os:system"}},
+    )
+    return registry.register("credit", bundle, lineage=Lineage()).version
+
+
+def test_a_python_version_cannot_choose_the_class_it_is_served_with(stage):
+    from credit_decisions.scorecard import fit_scorecard
+
+    registry = ModelRegistry.from_settings(Settings.from_env())
+    card = fit_scorecard(credit(1000, seed=2), "default")
+    # Given a version of another package, and one of the deployed package whose record names os.system
+    foreign = _python_version(registry, package="os", estimator="os.system", files={"x": b"1"})
+    ours = _python_version(
+        registry, package="credit_decisions", estimator="os.system", files={"scorecard.json": card.to_json()}
+    )
+    # Then the foreign one is refused in one line, before any of its code could be imported
+    with pytest.raises(
+        SluiceError, match="is a python model of package 'os'; the deployed project is"
+    ) as refused:
+        Scorer.from_registry(registry, "credit", foreign, flavour="python")
+    assert "\n" not in str(refused.value)
+    # and the other is served by the deployed project's own class, whatever its record names
+    served = Scorer.from_registry(registry, "credit", ours, flavour="python").model
+    assert type(served.model).__module__ == "credit_decisions.scorecard" and stage == []
+
+
+def test_a_model_json_naming_a_class_is_refused_before_anything_is_uploaded(stage):
+    from sluice.registry.bundle import ModelBundle
+
+    descriptor = {
+        "flavour": "python",
+        "model_file": "model/",
+        "task": "regression",
+        "package": "credit_decisions",
+    }
+    for field in ("model_class", "module", "entry_point"):
+        body = json.dumps({**descriptor, field: "os:system"}).encode()
+        with pytest.raises(SluiceError, match=f"model.json field '{field}' is not accepted"):
+            ModelBundle(artifacts={"model.json": body, "schema.json": b"{}", "model/x": b"1"})
+    assert stage == []

@@ -27,6 +27,7 @@ from sluice.models.contract import (
     SKLEARN,
     BuiltinRecipe,
     Descriptor,
+    PythonModel,
     SklearnModel,
     describe_sklearn,
     library_mismatch,
@@ -339,3 +340,39 @@ def test_an_onnx_descriptor_names_its_graph_and_round_trips():
     assert Descriptor.from_json(descriptor.to_json()) == descriptor
     with pytest.raises(SluiceError, match="model_file"):
         Descriptor(model_file="model.onnx", task="regression")  # a scikit-learn descriptor names its own file
+
+
+# -- the python flavour: the contract around a user's class ------------------------------------------
+
+
+class _Rules:
+    """A user's class as the python flavour calls it: predict and predict_proba of a DataFrame."""
+
+    def __init__(self, width: int = 2, fail: bool = False) -> None:
+        self.width, self.fail = width, fail
+
+    def predict(self, frame):
+        if self.fail:
+            raise ValueError("income is negative\nand a second line")
+        return (frame["income"].fillna(0).to_numpy() < 40_000).astype(int)
+
+    def predict_proba(self, frame):
+        p = (frame["income"].fillna(0).to_numpy() < 40_000).astype(float)
+        return np.column_stack([1 - p, p, np.zeros(len(p))][: self.width])
+
+
+def test_a_python_model_predicts_through_the_schema_frame_and_fails_in_one_line(fitted):
+    _, features = fitted
+    schema = FeatureSchema.infer(features, categorical=CATEGORICAL)
+    columns, _ = schema.validate(instances_of(features.head(30)), as_frame=False)
+    labels, probabilities = PythonModel(_Rules(), schema, task="classification", classes=(0, 1)).predict(
+        columns
+    )
+    assert labels.shape == (30,) and probabilities.shape == (30, 2)
+    assert PythonModel(_Rules(), schema, task="regression").predict(columns)[1] is None
+    with pytest.raises(
+        SluiceError, match=r"^the python model's predict failed \(ValueError: income is negative\)$"
+    ):
+        PythonModel(_Rules(fail=True), schema, task="classification", classes=(0, 1)).predict(columns)
+    with pytest.raises(SluiceError, match=r"predict_proba returned shape \(30, 3\) for 30 rows of 2 classes"):
+        PythonModel(_Rules(width=3), schema, task="classification", classes=(0, 1)).predict(columns)

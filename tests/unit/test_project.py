@@ -28,8 +28,9 @@ def test_the_example_project_declares_its_steps_and_target():
         "preprocess": "credit_decisions.steps:preprocess",
         "train": "credit_decisions.steps:train",
         "postprocess": "credit_decisions.steps:postprocess",
+        "model": "credit_decisions.scorecard:Scorecard",
     }
-    assert project.has("train") and not project.has("model")
+    assert project.has("train") and project.has("model")
     assert project.requirements == "requirements.txt"
     assert project.source_root == EXAMPLE / "src"
 

@@ -4,8 +4,12 @@
 served by the zip endpoint); ``--onnx`` gives a scikit-learn model an ONNX twin, kept only if it
 predicts the reference rows as the model does.
 
+``--flavour python --model DIR [--project PYPROJECT]`` registers the files of ``DIR`` for the
+project's own model class (``[tool.sluice] model``; the project given, else ``SLUICE_PROJECT``),
+which must load them and predict the reference rows first.
+
 The options join ``sluice models register`` (:mod:`sluice.cli.models`); the work is
-:func:`sluice.models.imports.register_fitted`.
+:func:`sluice.models.imports.register_fitted` and :func:`~sluice.models.imports.register_python`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ def add_fitted_arguments(register: argparse.ArgumentParser, source: argparse._Mu
         "schema, the drift baseline and, with --target, the holdout metrics",
     )
     register.add_argument(
+        "--flavour",
+        choices=("python",),
+        default=None,
+        help="python: --model is a directory of files that the project's own model class loads "
+        "([tool.sluice] model)",
+    )
+    register.add_argument(
+        "--project",
+        metavar="PYPROJECT",
+        help="with --flavour python: the model project's pyproject.toml (default: SLUICE_PROJECT)",
+    )
+    register.add_argument(
         "--trust",
         action="append",
         default=[],
@@ -53,10 +69,14 @@ def add_fitted_arguments(register: argparse.ArgumentParser, source: argparse._Mu
 
 def register_fitted_model(args: argparse.Namespace, registry: ModelRegistry) -> VersionRecord:
     """Register ``args.model`` with the reference data ``args.reference``; return the new version."""
-    from sluice.models.imports import read_reference, register_fitted
+    from sluice.models.imports import read_reference, register_fitted, register_python
 
     if not (args.model and args.reference):
         raise SluiceError("--model FILE_OR_DIR and --reference DATA go together")
+    if args.flavour != "python" and args.project:
+        raise SluiceError("--project names the project of a --flavour python model")
+    if args.flavour == "python" and (args.onnx or args.trust):
+        raise SluiceError("--onnx and --trust are for scikit-learn files, not --flavour python")
     training = {"--spec": args.spec, "--numeric": args.numeric, "--categorical": args.categorical,
                 "--estimator": args.estimator, "--task": args.task, "--param": args.param}  # fmt: skip
     given = [flag for flag, value in training.items() if value]
@@ -65,6 +85,11 @@ def register_fitted_model(args: argparse.Namespace, registry: ModelRegistry) -> 
     if args.onnx and not Path(args.onnx).expanduser().is_file():
         raise SluiceError(f"--onnx {args.onnx}: no such file")
     frame, data = read_reference(args.reference)
+    if args.flavour == "python":
+        return register_python(
+            registry, args.name, args.model, frame, target=args.target, project=args.project,
+            lineage_extra={**data, "parent_version": args.parent_version}, idempotency_key=args.idempotency_key,
+        )  # fmt: skip
     return register_fitted(
         registry,
         args.name,

@@ -1,6 +1,8 @@
 """Model endpoint. Trigger: API Gateway REST proxy (``POST /predict``), through the ``live`` alias.
 
-Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``onnx``),
+Env: SLUICE_MODEL_NAME, SLUICE_MODEL_VERSION, SLUICE_MODEL_FLAVOUR (``sklearn`` | ``python`` in
+the container image, ``onnx`` in the zip; a python version's class comes from SLUICE_PROJECT,
+the project baked into the image),
 SLUICE_MODEL_ARTIFACTS and SLUICE_MODEL_APPROVAL (every artifact's sha256 and the approval
 signature over them, so a cold start skips the registry table), bound per Lambda version by
 ``sluice endpoint deploy``; SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_APPROVAL_KEY

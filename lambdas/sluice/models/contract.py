@@ -13,13 +13,23 @@ version's :class:`~sluice.models.schema.FeatureSchema` and hand the validated co
 * :class:`~sluice.models.onnx_model.OnnxModel` (``flavour="onnx"``): any ONNX graph, run by ONNX
   Runtime with numpy alone: a graph registered as it is, or a scikit-learn version's
   parity-checked ONNX twin (``model.onnx`` beside its model file).
+* :class:`PythonModel` (``flavour="python"``): a class of the user's
+  own package with ``load(artifacts)`` and ``predict(frame)``; its files are the version's
+  ``model/`` artifacts, and the class comes only from the deployed project's ``[tool.sluice]``
+  (:mod:`sluice.models.python_model`).
 
 A version is described by its descriptor artifact ``model.json`` (:class:`Descriptor`,
 written with :func:`describe_sklearn`)::
 
-    {"flavour": "sklearn" | "onnx", "model_file": "model.skops" | "model.joblib" | "model.onnx",
+    {"flavour": "sklearn" | "onnx" | "python",
+     "model_file": "model.skops" | "model.joblib" | "model.onnx" | "model/",
      "task": "classification" | "regression", "classes": [...] | null,
-     "libraries": {"scikit-learn": "1.9.1", ...}, "skops_trusted": ["module.Type", ...]}
+     "libraries": {"scikit-learn": "1.9.1", ...}, "skops_trusted": ["module.Type", ...],
+     "package": "credit_decisions", "package_version": "1.0.0"}     # python only
+
+A python descriptor names the project's package, never a module or class: serving refuses a
+version whose package is not the deployed project's, and a ``model.json`` with a field that
+could name code (``model_class``, ``module``, ``entry_point``...) is refused outright.
 
 A version without ``model.json`` is the built-in recipe (every version registered before it).
 
@@ -55,13 +65,19 @@ Prediction = tuple[np.ndarray, np.ndarray | None]
 BUILTIN = "builtin"
 SKLEARN = "sklearn"
 ONNX = "onnx"
-DESCRIBED_FLAVOURS = (SKLEARN, ONNX)
+PYTHON = "python"
+DESCRIBED_FLAVOURS = (SKLEARN, ONNX, PYTHON)
 SKOPS_FILE = "model.skops"
 JOBLIB_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
+#: Where a python model's files live: its directory's files become ``model/<relative path>``.
+PYTHON_PREFIX = "model/"
 MODEL_FILES = (SKOPS_FILE, JOBLIB_FILE)
-#: The model files each described flavour may name.
-FLAVOUR_FILES = {SKLEARN: MODEL_FILES, ONNX: (ONNX_FILE,)}
+#: The model files each described flavour may name (a name ending in ``/`` is a prefix).
+FLAVOUR_FILES = {SKLEARN: MODEL_FILES, ONNX: (ONNX_FILE,), PYTHON: (PYTHON_PREFIX,)}
+#: model.json fields that could name code to import: refused (a python version's code is the
+#: deployed project's; ``package`` only names which project it belongs to).
+_CODE_FIELDS = ("model", "model_class", "class", "module", "entry_point", "entry_points", "callable", "code")
 TASKS = ("classification", "regression")
 
 
@@ -71,7 +87,7 @@ class ServedModel(Protocol):
     Attributes
     ----------
     flavour
-        ``"builtin"``, ``"sklearn"`` or ``"onnx"`` (later ``"python"``).
+        ``"builtin"``, ``"sklearn"``, ``"onnx"`` or ``"python"``.
     schema
         The input schema requests are validated against before :meth:`predict`.
     """
@@ -146,12 +162,61 @@ class SklearnModel:
         return self._predictor.predict(schema_frame(columns, self.schema))
 
 
+class PythonModel:
+    """A class of the user's own project (``[tool.sluice] model``), loaded from the version's files.
+
+    Built by :func:`sluice.models.python_model.load_python_model`, which takes the class only from
+    the deployed project. ``predict(frame)`` gives labels and, for a classifier,
+    ``predict_proba(frame)`` one column per class in ``classes`` order; ``frame`` is
+    :func:`schema_frame` of the validated columns.
+    """
+
+    flavour = PYTHON
+
+    def __init__(
+        self, model: Any, schema: FeatureSchema, *, task: str, classes: tuple[Any, ...] | None = None
+    ) -> None:
+        self.model = model
+        self.schema = schema
+        self.task = task
+        self.classes = classes
+        self.has_proba = task == "classification" and callable(getattr(model, "predict_proba", None))
+
+    def predict(self, columns: Columns) -> Prediction:
+        frame = schema_frame(columns, self.schema)
+        labels = np.asarray(self._call("predict", frame)).reshape(-1)
+        if len(labels) != len(frame):
+            raise SluiceError(
+                f"the python model's predict returned {len(labels)} values for {len(frame)} rows"
+            )
+        if not self.has_proba:
+            return labels, None
+        probabilities = np.asarray(self._call("predict_proba", frame), dtype=float)
+        shape = probabilities.shape
+        if len(shape) != 2 or shape[0] != len(frame) or (self.classes and shape[1] != len(self.classes)):
+            raise SluiceError(
+                f"the python model's predict_proba returned shape {shape} for {len(frame)} rows"
+                f" of {len(self.classes or ())} classes"
+            )
+        return labels, probabilities
+
+    def _call(self, method: str, frame: pd.DataFrame) -> Any:
+        try:
+            return getattr(self.model, method)(frame)
+        except SluiceError:
+            raise
+        except Exception as err:  # the user's code: one line naming the method and the error
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise SluiceError(f"the python model's {method} failed ({type(err).__name__}: {first})") from None
+
+
 def served_model(loaded: LoadedModel, flavour: str) -> ServedModel:
     """The :class:`~sluice.models.contract.ServedModel` of a loaded version, for ``flavour``.
 
     A version with a descriptor serves its own model: its fitted estimator (``sklearn``), or its
-    ONNX graph (``onnx``: a graph registered as it is, or a scikit-learn model's twin). One
-    without is the built-in recipe, predicting with its estimator or its ONNX graph.
+    ONNX graph (``onnx``: a graph registered as it is, or a scikit-learn model's twin), or the
+    instance of the deployed project's model class (``python``). One without is the built-in
+    recipe, predicting with its estimator or its ONNX graph.
     """
     from sluice.serving.predictors import OnnxPredictor, SklearnPredictor
 
@@ -180,6 +245,13 @@ def _described_model(loaded: LoadedModel, flavour: str) -> ServedModel:
 
     descriptor, record = loaded.descriptor, loaded.record
     assert descriptor is not None
+    if descriptor.flavour == PYTHON or flavour == PYTHON:
+        if descriptor.flavour != flavour:
+            raise SluiceError(
+                f"model {record.name!r} version {record.version} is a {descriptor.flavour} model, "
+                f"not served by the {flavour} flavour"
+            )
+        return PythonModel(loaded.estimator, loaded.schema, task=descriptor.task, classes=descriptor.classes)
     if flavour != ONNX:
         return SklearnModel(loaded.estimator, loaded.schema)
     if not loaded.onnx_bytes:
@@ -239,6 +311,8 @@ class Descriptor:
     classes: tuple[Any, ...] | None = None
     libraries: dict[str, str] = field(default_factory=dict)
     skops_trusted: tuple[str, ...] = ()
+    package: str = ""
+    package_version: str = ""
 
     def __post_init__(self) -> None:
         if self.flavour not in DESCRIBED_FLAVOURS:
@@ -259,6 +333,14 @@ class Descriptor:
             )
         if not all(isinstance(t, str) for t in self.skops_trusted):
             raise SluiceError("model.json: skops_trusted must be a list of type names")
+        if not isinstance(self.package, str) or not isinstance(self.package_version, str):
+            raise SluiceError("model.json: package and package_version must be strings")
+        if (self.flavour == PYTHON) != bool(self.package):
+            raise SluiceError("model.json: package (the project's package name) is for flavour python only")
+        if self.package and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", self.package
+        ):
+            raise SluiceError(f"model.json: package must be an importable package name, got {self.package!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +350,7 @@ class Descriptor:
             "classes": None if self.classes is None else list(self.classes),
             "libraries": dict(self.libraries),
             "skops_trusted": list(self.skops_trusted),
+            **({"package": self.package, "package_version": self.package_version} if self.package else {}),
         }
 
     def to_json(self) -> bytes:
@@ -278,6 +361,12 @@ class Descriptor:
         """Raises :class:`SluiceError` naming the field that is missing or malformed."""
         if not isinstance(data, Mapping):
             raise SluiceError("model.json must hold a JSON object")
+        named = [key for key in _CODE_FIELDS if key in data]
+        if named:
+            raise SluiceError(
+                f"model.json field {named[0]!r} is not accepted: a model's code comes only from the "
+                "deployed project ([tool.sluice] model in its pyproject.toml)"
+            )
         for key in ("model_file", "task"):
             if key not in data:
                 raise SluiceError(f"model.json lacks {key!r}")
@@ -295,6 +384,8 @@ class Descriptor:
             classes=None if classes is None else tuple(classes),
             libraries=dict(libraries),
             skops_trusted=tuple(trusted),
+            package=data.get("package") or "",
+            package_version=data.get("package_version") or "",
         )
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Register a model fitted anywhere: a scikit-learn file, an MLflow model directory or an ONNX graph.
+"""Register a model fitted anywhere: a scikit-learn file, an MLflow model directory, an ONNX graph,
+or a directory of files that the project's own model class loads (:func:`register_python`).
 
 :func:`read_model` recognises what ``sluice models register NAME --model FILE_OR_DIR`` is given:
 
@@ -31,7 +32,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +42,14 @@ from sluice.errors import SluiceError
 from sluice.models.contract import JOBLIB_FILE, ONNX_FILE, SKOPS_FILE, Descriptor, skops_bytes
 from sluice.models.mlflow_model import MlflowModel, check_signature, is_mlflow_directory, read_mlmodel
 from sluice.models.reference import holdout_metrics as holdout_metrics  # (re-exported: project training)
-from sluice.models.reference import one_line, predict_rows
+from sluice.models.reference import installed_versions, one_line, predict_rows
 from sluice.models.reference import reference_features as reference_features
 from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, PROFILE_ARTIFACT, SCHEMA_ARTIFACT, ModelBundle
 from sluice.registry.lineage import Lineage, code_version
 from sluice.registry.validation import check_model_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sluice.models.project import Project
     from sluice.registry.records import VersionRecord
     from sluice.registry.store import ModelRegistry
 
@@ -210,6 +211,33 @@ def register_fitted(
     return registry.register(name, bundle, lineage=lineage, idempotency_key=idempotency_key)
 
 
+def register_python(
+    registry: ModelRegistry,
+    name: str,
+    directory: str | Path,
+    reference: pd.DataFrame,
+    *,
+    target: str | None = None,
+    project: Project | str | Path | None = None,
+    lineage_extra: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> VersionRecord:
+    """Register the files in ``directory`` as a python-flavour version of ``name``.
+
+    The project's ``[tool.sluice] model`` class (``project``: a :class:`Project` or its
+    ``pyproject.toml``; default the deployed project) must load the files and predict the
+    ``reference`` rows before anything is uploaded: :func:`sluice.models.python_model.bundle_python`.
+    ``target``, ``lineage_extra`` and ``idempotency_key`` are as for :func:`register_fitted`.
+    """
+    from sluice.models.python_model import bundle_python
+
+    check_model_name(name)
+    bundle = bundle_python(directory, reference, target=target, project=project)
+    libraries = json.loads(bundle.artifacts[DESCRIPTOR_ARTIFACT])["libraries"]
+    lineage = _lineage(reference, {}, {"libraries": libraries, **(lineage_extra or {})})
+    return registry.register(name, bundle, lineage=lineage, idempotency_key=idempotency_key)
+
+
 def bundle_fitted(
     imported: ImportedModel,
     reference: pd.DataFrame,
@@ -268,13 +296,7 @@ def bundle_fitted(
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that (re)serialised the model (:data:`LIBRARIES`)."""
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(LIBRARIES)
 
 
 def class_path(cls: type) -> str:

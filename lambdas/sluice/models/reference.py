@@ -7,6 +7,8 @@ training's candidate checks. Registration side only (pandas).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,17 @@ def predict_rows(estimator: Any, features: pd.DataFrame) -> np.ndarray:
         return np.asarray(estimator.predict(features))
     except Exception as err:  # the user's model on the user's data: one line, naming both
         raise SluiceError(f"--model cannot predict the --reference rows ({one_line(err)})") from None
+
+
+def installed_versions(names: Sequence[str]) -> dict[str, str]:
+    """``{name: version}`` of those of ``names`` that are installed (what ``model.json`` records)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def one_line(err: BaseException) -> str:

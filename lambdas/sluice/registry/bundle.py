@@ -5,8 +5,8 @@ from a fitted model's file (its descriptor ``model.json``, see :mod:`sluice.mode
 or from the bytes of an existing version (:mod:`sluice.registry.promotion`).
 
 A bundle with :data:`DESCRIPTOR_ARTIFACT` needs it, the schema and the model file it names
-(:func:`described_artifacts`); one without is the built-in recipe and needs
-:data:`REQUIRED_ARTIFACTS`.
+(:func:`described_artifacts`; a python model names the prefix ``model/`` and needs at least one
+file under it); one without is the built-in recipe and needs :data:`REQUIRED_ARTIFACTS`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ModelBundle:
             if DESCRIPTOR_ARTIFACT in self.artifacts
             else REQUIRED_ARTIFACTS
         )
-        missing = [a for a in required if a not in self.artifacts]
+        missing = [a for a in required if not _present(a, self.artifacts)]
         if missing:
             raise SluiceError(f"model bundle lacks artifact(s): {', '.join(missing)}")
         for name, body in self.artifacts.items():
@@ -58,6 +58,12 @@ class ModelBundle:
                 raise SluiceError(f"artifact name {name!r} is not a relative path of [A-Za-z0-9._-] parts")
 
 
+def _present(required: str, artifacts: dict[str, bytes]) -> bool:
+    if required.endswith("/"):  # a prefix: at least one artifact under it
+        return any(name.startswith(required) for name in artifacts)
+    return required in artifacts
+
+
 def safe_artifact_name(name: str) -> bool:
     """Whether ``name`` is a relative path of ``[A-Za-z0-9._-]`` parts (no ``..``, no leading ``/``)."""
     parts = name.split("/")
@@ -65,7 +71,8 @@ def safe_artifact_name(name: str) -> bool:
 
 
 def described_artifacts(descriptor: bytes) -> tuple[str, ...]:
-    """The artifacts a version with this ``model.json`` needs: itself, the schema, its model file.
+    """The artifacts a version with this ``model.json`` needs: itself, the schema, its model file
+    (for a python model the prefix ``model/``, under which it needs at least one file).
 
     Raises
     ------

@@ -4,7 +4,10 @@ A version with a descriptor (``model.json``, :class:`sluice.models.contract.Desc
 the estimator from the model file it names for the ``sklearn`` flavour: ``model.skops`` with
 skops, trusting only the descriptor's ``skops_trusted`` types, or ``model.joblib`` with joblib;
 for the ``onnx`` flavour it keeps the bytes of its ``model.onnx`` (the graph registered as it
-is, or a scikit-learn model's twin) and imports neither. A version without one is
+is, or a scikit-learn model's twin) and imports neither; for the ``python`` flavour it gives the
+verified ``model/`` files to the deployed project's model class
+(:func:`sluice.models.python_model.load_python_model`), never to a class the record names. A
+version without one is
 the built-in recipe: the preprocessing is rebuilt from JSON, the ONNX flavour keeps the graph's
 bytes, and joblib (with scikit-learn) is imported only for the ``sklearn`` flavour. Only numpy
 is needed for the built-in recipe's ONNX flavour.
@@ -102,9 +105,22 @@ def _build_described(
     profile: dict[str, Any] | None,
     flavour: str,
 ) -> LoadedModel:
-    from sluice.models.contract import SKLEARN, Descriptor, load_estimator
+    from sluice.models.contract import PYTHON, PYTHON_PREFIX, SKLEARN, Descriptor, load_estimator
 
     descriptor = Descriptor.from_json(bodies[DESCRIPTOR_ARTIFACT])
+    if flavour == PYTHON or descriptor.flavour == PYTHON:
+        if descriptor.flavour != flavour:
+            raise SluiceError(
+                f"model {record.name!r} version {record.version} is a {descriptor.flavour} model, "
+                f"not served by the {flavour} flavour"
+            )
+        from sluice.models.python_model import load_python_model
+
+        files = {a[len(PYTHON_PREFIX) :]: body for a, body in bodies.items() if a.startswith(PYTHON_PREFIX)}
+        return LoadedModel(
+            record=record, preprocessor=None, schema=schema, flavour=PYTHON, profile=profile,
+            descriptor=descriptor, estimator=load_python_model(descriptor, record, files),
+        )  # fmt: skip
     if flavour == "onnx":
         return LoadedModel(
             record=record,

@@ -22,9 +22,9 @@ from sluice.registry.bundle import (
     SCHEMA_ARTIFACT,
     SPEC_ARTIFACT,
 )
-from sluice.registry.records import VersionRecord
+from sluice.registry.records import PYTHON_PREFIX, VersionRecord
 
-FLAVOURS = ("sklearn", "onnx")
+FLAVOURS = ("sklearn", "onnx", "python")
 # The model files a descriptor (model.json) may name; see sluice.models.contract.MODEL_FILES.
 DESCRIBED_MODEL_FILES = ("model.skops", MODEL_ARTIFACT)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -35,17 +35,21 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
 
     A version with a descriptor (``model.json``) needs the descriptor, the schema and its model
     file (``model.skops`` or ``model.joblib``, whichever it has) for the container (``sklearn``)
-    flavour, or its ``model.onnx`` for the ``onnx`` flavour.
+    flavour, its ``model.onnx`` for the ``onnx`` flavour, or every ``model/`` file for the
+    ``python`` flavour (also served by the container, from the project's image).
 
     Raises
     ------
     SluiceError
         If ``flavour`` is not one of :data:`FLAVOURS`.
     Conflict
-        If the version has no such flavour (no ``model.onnx`` for ``onnx``).
+        If the version has no such flavour (no ``model.onnx`` for ``onnx``, no ``model/`` files
+        for ``python``, or ``model/`` files for another flavour).
     """
     if flavour not in FLAVOURS:
         raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}")
+    if flavour == "python" or "python" in record.flavours:
+        return _python_artifacts(record, flavour)
     if DESCRIPTOR_ARTIFACT in record.artifacts:
         return _described_artifacts(record, flavour)
     model_artifact = MODEL_ARTIFACT if flavour == "sklearn" else ONNX_ARTIFACT
@@ -54,6 +58,16 @@ def serving_artifacts(record: VersionRecord, flavour: str) -> list[str]:
             f"model {record.name!r} version {record.version} has no {flavour} flavour (no {model_artifact} artifact)"
         )
     return [model_artifact, SCHEMA_ARTIFACT, SPEC_ARTIFACT, *PREPROCESSING_ARTIFACTS.values()]
+
+
+def _python_artifacts(record: VersionRecord, flavour: str) -> list[str]:
+    if "python" not in record.flavours or flavour != "python":
+        raise Conflict(
+            f"model {record.name!r} version {record.version} has no {flavour} flavour "
+            f"(it has: {', '.join(record.flavours) or 'none'})"
+        )
+    files = sorted(a for a in record.artifacts if a.startswith(PYTHON_PREFIX))
+    return [DESCRIPTOR_ARTIFACT, SCHEMA_ARTIFACT, *files]
 
 
 def _described_artifacts(record: VersionRecord, flavour: str) -> list[str]:

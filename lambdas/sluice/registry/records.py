@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sluice.registry.bundle import ONNX_ARTIFACT
+from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, ONNX_ARTIFACT
 
 #: A version's approval status (see :mod:`sluice.registry.approval`).
 PENDING = "PendingManualApproval"
@@ -20,6 +20,8 @@ REJECTED = "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 # The scikit-learn model files a version may hold (the built-in recipe's, or a fitted model's).
 SKLEARN_FILES = ("model.joblib", "model.skops")
+#: Where a python model's files live (see sluice.models.contract.PYTHON_PREFIX).
+PYTHON_PREFIX = "model/"
 
 
 def artifact_key(model: str, digest: str, artifact: str) -> str:
@@ -55,7 +57,10 @@ class VersionRecord:
     @property
     def flavours(self) -> tuple[str, ...]:
         """Scoring flavours this version can be served with: ``sklearn`` with a scikit-learn model
-        file, ``onnx`` with an ONNX graph (a version registered as an ONNX graph has only that)."""
+        file, ``onnx`` with an ONNX graph (a version registered as an ONNX graph has only that),
+        ``python`` (only that) for the files of a project's own model class."""
+        if DESCRIPTOR_ARTIFACT in self.artifacts and any(a.startswith(PYTHON_PREFIX) for a in self.artifacts):
+            return ("python",)
         sklearn = any(a in self.artifacts for a in SKLEARN_FILES)
         return (*(("sklearn",) if sklearn else ()), *(("onnx",) if ONNX_ARTIFACT in self.artifacts else ()))
 

@@ -10,10 +10,13 @@ contract, :class:`sluice.models.contract.ServedModel`). Response::
 ``probabilities`` lists one probability per class, in the order of the estimator's sorted
 ``classes_``; it is ``null`` for regressors.
 
-Two serving flavours:
+Three serving flavours:
 
 * ``"sklearn"`` (container image): the built-in recipe with its scikit-learn estimator
   (``model.joblib``), or a version's own fitted scikit-learn model (``model.json``);
+* ``"python"`` (container image built from the model's project): the project's own model class
+  (``[tool.sluice] model``) loading the version's ``model/`` files
+  (:class:`sluice.models.contract.PythonModel`);
 * ``"onnx"`` (zip Lambda, 250 MB limit): a ``model.onnx`` run by ONNX Runtime: the built-in
   recipe's graph or a fitted model's twin (each registered only if it passed its parity check),
   or an ONNX graph registered as it is (:class:`sluice.models.onnx_model.OnnxModel`).
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
     from sluice.registry.loading import LoadedModel
     from sluice.registry.store import ModelRegistry
 
-FLAVOURS = ("sklearn", "onnx")
+FLAVOURS = ("sklearn", "onnx", "python")
 
 # ---------------------------------------------------------------------------------------------
 # Scorer
@@ -98,7 +101,7 @@ class Scorer:
     name, version
         The registered model version served.
     flavour
-        ``"sklearn"`` or ``"onnx"``.
+        ``"sklearn"``, ``"onnx"`` or ``"python"``.
     model
         What predicts (:class:`~sluice.models.contract.ServedModel`); ``model.schema``
         validates requests.

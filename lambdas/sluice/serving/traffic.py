@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from sluice.registry.store import ModelRegistry
 
 ALIAS = "live"
-FLAVOURS = ("onnx", "sklearn")
+FLAVOURS = ("onnx", "sklearn", "python")
+#: Which kind of endpoint serves each flavour: the zip function has ONNX Runtime and numpy only;
+#: the container image has scikit-learn, pandas and the model project's own package.
+ENDPOINT_KIND = {"onnx": "zip", "sklearn": "container", "python": "container"}
 _UPDATE_TIMEOUT_S = 120.0
 ENVIRONMENT_LIMIT = 4096  # bytes of environment variable names and values Lambda allows a function
 # JSON {library: version} of the endpoint image's pins, set by the stage (e.g. {"scikit-learn": "1.9.1"}).
@@ -197,7 +200,7 @@ class EndpointTraffic:
         latest = self._configuration("$LATEST")
         variables = dict(latest.get("Environment", {}).get("Variables", {}))
         flavour = self._serving_flavour(record, flavour, variables.get("SLUICE_MODEL_FLAVOUR", ""))
-        if flavour == "sklearn":  # an ONNX graph needs ONNX Runtime only, whatever made it
+        if flavour != "onnx":  # an ONNX graph needs ONNX Runtime only, whatever made it
             self._check_libraries(record, variables.get(SERVING_LIBRARIES, ""))
         variables.update(
             SLUICE_MODEL_NAME=self.model_name,
@@ -236,11 +239,13 @@ class EndpointTraffic:
         return route
 
     def _serving_flavour(self, record: VersionRecord, requested: str | None, endpoint: str) -> str:
-        """The flavour ``record`` is deployed with: the endpoint's own (``onnx`` zip, ``sklearn`` container).
+        """The flavour ``record`` is deployed with: one its endpoint's kind serves.
 
-        The endpoint's flavour is its ``$LATEST`` ``SLUICE_MODEL_FLAVOUR``: a zip function has no
-        scikit-learn, a container image no ONNX Runtime, so each serves only its own. A function
-        that names none serves ``requested`` (default ``sklearn``).
+        The endpoint's kind follows its ``$LATEST`` ``SLUICE_MODEL_FLAVOUR`` (:data:`ENDPOINT_KIND`):
+        a zip function (``onnx``) has no scikit-learn, a container image no ONNX Runtime. A
+        container serves flavours ``sklearn`` and ``python``, and a version deploys with its own:
+        ``python`` for a project's model class (which serving takes from the image's project),
+        else ``sklearn``. A function that names none serves ``requested`` (default: the container's).
 
         Raises
         ------
@@ -252,24 +257,21 @@ class EndpointTraffic:
         """
         if requested is not None and requested not in FLAVOURS:
             raise SluiceError(f"flavour must be one of {', '.join(FLAVOURS)}, got {requested!r}")
-        kind = {"onnx": "zip", "sklearn": "container"}
-        if endpoint in FLAVOURS and requested not in (None, endpoint):
+        kind = ENDPOINT_KIND
+        if endpoint in FLAVOURS and requested is not None and kind[requested] != kind[endpoint]:
             raise Conflict(
                 f"{self.function_name!r} is a {kind[endpoint]} endpoint serving flavour {endpoint}, not "
-                f"{requested}: leave out --flavour, or deploy to a {kind[str(requested)]} endpoint"
+                f"{requested}: leave out --flavour, or deploy to a {kind[requested]} endpoint"
             )
-        flavour = requested or endpoint or "sklearn"
+        flavour = requested or ("onnx" if endpoint == "onnx" else None)
+        if flavour is None:  # a container: the version's own
+            flavour = "python" if "python" in record.flavours else "sklearn"
         if flavour in record.flavours:
             return flavour
-        fix = (
-            "register it with a parity-checked ONNX twin (--onnx FILE) or deploy it to a container endpoint"
-            if flavour == "onnx"
-            else "it is an ONNX graph: deploy it to a zip endpoint"
-        )
         raise Conflict(
             f"model {self.model_name!r} version {record.version} has no {flavour} flavour "
             f"(it has: {', '.join(record.flavours) or 'none'}) for the {kind[flavour]} endpoint "
-            f"{self.function_name!r}: {fix}"
+            f"{self.function_name!r}: {_flavour_fix(record, flavour)}"
         )
 
     def _check_libraries(self, record: VersionRecord, serving: str) -> None:
@@ -440,3 +442,16 @@ class EndpointTraffic:
     ) -> dict[str, Any]:
         """Per-version endpoint statistics and, for two versions, a test of their positive rates."""
         return compare_health([self.health(v, start=start, end=end) for v in versions])
+
+
+def _flavour_fix(record: VersionRecord, flavour: str) -> str:
+    """How to serve ``record``, which has no ``flavour``."""
+    if "python" in record.flavours:
+        return "it is a python model: deploy it to the container endpoint built from its project, without --flavour"
+    if flavour == "onnx":
+        return (
+            "register it with a parity-checked ONNX twin (--onnx FILE) or deploy it to a container endpoint"
+        )
+    if flavour == "python":
+        return "it is not a python model: leave out --flavour"
+    return "it is an ONNX graph: deploy it to a zip endpoint"
