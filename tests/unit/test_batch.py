@@ -377,3 +377,11 @@ def test_cli_here_scores_in_process_and_exits_by_run_status(stage, monkeypatch, 
     assert json.loads(capsys.readouterr().out)["status"] == "FAILED"
     assert main([*args, "--max-reject-share", "3"]) == 2
     assert "max_reject_share" in capsys.readouterr().err
+
+
+def test_cli_output_takes_a_folder_name_under_the_models_prefix_or_the_uri():
+    from sluice.cli.batch import _output_uri
+
+    assert _output_uri("today", model="m", work_bucket="w") == "s3://w/batch/output/m/today/"
+    assert _output_uri("s3://w/batch/output/m/x/", model="m", work_bucket="w") == "s3://w/batch/output/m/x/"
+    assert _output_uri("", model="m", work_bucket="w") == ""

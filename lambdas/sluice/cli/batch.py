@@ -58,7 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run_parser.add_argument(
         "--output",
         default="",
-        help="output folder under the work bucket's batch/output/<model>/ (default: <that>/<run id>/)",
+        help="output folder: a name under the work bucket's batch/output/<model>/, or that s3:// URI "
+        "(default: <that>/<run id>/)",
     )
     run_parser.add_argument("--version", type=int, help=argparse.SUPPRESS)  # older form of NAME:VERSION
     run_parser.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: the input's)")
@@ -86,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     ref = args.model.with_version(args.version)
     args.model = ref.name
     settings = Settings.from_env().for_model(ref.name)
+    work_bucket = settings.work_bucket or _pipeline(settings, args)[1]
     event = {
         "model": ref.name,
         "input_uri": _input_uri(settings, args),
-        "output_uri": args.output,
+        "output_uri": _output_uri(args.output, model=ref.name, work_bucket=work_bucket),
         "version": _version(settings, ref),
         "output_format": args.format or "",
         "shard_rows": args.shard_rows,
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     run_id = new_run_id(args.model)
     # The pipeline's own scope (its model, the stage's output prefix, no fault drill): user
     # errors surface here, before anything starts, as the first step would report them.
-    scope = BatchScope(model=ref.name, work_bucket=settings.work_bucket or _pipeline(settings, args)[1])
+    scope = BatchScope(model=ref.name, work_bucket=work_bucket)
     request = BatchRequest.from_event(event, scope=scope, run_id=run_id)
     with Progress(
         TextColumn("{task.description}"),
@@ -222,6 +224,13 @@ def _follow(
     if status["status"] != "SUCCEEDED":
         summary["status"] = status["status"]
     return summary
+
+
+def _output_uri(output: str, *, model: str, work_bucket: str) -> str:
+    """``--output`` as the pipeline takes it: an ``s3://`` URI as given, a folder name under the model's prefix."""
+    if not output or output.startswith("s3://"):
+        return output
+    return f"s3://{work_bucket}/batch/output/{model}/{output.strip('/')}/"
 
 
 def _pipeline(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
