@@ -96,6 +96,21 @@ def test_a_scorecard_registers_and_serves_what_its_own_class_predicts(registry, 
             Scorer.from_registry(registry, "scorecard", record.version, flavour=flavour)
 
 
+def test_batch_scores_a_python_version_with_its_own_class(registry, model_dir, reference):
+    from sluice.pipelines.batch_scorers import ModelShardScorer
+    from sluice.serving.scoring import clear_cache
+
+    directory, card = model_dir
+    record = register_python(registry, "scorecard", directory, reference, target=TARGET)
+    clear_cache()
+    scorer = ModelShardScorer.load("scorecard", record.version, registry=registry)
+    rows = credit(300, seed=9)[FEATURES]
+    labels, positive = scorer.predict(rows)
+    assert scorer.scorer.flavour == "python"
+    np.testing.assert_array_equal(positive, card.predict_proba(rows)[:, 1])
+    np.testing.assert_array_equal(labels, card.predict(rows))
+
+
 def test_serving_from_the_deploy_time_manifest_verifies_the_model_files(registry, model_dir, reference):
     directory, _ = model_dir
     record = register_python(registry, "scorecard", directory, reference)

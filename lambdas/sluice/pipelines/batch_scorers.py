@@ -43,9 +43,15 @@ class ModelShardScorer:
 
     @classmethod
     def load(cls, model: str, version: int, *, registry: ModelRegistry | None = None) -> ModelShardScorer:
+        """The version's scorer in the flavour it has (its scikit-learn model, its own class or its graph)."""
+        from sluice.registry.store import ModelRegistry
         from sluice.serving.scoring import get_scorer
+        from sluice.settings import Settings
 
-        return cls(get_scorer(model, version, "sklearn", registry=registry))
+        registry = registry or ModelRegistry.from_settings(Settings.from_env())
+        flavours = registry.get(model, version=version).flavours or ("sklearn",)
+        flavour = "sklearn" if "sklearn" in flavours else flavours[0]
+        return cls(get_scorer(model, version, flavour, registry=registry))
 
     @property
     def version(self) -> int:
