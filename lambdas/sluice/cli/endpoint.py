@@ -2,7 +2,7 @@
 
 ::
 
-    sluice endpoint deploy  NAME:VERSION [--flavour onnx|sklearn] [--weight W]   (or NAME@ALIAS)
+    sluice endpoint deploy  NAME:VERSION [--flavour onnx|sklearn|python] [--weight W]   (or NAME@ALIAS)
     sluice endpoint shift   NAME:VERSION WEIGHT         # manual split / A/B test
     sluice endpoint promote NAME:VERSION                # 100 % to VERSION
     sluice endpoint rollback NAME                       # back to the previous routing
@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     deploy = command("deploy", "publish an Approved model version as a Lambda version", cmd_deploy)
     deploy.add_argument(
-        "--flavour", choices=("onnx", "sklearn"), default=None, help="default: the function's"
+        "--flavour", choices=("onnx", "sklearn", "python"), default=None, help="default: what the version has for this endpoint"
     )
     deploy.add_argument("--weight", type=_weight, default=0.0, help="traffic share to give it at once (0-1)")
 
