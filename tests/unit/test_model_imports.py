@@ -273,6 +273,17 @@ def test_an_mlflow_model_directory_registers(registry, pipeline, reference, tmp_
     assert "model.skops" in record.artifacts and record.metrics["roc_auc"] > 0.7
     source = record.notes["source"]
     assert (source["format"], source["flavour"], source["mlflow_version"]) == ("mlflow", flavour, "2.17.0")
+    # And served, it answers what the pipeline itself answers
+    from sluice.serving.scoring import Scorer
+
+    rows = credit(200, seed=5)
+    features = rows[reference.columns.drop(TARGET)]
+    scorer = Scorer.from_registry(registry, "from-mlflow", record.version, flavour="sklearn")
+    labels, probabilities = scorer.predict(
+        [{k: (None if v != v else v) for k, v in row.items()} for row in features.to_dict("records")]
+    )
+    np.testing.assert_allclose(probabilities, pipeline.predict_proba(features), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(labels, pipeline.predict(features))
 
 
 def test_an_mlflow_signature_checks_the_reference_columns(pipeline, reference, tmp_path):
