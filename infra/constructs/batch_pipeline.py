@@ -34,6 +34,15 @@ WORK_PREFIX = "batch/"
 BATCH_TRANSIENT_ERRORS = [*TRANSIENT_ERRORS, "BatchTransientError"]
 
 
+def _check_arguments(
+    max_concurrency: int, schedule: scheduler.ScheduleExpression | None, scheduled_input_uri: str | None
+) -> None:
+    if max_concurrency < 1:
+        raise ValueError(f"BatchPipeline max_concurrency must be at least 1, got {max_concurrency}")
+    if (schedule is None) != (scheduled_input_uri is None):
+        raise ValueError("BatchPipeline needs both schedule and scheduled_input_uri, or neither")
+
+
 class BatchPipeline(Construct):
     """Batch scoring of one model: a Step Functions pipeline started by hand, schedule or S3 event.
 
@@ -126,10 +135,7 @@ class BatchPipeline(Construct):
         log_execution_data: bool = False,
     ) -> None:
         super().__init__(scope, id)
-        if max_concurrency < 1:
-            raise ValueError(f"BatchPipeline max_concurrency must be at least 1, got {max_concurrency}")
-        if (schedule is None) != (scheduled_input_uri is None):
-            raise ValueError("BatchPipeline needs both schedule and scheduled_input_uri, or neither")
+        _check_arguments(max_concurrency, schedule, scheduled_input_uri)
         self.model_name = model_name
         self.fault_drill = fault_drill
         self.log_execution_data = log_execution_data

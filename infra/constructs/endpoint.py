@@ -46,6 +46,13 @@ class _AlarmSpec(NamedTuple):
     description: str
 
 
+def _check_flavour(flavour: str, image: ModelImage | None) -> None:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"Endpoint flavour must be 'zip' or 'container'; got {flavour!r}")
+    if image is not None and flavour != "container":
+        raise ValueError("Endpoint image needs the container flavour (the zip flavour serves ONNX)")
+
+
 class Endpoint(Construct):
     """One model's endpoint: function, ``live`` alias, REST API, alarms and a CodeDeploy group.
 
@@ -138,10 +145,7 @@ class Endpoint(Construct):
         api_stage: str = "prod",
     ) -> None:
         super().__init__(scope, id)
-        if flavour not in FLAVOURS:
-            raise ValueError(f"Endpoint flavour must be 'zip' or 'container'; got {flavour!r}")
-        if image is not None and flavour != "container":
-            raise ValueError("Endpoint image needs the container flavour (the zip flavour serves ONNX)")
+        _check_flavour(flavour, image)
         self.image = image
         self.model_name = model_name
         self.flavour = flavour
@@ -168,9 +172,7 @@ class Endpoint(Construct):
         self.usage_plan: apigw.UsagePlan | None = None
         self.api_key: apigw.IApiKey | None = None
         if api_key:
-            self._build_usage_plan(
-                rate_limit=rate_limit, burst_limit=burst_limit, quota_per_day=quota_per_day
-            )
+            self._build_usage_plan(rate_limit=rate_limit, burst_limit=burst_limit, quota_per_day=quota_per_day)
         self.alarms = [
             self._build_alarm(spec) for spec in _alarm_specs(error_threshold, latency_p99_ms, quality_bounds)
         ]
