@@ -134,8 +134,10 @@ def test_a_fitted_pipeline_registers_from_its_file(registry, pipeline, reference
     # (the pandas output of the ColumnTransformer holds a functools.partial, which must be trusted)
     trusted = ["functools.partial"] if suffix == ".skops" else []
     record = register_fitted(registry, "credit-hgb", path, reference, target=TARGET, trusted=trusted)
-    # Then it is stored with skops, described, and the schema comes from the reference features
-    assert set(record.artifacts) == {"model.json", "schema.json", "profile.json", "model.skops"}
+    # Then it is stored with skops, described, and the schema comes from the reference features;
+    # a binary classifier with labelled rows also gets its calibration check (calibration.json)
+    assert set(record.artifacts) == {"model.json", "schema.json", "profile.json", "model.skops", "calibration.json"}
+    assert record.notes["holdout_rows"] == len(reference) and "ece_before" in record.notes["calibration"]
     descriptor = fetch_json(registry, record, "model.json")
     assert descriptor["flavour"] == "sklearn" and descriptor["model_file"] == "model.skops"
     assert (descriptor["task"], descriptor["classes"]) == ("classification", [0, 1])

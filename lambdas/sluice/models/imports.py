@@ -42,9 +42,15 @@ from sluice.errors import SluiceError
 from sluice.models.contract import JOBLIB_FILE, ONNX_FILE, SKOPS_FILE, Descriptor, skops_bytes
 from sluice.models.mlflow_model import MlflowModel, check_signature, is_mlflow_directory, read_mlmodel
 from sluice.models.reference import holdout_metrics as holdout_metrics  # (re-exported: project training)
-from sluice.models.reference import installed_versions, one_line, predict_rows
+from sluice.models.reference import installed_versions, one_line, predict_rows, reference_calibration
 from sluice.models.reference import reference_features as reference_features
-from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, PROFILE_ARTIFACT, SCHEMA_ARTIFACT, ModelBundle
+from sluice.registry.bundle import (
+    CALIBRATION_ARTIFACT,
+    DESCRIPTOR_ARTIFACT,
+    PROFILE_ARTIFACT,
+    SCHEMA_ARTIFACT,
+    ModelBundle,
+)
 from sluice.registry.lineage import Lineage, code_version
 from sluice.registry.validation import check_model_name
 
@@ -244,11 +250,14 @@ def bundle_fitted(
     *,
     target: str | None,
     onnx: bytes | str | Path | bool | None = None,
+    holdout: pd.DataFrame | None = None,
 ) -> ModelBundle:
     """The artifacts of a fitted model: ``model.json``, ``schema.json``, ``profile.json``, the model file.
 
     With ``onnx`` (a graph's bytes or file, or ``True`` to convert the model), ``model.onnx`` is added
-    if it predicts the reference rows as the model does (:func:`~sluice.models.onnx_export.onnx_twin`)."""
+    if it predicts the reference rows as the model does (:func:`~sluice.models.onnx_export.onnx_twin`).
+    With ``target``, the labelled rows (``holdout`` when given, else ``reference``) give the metrics
+    and, for a binary classifier, ``calibration.json`` (label-free performance estimation)."""
     from sluice.models.onnx_export import onnx_twin
     from sluice.models.schema import FeatureSchema
     from sluice.monitoring.profile import DriftProfile
@@ -261,7 +270,8 @@ def bundle_fitted(
     categorical = [f.name for f in schema.features if f.kind == "categorical"]
     profile = DriftProfile(categorical=categorical).fit(features)
     task = imported.task
-    metrics = holdout_metrics(imported.estimator, reference, target, task=task)
+    labelled = reference if holdout is None else holdout
+    metrics = holdout_metrics(imported.estimator, labelled, target, task=task)
     if not metrics:  # still prove the model takes these columns, before anything is uploaded
         predict_rows(imported.estimator, features.head(_CHECK_ROWS))
     classes = getattr(imported.estimator, "classes_", None)
@@ -279,6 +289,12 @@ def bundle_fitted(
         imported.model_file: imported.body,
     }
     notes: dict[str, Any] = {"source": imported.source}
+    if metrics:
+        notes["holdout_rows"] = int(labelled[target].notna().sum())
+        calibration = reference_calibration(imported.estimator, labelled, target)
+        if calibration is not None:
+            artifacts[CALIBRATION_ARTIFACT] = calibration.to_json()
+            notes["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before}
     if onnx not in (None, False):
         twin, notes["onnx"] = onnx_twin(
             imported.estimator, onnx, schema, features.head(_CHECK_ROWS), task=task

@@ -224,8 +224,8 @@ def bundle_onnx(path: str | Path, reference: pd.DataFrame, *, target: str | None
     SluiceError
         One line: the file is no ONNX graph, or its inputs or outputs do not fit the reference.
     """
-    from sluice.models.reference import holdout_metrics, reference_features
     from sluice.models.onnx_model import OnnxModel, graph_task, load_session
+    from sluice.models.reference import holdout_metrics, reference_features
     from sluice.models.schema import FeatureSchema
     from sluice.monitoring.profile import DriftProfile
 

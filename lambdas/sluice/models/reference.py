@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from sluice.errors import SluiceError
+
+if TYPE_CHECKING:
+    from sluice.monitoring.estimation import Calibrator
 
 _REASON_CHARS = 300  # a stored reason stays a line, never a traceback
 
@@ -66,6 +69,24 @@ def holdout_metrics(
         return prediction_metrics(task, truth, predicted, scores=scores)
     except (ValueError, TypeError) as err:
         raise SluiceError(f"--target {target!r}: metrics cannot be computed ({one_line(err)})") from None
+
+
+def reference_calibration(estimator: Any, labelled: pd.DataFrame, target: str | None) -> Calibrator | None:
+    """A binary classifier's calibration check on labelled rows (:func:`~sluice.monitoring.estimation.fit_calibrator`).
+
+    ``None`` without a target, for other models, or without ``predict_proba``: label-free
+    performance estimation needs the positive class's probability.
+    """
+    from sluice.monitoring.estimation import fit_calibrator
+
+    classes = getattr(estimator, "classes_", None)
+    if target is None or classes is None or len(classes) != 2 or not hasattr(estimator, "predict_proba"):
+        return None
+    rows = labelled[labelled[target].notna()]
+    if len(rows) == 0:
+        return None
+    scores = np.asarray(estimator.predict_proba(rows.drop(columns=[target])))[:, 1]
+    return fit_calibrator(rows[target].to_numpy() == classes[1], scores)
 
 
 def predict_rows(estimator: Any, features: pd.DataFrame) -> np.ndarray:

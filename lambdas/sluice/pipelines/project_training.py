@@ -167,8 +167,8 @@ class ProjectTrainer:
         from sluice.registry.lineage import code_version
 
         # Schema and drift baseline from the training partition, as the built-in recipe's.
-        bundle = bundle_fitted(candidate.model, train_part, target=self.target)
-        bundle.metrics = dict(candidate.metrics)  # on the holdout, the numbers the comparison shows
+        # Metrics and calibration on the holdout: the numbers the comparison shows.
+        bundle = bundle_fitted(candidate.model, train_part, target=self.target, holdout=holdout)
         bundle.notes["project"] = {
             "package": self.project.package,
             "train": self.project.entry_points["train"],
