@@ -289,12 +289,8 @@ def bundle_fitted(
         imported.model_file: imported.body,
     }
     notes: dict[str, Any] = {"source": imported.source}
-    if metrics:
-        notes["holdout_rows"] = int(labelled[target].notna().sum())
-        calibration = reference_calibration(imported.estimator, labelled, target)
-        if calibration is not None:
-            artifacts[CALIBRATION_ARTIFACT] = calibration.to_json()
-            notes["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before}
+    if metrics and target is not None:
+        _add_calibration(imported.estimator, labelled, target, artifacts, notes)
     if onnx not in (None, False):
         twin, notes["onnx"] = onnx_twin(
             imported.estimator, onnx, schema, features.head(_CHECK_ROWS), task=task
@@ -308,6 +304,17 @@ def bundle_fitted(
         estimator=class_path(type(imported.final_step)),
         notes=notes,
     )
+
+
+def _add_calibration(
+    estimator: Any, labelled: pd.DataFrame, target: str, artifacts: dict[str, bytes], notes: dict[str, Any]
+) -> None:
+    """``holdout_rows`` and, for a binary classifier, ``calibration.json`` from the labelled rows."""
+    notes["holdout_rows"] = int(labelled[target].notna().sum())
+    calibration = reference_calibration(estimator, labelled, target)
+    if calibration is not None:
+        artifacts[CALIBRATION_ARTIFACT] = calibration.to_json()
+        notes["calibration"] = {"method": calibration.method, "ece_before": calibration.ece_before}
 
 
 def library_versions() -> dict[str, str]:
