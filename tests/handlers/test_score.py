@@ -16,6 +16,7 @@ from sluice.models.training import train
 from sluice.registry.lineage import Lineage
 from sluice.registry.store import create_storage
 from sluice.serving import scoring
+from sluice.serving.capture_reader import read_object
 from sluice_demo import datasets
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -75,8 +76,7 @@ def captured(s3_bucket: str = CAPTURE) -> list[dict]:
     s3 = boto3.client("s3", region_name=REGION)
     records = []
     for item in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", []):
-        body = s3.get_object(Bucket=s3_bucket, Key=item["Key"])["Body"].read().decode()
-        records += [json.loads(line) for line in body.splitlines() if line]
+        records += read_object(s3_bucket, item["Key"])  # Parquet (JSON lines without pyarrow)
         assert item["Key"].startswith("capture/model=credit/version=1/dt=")
     return records
 

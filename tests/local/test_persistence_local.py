@@ -7,7 +7,6 @@ credentials the state file names.
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
 import os
@@ -134,9 +133,9 @@ def _captured_rows(bucket: str) -> int:
     ]
 
     def rows(key: str) -> int:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        text = gzip.decompress(body) if key.endswith(".gz") else body
-        return sum(1 for line in text.splitlines() if line.strip())
+        from sluice.serving.capture_reader import read_object
+
+        return len(read_object(bucket, key))  # Parquet, or JSON lines written before it
 
     unread = [o for o in objects if o not in _LINES]
     with ThreadPoolExecutor(4) as pool:

@@ -26,6 +26,7 @@ from sluice.pipelines.batch_shards import BatchTransientError, ShardError, plan_
 from sluice.registry.lineage import Lineage
 from sluice.registry.store import create_storage
 from sluice.serving import scoring
+from sluice.serving.capture_reader import read_object
 from sluice.settings import Settings
 from sluice_demo import datasets
 
@@ -170,7 +171,7 @@ def test_batch_rows_are_captured_as_batch(stage):
     )
     summary = batch.run_local(SETTINGS, request)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=CAPTURE, Prefix="capture/model=credit/")["Contents"]]
-    lines = [json.loads(line) for key in keys for line in _read(s3, f"s3://{CAPTURE}/{key}").splitlines()]
+    lines = [record for key in keys for record in read_object(CAPTURE, key)]
     assert len(lines) == summary["manifest"]["rows_out"] == 300
     assert {r["source"] for r in lines} == {"batch"} and {r["version"] for r in lines} == {1}
     assert set(lines[0]["features"]) == set(datasets.NUMERIC) | set(datasets.CATEGORICAL)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
@@ -77,9 +79,20 @@ def test_capture_records_reject_mismatched_lengths_and_sources():
         capture_records(request_id="r", model="m", version=1, rows=rows(1), predictions=[1], source="x")
 
 
-def test_encode_line_turns_nan_features_into_null():
-    line = encode_line({"features": {"x": float("nan"), "y": np.float32(1.5)}})
-    assert json.loads(line) == {"features": {"x": None, "y": 1.5}}
+def test_encode_line_sends_the_table_row_with_nan_features_as_null():
+    # Given a record with a NaN feature, a numpy float and a numpy prediction
+    line = encode_line(
+        {
+            "model": "m",
+            "version": 2,
+            "features": {"x": float("nan"), "y": np.float32(1.5)},
+            "prediction": np.int64(1),
+        }
+    )
+    wire = json.loads(line)
+    # Then the line holds the table's column types: features as JSON text, prediction as text
+    assert json.loads(wire["features"]) == {"x": None, "y": 1.5}
+    assert wire["prediction"] == "1" and (wire["model"], wire["version"]) == ("m", 2)
     assert line.endswith(b"\n")
 
 
@@ -100,12 +113,17 @@ def test_direct_writer_puts_one_object_per_request_in_the_partitioned_layout(s3)
             request_id=f"req-{i}", model="credit", version=2, rows=rows(3), predictions=[0, 1, 0], ts=T0
         )
         assert writer.put(records) == 3
-    # Then each request is one JSON-lines object under model/version/dt/hour
+    # Then each request is one Parquet object under model/version/dt/hour
     keys = all_keys(s3)
     assert len(keys) == 2
     assert all(k.startswith("capture/model=credit/version=2/dt=2026-11-25/hour=10/") for k in keys)
-    body = s3.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read().decode()
-    assert [json.loads(line)["row"] for line in body.splitlines()] == [0, 1, 2]
+    assert all(k.endswith(".parquet") for k in keys)
+    assert read_parquet_rows(s3, keys[0])["row"] == [0, 1, 2]
+
+
+def read_parquet_rows(s3, key: str) -> dict[str, list]:
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return pq.read_table(io.BytesIO(body)).to_pydict()
 
 
 def test_writer_never_raises_into_the_request_path(s3, capsys):
@@ -270,8 +288,11 @@ def test_streamed_and_prefetched_objects_read_the_same_rows_in_order(s3, monkeyp
     keys = sorted(all_keys(s3))
     expected = []
     for key in keys:
-        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-        body = gzip.decompress(body) if key.endswith(".gz") else body
+        if key.endswith(".parquet"):
+            table = read_parquet_rows(s3, key)
+            expected += list(zip(table["request_id"], table["row"], strict=True))
+            continue
+        body = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
         expected += [(json.loads(x)["request_id"], json.loads(x)["row"]) for x in body.splitlines()]
     assert [(r["request_id"], r["row"]) for r in got] == expected and len(got) == 122
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from sluice import aws
 from sluice.errors import SluiceError
-from sluice.pipelines.batch_scorers import ModelShardScorer, ShardScorer, json_records, scorer_for
+from sluice.pipelines.batch_scorers import ModelShardScorer, ShardScorer, scorer_for
 from sluice.pipelines.batch_shards import (
     PREDICTION,
     PROBABILITY,
@@ -143,25 +143,26 @@ def _capture(
     labels: Array,
     probabilities: Array | None,
 ) -> None:
-    """Capture the rows the model scored for monitoring, as ``source="batch"``."""
-    from sluice.serving.capture import CaptureWriter, capture_records
+    """Capture the rows the model scored for monitoring, as ``source="batch"``.
+
+    Column by column (:meth:`~sluice.serving.capture.CaptureWriter.put_frame`): one Parquet
+    object per shard, no dict per row.
+    """
+    from sluice.serving.capture import CaptureWriter
 
     capture = capture if capture is not None else CaptureWriter(bucket_name=settings.capture_bucket)
     if not capture.enabled:
         return
     inner = getattr(scorer, "scorer", None)
     schema_names = list(inner.schema.names) if inner is not None else list(features.columns)
-    capture.put(
-        capture_records(
-            request_id=request_id,
-            model=model,
-            version=version,
-            rows=json_records(features[[c for c in schema_names if c in features.columns]]),
-            predictions=labels,
-            probabilities=probabilities,
-            source="batch",
-            plain_rows=True,
-        )
+    capture.put_frame(
+        request_id=request_id,
+        model=model,
+        version=version,
+        features=features[[c for c in schema_names if c in features.columns]],
+        predictions=labels,
+        probabilities=probabilities,
+        source="batch",
     )
 
 

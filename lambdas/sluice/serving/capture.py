@@ -1,11 +1,12 @@
-"""Data capture: one JSON line per scored row, partitioned by model, version, day and hour.
+"""Data capture: one row per scored row, partitioned by model, version, day and hour.
 
-Layout in the capture bucket (the same in AWS, where Firehose dynamic partitioning writes it,
-and locally, where the direct-S3 writer or the patched local Firehose writes it)::
+Layout in the capture bucket (the same in AWS, where Firehose dynamic partitioning and record
+format conversion write it, and locally, where the direct-S3 writer or the patched local
+Firehose writes it)::
 
-    capture/model=<name>/version=<v>/dt=YYYY-MM-DD/hour=HH/<file>
+    capture/model=<name>/version=<v>/dt=YYYY-MM-DD/hour=HH/<file>.parquet
 
-Each line::
+One record per row, as :func:`capture_records` makes it and the reader gives it back::
 
     {"request_id": str, "row": int, "ts": "2026-11-25T10:00:00.123Z", "model": str,
      "version": int, "source": "endpoint" | "batch", "features": {name: value},
@@ -13,11 +14,16 @@ Each line::
 
 plus ``"dropped_fields": int`` when the caller sent fields outside the model's input schema:
 only schema features are stored (see :func:`capture_records`), never what else a caller sent.
+The Parquet columns (one Glue table for every model of the stage, ``features`` as JSON text)
+are in :mod:`sluice.serving.capture_parquet`; objects written before it are JSON lines
+(``.jsonl``/``.jsonl.gz``) and are still read.
 
-:class:`CaptureWriter` sends the lines; :mod:`sluice.serving.capture_reader` reads a window back.
+:class:`CaptureWriter` sends the rows; :mod:`sluice.serving.capture_reader` reads a window back.
 
 This module imports with only the standard library, numpy and boto3 available (the zip scoring
-flavour has no pandas), and the writer never lets a capture failure reach the scoring request.
+flavour has no pandas or pyarrow and only sends to Firehose; without pyarrow the direct-S3
+writer falls back to JSON lines), and the writer never lets a capture failure reach the
+scoring request.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.errors import SluiceError
+from sluice.serving.capture_parquet import PARQUET_SUFFIX, wire_record
 from sluice.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +170,15 @@ def _per_row(values: Sequence[Any] | np.ndarray, rows: int, what: str) -> list[A
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
-    """One record as a newline-terminated JSON line (NaN becomes null)."""
+    """One record as the newline-terminated JSON line Firehose converts to a table row.
+
+    ``features`` is JSON text and ``prediction`` text, as their columns hold them
+    (:func:`~sluice.serving.capture_parquet.wire_record`); NaN becomes null.
+    """
     try:
-        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(wire_record(record), separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
-        text = json.dumps(_plain(record), separators=(",", ":"), allow_nan=False)
+        text = json.dumps(wire_record(_plain(record)), separators=(",", ":"), allow_nan=False)
     return (text + "\n").encode()
 
 
@@ -187,7 +199,8 @@ class CaptureWriter:
     stream_name
         Firehose delivery stream; preferred when both are given.
     bucket_name
-        Capture bucket for the direct writer: one JSON-lines object per request and partition.
+        Capture bucket for the direct writer: one Parquet object per request and partition
+        (JSON lines where pyarrow is missing).
     """
 
     def __init__(self, *, stream_name: str = "", bucket_name: str = "") -> None:
@@ -217,21 +230,28 @@ class CaptureWriter:
         if not records or not self.enabled:
             return 0
         try:
-            accepted = self._put_firehose(records) if self.stream_name else self._put_s3(records)
+            if self.stream_name:
+                accepted = self._put_lines([encode_line(r) for r in records])
+            else:
+                accepted = self._put_s3(records)
         except Exception:  # capture must never fail a scoring request
             logger.exception("capture of %d record(s) to %s failed", len(records), self.mode)
             accepted = 0
+        return self._count(str(records[0].get("model", "")), len(records), accepted)
+
+    def _count(self, model: str, total: int, accepted: int) -> int:
         self.sent += accepted
-        lost = len(records) - accepted
+        lost = total - accepted
         if lost:
             self.failed += lost
-            self._emit_failures(records[0].get("model", ""), lost)
+            self._emit_failures(model, lost)
         return accepted
 
-    def _put_firehose(self, records: Sequence[Mapping[str, Any]]) -> int:
+    def _put_lines(self, lines: Sequence[bytes]) -> int:
+        """Send encoded lines to the Firehose stream, in PutRecordBatch-sized batches."""
         client = aws.client("firehose")
         accepted = 0
-        for batch in _batches(encode_line(r) for r in records):
+        for batch in _batches(lines):
             # Records Firehose rejects (throttling, a transient internal error) are retried once;
             # the normal path stays one call per batch.
             for attempt in range(2):
@@ -254,22 +274,68 @@ class CaptureWriter:
         return accepted
 
     def _put_s3(self, records: Sequence[Mapping[str, Any]]) -> int:
-        client = aws.client("s3")
-        groups: dict[str, list[bytes]] = {}
+        groups: dict[str, list[Mapping[str, Any]]] = {}
         prefixes: dict[tuple[str, int, str], str] = {}  # the rows of one request share model, version and ts
         for record in records:
             where = (record["model"], record["version"], record["ts"])
             prefix = prefixes.get(where)
             if prefix is None:
                 prefix = prefixes[where] = partition_prefix(where[0], where[1], parse_ts(where[2]))
-            groups.setdefault(prefix, []).append(encode_line(record))
+            groups.setdefault(prefix, []).append(record)
+        request = str(records[0].get("request_id", ""))
         accepted = 0
-        for prefix, lines in groups.items():
-            request = str(records[0].get("request_id", ""))[:64].replace("/", "_")
-            key = f"{prefix}{time.time_ns()}-{request}-{uuid.uuid4().hex[:8]}.jsonl"
-            client.put_object(Bucket=self.bucket_name, Key=key, Body=b"".join(lines))
-            accepted += len(lines)
+        for prefix, group in groups.items():
+            self._put_object(prefix, request, _group_body(group))
+            accepted += len(group)
         return accepted
+
+    def _put_object(self, prefix: str, request: str, body: tuple[bytes, str]) -> None:
+        name = request[:64].replace("/", "_")
+        key = f"{prefix}{time.time_ns()}-{name}-{uuid.uuid4().hex[:8]}{body[1]}"
+        aws.client("s3").put_object(Bucket=self.bucket_name, Key=key, Body=body[0])
+
+    def put_frame(
+        self,
+        *,
+        request_id: str,
+        model: str,
+        version: int,
+        features: pd.DataFrame,
+        predictions: Sequence[Any] | np.ndarray,
+        probabilities: Sequence[float] | np.ndarray | None = None,
+        source: str = "batch",
+        ts: datetime | None = None,
+    ) -> int:
+        """Capture a scored frame column by column: one Parquet object, no dict per row.
+
+        The batch step's path (pandas and pyarrow present). ``features`` holds the schema's
+        columns only. Same result as :meth:`put` of :func:`capture_records`; never raises.
+        """
+        if not self.enabled or not len(features):
+            return 0
+        try:
+            from sluice.serving.capture_parquet import frame_table, parquet_bytes
+
+            moment = ts or datetime.now(UTC)
+            table = frame_table(
+                request_id=str(request_id),
+                ts=format_ts(moment),
+                source=source,
+                features=features,
+                predictions=predictions,
+                probabilities=probabilities,
+            )
+            if self.stream_name:
+                rows = [{**row, "model": model, "version": int(version)} for row in table.to_pylist()]
+                accepted = self._put_lines([_line(row) for row in rows])
+            else:
+                prefix = partition_prefix(model, version, moment)
+                self._put_object(prefix, str(request_id), (parquet_bytes(table), PARQUET_SUFFIX))
+                accepted = table.num_rows
+        except Exception:  # capture must never fail a scoring run
+            logger.exception("capture of %d row(s) to %s failed", len(features), self.mode)
+            accepted = 0
+        return self._count(str(model), len(features), accepted)
 
     @staticmethod
     def _emit_failures(model: str, count: int) -> None:
@@ -288,6 +354,21 @@ class CaptureWriter:
             "CaptureFailures": count,
         }
         print(json.dumps(document), flush=True)
+
+
+def _line(row: Mapping[str, Any]) -> bytes:
+    return (json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def _group_body(group: Sequence[Mapping[str, Any]]) -> tuple[bytes, str]:
+    """One partition's records as a Parquet object, or JSON lines where pyarrow is missing."""
+    from sluice.serving.capture_parquet import parquet_bytes, rows_table
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # the zip scoring flavour: no pyarrow; the reader reads both
+        return b"".join(encode_line(r) for r in group), ".jsonl"
+    return parquet_bytes(rows_table(wire_record(r) for r in group)), PARQUET_SUFFIX
 
 
 def _batches(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
