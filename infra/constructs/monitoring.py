@@ -1,8 +1,8 @@
-"""Monitoring: the scheduled drift job, drift and quality alarms, labels intake and dashboards.
+"""Monitoring: the scheduled drift job and its fan-out, drift and quality alarms, labels intake, dashboards.
 
-No business logic here: the job is ``sluice.handlers.monitor`` (``sluice.monitoring``), labels
-are ``sluice.handlers.labels``. Metric names and dimensions are those ``sluice.monitoring.cloudwatch``
-publishes; the alarms watch the per-model roll-ups because versions change at deploy time.
+No business logic here: the job is ``sluice.handlers.monitor`` (``sluice.monitoring``), its
+fan-out :class:`~infra.constructs.drift_fanout.DriftFanout`, labels are ``sluice.handlers.labels``.
+The alarms are :class:`~infra.constructs.monitoring_alarms.ModelAlarms`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from infra.constructs.api import body_models
+from infra.constructs.drift_fanout import DriftFanout
+from infra.constructs.monitoring_alarms import ModelAlarms
 from infra.constructs.monitoring_dashboard import model_dashboard
 from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
 from infra.constructs.registry import Registry
@@ -89,11 +91,21 @@ class MonitoredModel:
         Per-feature alarm above this PSI. Default 0.2 (the usual "significant shift" mark).
     feature_psi_tolerance
         Overrides of ``psi_tolerance`` by feature.
+    feature_alarm_datapoints
+        ``(M, N)``: a per-feature alarm (and the estimated-F1 alarm) fires when M of the last N
+        drift windows breach. Default ``(2, 3)``: one noisy window does not page.
     share_tolerance
         Dataset alarm when the share of drifting features exceeds this. Default 0: any feature
         flagged by the drift policy (family-wise 5% false-alarm rate, see ``sluice.monitoring.policy``).
-    f1_drop
-        Concept-drift alarm when live F1 is more than this below the registered F1. Default 0.05.
+    quality_min_effect
+        Concept-drift alarm when the whole 95% interval of live minus registered F1 lies below
+        ``-quality_min_effect`` (``F1DeltaBound``, published per window with its sample size in
+        it); also the concept check's verdict (``min_effect`` in the quality schedule's input).
+        Default 0.01.
+    estimate_alarm
+        Also alarm, before labels arrive, when the F1 estimated from the served probabilities
+        (``EstimatedF1Delta``, binary classifiers with a calibration) is more than
+        ``3 * quality_min_effect`` below the registered F1 in M of N drift windows. Default true.
     quality_rate_minutes
         How often the concept-drift check runs, in minutes. Default 60.
     quality_window_minutes
@@ -107,7 +119,9 @@ class MonitoredModel:
     psi_tolerance: float = 0.2
     feature_psi_tolerance: tuple[tuple[str, float], ...] = ()
     share_tolerance: float = 0.0
-    f1_drop: float = 0.05
+    feature_alarm_datapoints: tuple[int, int] = (2, 3)
+    quality_min_effect: float = 0.01
+    estimate_alarm: bool = True
     quality_rate_minutes: int = 60
     quality_window_minutes: int = 1440
 
@@ -135,12 +149,14 @@ class Monitoring(Construct):
         Address subscribed to the alarm topic.
     retain_logs
         Keep the functions' log groups when the stack is deleted.
+    log_execution_data
+        Log the drift state machine's inputs and outputs (dev only).
 
     Attributes
     ----------
-    topic, topic_key, job, labels, labels_role, labels_resource, labels_model, scheduler_role, schedules,
-    quality_schedules, alarms, drift_alarms, feature_alarms, quality_alarms, dashboards,
-    label_drop_rule
+    topic, topic_key, job, fanout, labels, labels_role, labels_resource, labels_model, scheduler_role,
+    schedules, quality_schedules, alarms, drift_alarms, feature_alarms, quality_alarms,
+    estimate_alarms, dashboards, label_drop_rule
         Everything created, by model name where there is one per model; ``labels_resource`` and
         ``labels_model`` (the body's request model) are ``None`` without ``api``.
     """
@@ -158,29 +174,27 @@ class Monitoring(Construct):
         api: apigw.IRestApi | None = None,
         alarm_email: str | None = None,
         retain_logs: bool = False,
+        log_execution_data: bool = False,
     ) -> None:
         super().__init__(scope, id)
         capture = bucket_in(self, capture_bucket)
         self.topic_key, self.topic = self._build_topic(alarm_email)
         alarm_action = cw_actions.SnsAction(self.topic)
+        self.fanout = DriftFanout(
+            self,
+            "DriftFanout",
+            registry=registry,
+            capture_bucket=capture_bucket,
+            role=role,
+            state_machine_name=f"sluice-{stage_name}-drift",
+            retain_logs=retain_logs,
+            log_execution_data=log_execution_data,
+        )
         self.job = self._build_job(registry, capture_bucket, role, retain_logs=retain_logs)
         self.labels_role, self.labels = self._build_labels(
             capture_bucket, label_models=[m.name for m in models], retain_logs=retain_logs
         )
-        self.label_drop_rule = events.Rule(
-            self,
-            "LabelDrops",
-            description="Ingest label files dropped under labels/incoming/ in the capture bucket",
-            event_pattern=events.EventPattern(
-                source=["aws.s3"],
-                detail_type=["Object Created"],
-                detail={
-                    "bucket": {"name": [capture.bucket_name]},
-                    "object": {"key": [{"prefix": LABELS_INCOMING}]},
-                },
-            ),
-            targets=[events_targets.LambdaFunction(self.labels, retry_attempts=2)],
-        )
+        self.label_drop_rule = self._build_label_drop_rule(capture)
         self.labels_resource: apigw.Resource | None = None
         self.labels_model: apigw.Model | None = None
         if api is not None:
@@ -191,14 +205,15 @@ class Monitoring(Construct):
         self.drift_alarms: dict[str, cloudwatch.Alarm] = {}
         self.feature_alarms: dict[str, dict[str, cloudwatch.Alarm]] = {}
         self.quality_alarms: dict[str, cloudwatch.Alarm] = {}
+        self.estimate_alarms: dict[str, cloudwatch.Alarm] = {}
         self.dashboards: dict[str, cloudwatch.Dashboard] = {}
         for model in models:
             self._monitor(model, stage_name=stage_name, alarm_action=alarm_action)
 
     @property
     def alarms(self) -> list[cloudwatch.Alarm]:
-        """Every alarm: dataset drift, per-feature drift and concept drift."""
-        out = list(self.drift_alarms.values()) + list(self.quality_alarms.values())
+        """Every alarm: dataset drift, per-feature drift, concept drift and estimated F1."""
+        out = [*self.drift_alarms.values(), *self.quality_alarms.values(), *self.estimate_alarms.values()]
         for by_feature in self.feature_alarms.values():
             out += list(by_feature.values())
         return out
@@ -252,8 +267,11 @@ class Monitoring(Construct):
                 **registry.environment,
                 "SLUICE_CAPTURE_BUCKET": capture.bucket_name,
                 "SLUICE_REPORTS_BUCKET": capture.bucket_name,
+                # Windows larger than one child's share are handed to the fan-out.
+                "SLUICE_DRIFT_STATE_MACHINE_ARN": self.fanout.state_machine_arn,
             },
         ).function
+        self.fanout.grant_start(role)
         registry.grant_read(role)
         capture.grant_read(role, "capture/*")
         capture.grant_read(role, "labels/*")
@@ -304,6 +322,23 @@ class Monitoring(Construct):
         )
         return role, labels
 
+    def _build_label_drop_rule(self, capture: s3.IBucket) -> events.Rule:
+        """Ingest label files dropped under ``labels/incoming/`` (the bucket's EventBridge notifications)."""
+        return events.Rule(
+            self,
+            "LabelDrops",
+            description="Ingest label files dropped under labels/incoming/ in the capture bucket",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [capture.bucket_name]},
+                    "object": {"key": [{"prefix": LABELS_INCOMING}]},
+                },
+            ),
+            targets=[events_targets.LambdaFunction(self.labels, retry_attempts=2)],
+        )
+
     def _build_labels_api(self, api: apigw.IRestApi) -> tuple[apigw.Resource, apigw.Model]:
         """``POST /labels``: IAM auth, the body validated against :data:`LABELS_BODY_SCHEMA` (any content type)."""
         model = apigw.Model(
@@ -345,6 +380,9 @@ class Monitoring(Construct):
     def _monitor(self, model: MonitoredModel, *, stage_name: str, alarm_action: cw_actions.SnsAction) -> None:
         if model.rate_minutes < 1 or model.quality_rate_minutes < 1:
             raise ValueError(f"monitored model {model.name!r}: rates must be at least one minute")
+        m, n = model.feature_alarm_datapoints
+        if not 1 <= m <= n:
+            raise ValueError(f"monitored model {model.name!r}: feature_alarm_datapoints needs 1 <= M <= N")
         prefix = f"sluice-{stage_name}-{model.name}"
         key = model.name
         scope = Construct(self, f"Model-{model.name}")
@@ -370,18 +408,27 @@ class Monitoring(Construct):
                 "model": model.name,
                 "drift": False,
                 "quality_window_minutes": model.quality_window_minutes,
+                "min_effect": model.quality_min_effect,
             },
         )
-        alarms = _ModelAlarms(scope, model, prefix=prefix, action=alarm_action)
+        alarms = ModelAlarms(scope, model, prefix=prefix, action=alarm_action)
         self.drift_alarms[key] = alarms.dataset_drift()
         self.feature_alarms[key] = {feature: alarms.feature_drift(feature) for feature in model.features}
         self.quality_alarms[key] = alarms.concept_drift()
+        if model.estimate_alarm:
+            self.estimate_alarms[key] = alarms.estimated_f1()
         self.dashboards[key] = model_dashboard(
             scope,
             model_name=model.name,
             dashboard_name=f"{prefix}-endpoint",
             share_tolerance=model.share_tolerance,
-            alarms=[self.drift_alarms[key], self.quality_alarms[key], *self.feature_alarms[key].values()],
+            min_effect=model.quality_min_effect,
+            alarms=[
+                self.drift_alarms[key],
+                self.quality_alarms[key],
+                *([self.estimate_alarms[key]] if key in self.estimate_alarms else []),
+                *self.feature_alarms[key].values(),
+            ],
         )
 
     def _build_schedule(
@@ -408,88 +455,3 @@ class Monitoring(Construct):
                 retry_attempts=2,
             ),
         )
-
-
-class _ModelAlarms:
-    """Builds one model's alarms in its scope, each named ``<prefix>-<name>`` and sent to ``action``."""
-
-    def __init__(self, scope: Construct, model: MonitoredModel, *, prefix: str, action: cw_actions.SnsAction):
-        self.scope = scope
-        self.model = model
-        self.prefix = prefix
-        self.action = action
-
-    def dataset_drift(self) -> cloudwatch.Alarm:
-        model = self.model
-        return self._alarm(
-            "DatasetDrift",
-            "drift-share",
-            f"Share of drifting features of {model.name} (worst served version) above "
-            f"{model.share_tolerance:g}",
-            metric=self._metric(DRIFT_NAMESPACE, "DatasetDriftShare", "Maximum"),
-            threshold=model.share_tolerance,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        )
-
-    def feature_drift(self, feature: str) -> cloudwatch.Alarm:
-        model = self.model
-        tolerance = dict(model.feature_psi_tolerance).get(feature, model.psi_tolerance)
-        return self._alarm(
-            f"Feature-{feature}",
-            f"drift-{feature}",
-            f"PSI of {model.name}.{feature} (worst served version) above {tolerance:g}",
-            metric=self._metric(DRIFT_NAMESPACE, "PSI", "Maximum", Feature=feature),
-            threshold=tolerance,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        )
-
-    def concept_drift(self) -> cloudwatch.Alarm:
-        model = self.model
-        return self._alarm(
-            "ConceptDrift",
-            "f1-drop",
-            f"Live F1 of {model.name} (worst served version) more than {model.f1_drop:g} below "
-            "its registered F1",
-            metric=self._metric(
-                QUALITY_NAMESPACE, "F1Delta", "Minimum", rate_minutes=model.quality_rate_minutes
-            ),
-            threshold=-model.f1_drop,
-            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-        )
-
-    def _metric(
-        self, namespace: str, name: str, statistic: str, *, rate_minutes: int | None = None, **dims: str
-    ) -> cloudwatch.Metric:
-        """The per-model roll-up over one run's period (the drift rate unless ``rate_minutes``)."""
-        return cloudwatch.Metric(
-            namespace=namespace,
-            metric_name=name,
-            dimensions_map={"Model": self.model.name, **dims},
-            statistic=statistic,
-            period=cdk.Duration.minutes(rate_minutes or self.model.rate_minutes),
-        )
-
-    def _alarm(
-        self,
-        id: str,
-        name: str,
-        description: str,
-        *,
-        metric: cloudwatch.Metric,
-        threshold: float,
-        comparison: cloudwatch.ComparisonOperator,
-    ) -> cloudwatch.Alarm:
-        alarm = cloudwatch.Alarm(
-            self.scope,
-            id,
-            alarm_name=f"{self.prefix}-{name}",
-            alarm_description=description,
-            metric=metric,
-            threshold=threshold,
-            comparison_operator=comparison,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        alarm.add_alarm_action(self.action)
-        alarm.add_ok_action(self.action)
-        return alarm

@@ -1,4 +1,4 @@
-"""One model's CloudWatch dashboard: traffic, latency, errors, drift, live F1 and its alarms.
+"""One model's CloudWatch dashboard: traffic, latency, errors, drift, estimated and live F1, its alarms.
 
 Graphs search the per-version metrics that ``sluice`` publishes (a version appears as it
 serves), so the dashboard needs no change when versions are deployed.
@@ -24,12 +24,17 @@ def model_dashboard(
     dashboard_name: str,
     share_tolerance: float,
     alarms: Sequence[cloudwatch.IAlarm],
+    min_effect: float = 0.01,
 ) -> cloudwatch.Dashboard:
-    """The ``Dashboard`` of ``model_name`` in ``scope``, with ``share_tolerance`` marked on the drift graph."""
+    """The ``Dashboard`` of ``model_name`` in ``scope``.
+
+    ``share_tolerance`` is marked on the drift graph and ``-min_effect`` on the F1 delta graph.
+    """
     dashboard = cloudwatch.Dashboard(scope, "Dashboard", dashboard_name=dashboard_name)
     dashboard.add_widgets(*_serving_widgets(model_name))
     dashboard.add_widgets(*_error_and_drift_widgets(model_name, share_tolerance))
     dashboard.add_widgets(*_feature_and_quality_widgets(model_name))
+    dashboard.add_widgets(*_estimate_widgets(model_name, min_effect))
     dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(alarms), width=24))
     return dashboard
 
@@ -90,6 +95,34 @@ def _feature_and_quality_widgets(model: str) -> list[cloudwatch.IWidget]:
             left=[_search(QUALITY_NAMESPACE, "F1", "Average", model)],
             right=[_model_metric(QUALITY_NAMESPACE, "LabelledRows", "Sum", model, "labelled rows")],
             left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
+            width=12,
+        ),
+    ]
+
+
+def _estimate_widgets(model: str, min_effect: float) -> list[cloudwatch.IWidget]:
+    """F1 estimated from the served probabilities (drift job) beside F1 measured on labels (quality check)."""
+    return [
+        cloudwatch.GraphWidget(
+            title="F1 estimated (before labels) and live (labelled), worst version",
+            left=[
+                _model_metric(DRIFT_NAMESPACE, "EstimatedF1", "Minimum", model, "estimated F1"),
+                _model_metric(QUALITY_NAMESPACE, "F1", "Minimum", model, "live F1"),
+            ],
+            left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
+            width=12,
+        ),
+        cloudwatch.GraphWidget(
+            title="F1 against registered: estimated delta and live delta's interval bound",
+            left=[
+                _model_metric(
+                    DRIFT_NAMESPACE, "EstimatedF1Delta", "Minimum", model, "estimated - registered"
+                ),
+                _model_metric(
+                    QUALITY_NAMESPACE, "F1DeltaBound", "Minimum", model, "live delta, interval bound"
+                ),
+            ],
+            left_annotations=[cloudwatch.HorizontalAnnotation(value=-min_effect, label="alarm (live)")],
             width=12,
         ),
     ]

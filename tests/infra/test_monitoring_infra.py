@@ -14,7 +14,7 @@ from sluice.serving.capture import partition_prefix
 def test_capture_stream_partitions_by_model_version_day_and_hour(template):
     # Given the dev service stack
     service = template("Dev-Service")
-    # Then one encrypted Firehose stream writes GZIP JSON lines to the capture bucket, partitioned
+    # Then one encrypted Firehose stream writes Parquet to the capture bucket, partitioned
     # by the model and version parsed from each record and by arrival day and hour
     service.has_resource_properties(
         "AWS::KinesisFirehose::DeliveryStream",
@@ -26,7 +26,7 @@ def test_capture_stream_partitions_by_model_version_day_and_hour(template):
                     "Prefix": DATA_PREFIX,
                     "ErrorOutputPrefix": Match.string_like_regexp("^capture-errors/"),
                     "DynamicPartitioningConfiguration": {"Enabled": True},
-                    "CompressionFormat": "GZIP",
+                    "CompressionFormat": "UNCOMPRESSED",  # Parquet compresses its pages
                     "ProcessingConfiguration": {
                         "Enabled": True,
                         "Processors": [
@@ -90,7 +90,12 @@ def test_drift_job_runs_on_a_schedule_per_model(template):
             "Target": Match.object_like(
                 {
                     "Input": Match.serialized_json(
-                        {"model": "credit-risk", "drift": False, "quality_window_minutes": 1440}
+                        {
+                            "model": "credit-risk",
+                            "drift": False,
+                            "quality_window_minutes": 1440,
+                            "min_effect": 0.01,
+                        }
                     )
                 }
             ),
@@ -127,6 +132,7 @@ def test_alarms_watch_the_worst_served_version_and_notify_the_encrypted_topic(te
             "AlarmActions": [topic],
         },
     )
+    # Per-feature drift alarms fire when 2 of the last 3 windows drifted (featureAlarmDatapoints)
     service.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -134,18 +140,39 @@ def test_alarms_watch_the_worst_served_version_and_notify_the_encrypted_topic(te
             "MetricName": "PSI",
             "Dimensions": Match.array_with([{"Name": "Feature", "Value": "income"}]),
             "Threshold": 0.2,
+            "DatapointsToAlarm": 2,
+            "EvaluationPeriods": 3,
         },
     )
+    # Concept drift: the whole interval of live minus registered F1 below -qualityMinEffect
     service.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
             "AlarmName": "sluice-dev-credit-risk-f1-drop",
             "Namespace": "Sluice/Quality",
-            "MetricName": "F1Delta",
+            "MetricName": "F1DeltaBound",
+            "Statistic": "Minimum",
+            "Dimensions": [{"Name": "Model", "Value": "credit-risk"}],
             "ComparisonOperator": "LessThanThreshold",
-            "Threshold": -0.05,
+            "Threshold": -0.01,
         },
     )
+    # And the label-free early warning on the estimated F1, M of N like the feature alarms
+    service.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "sluice-dev-credit-risk-estimated-f1-drop",
+            "Namespace": "Sluice/Drift",
+            "MetricName": "EstimatedF1Delta",
+            "ComparisonOperator": "LessThanThreshold",
+            "Threshold": -0.03,
+            "DatapointsToAlarm": 2,
+            "EvaluationPeriods": 3,
+        },
+    )
+    # No alarm is on the absolute F1 delta any more
+    alarms = service.find_resources("AWS::CloudWatch::Alarm")
+    assert all(a["Properties"].get("MetricName") != "F1Delta" for a in alarms.values())
     service.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
 
 
@@ -230,6 +257,45 @@ def test_dashboard_shows_traffic_latency_errors_drift_and_live_f1(template):
         "Dataset drift share",
         "Top drifting features",
         "Live F1",
+        "F1 estimated (before labels) and live (labelled)",
     ):
         assert title in body
     assert "Sluice/Endpoint" in body and "ORDER BY MAX() DESC" in body
+    assert "EstimatedF1" in body and "F1DeltaBound" in body
+
+
+def test_the_drift_job_hands_large_windows_to_a_distributed_map(template):
+    service = template("Dev-Service")
+    machines = service.find_resources(
+        "AWS::StepFunctions::StateMachine", {"Properties": {"StateMachineName": "sluice-dev-drift"}}
+    )
+    (machine,) = machines.values()
+    definition = json.dumps(machine["Properties"]["DefinitionString"])
+    # A Distributed Map reads the run's items from S3 and sketches each group in a child, then a merge
+    for needle in ('\\"Mode\\":\\"DISTRIBUTED\\"', "states:::s3:getObject", '\\"step\\":\\"merge\\"'):
+        assert needle in definition, needle
+    # The steps run the drift_fanout handler in the training image
+    service.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"PackageType": "Image", "ImageConfig": {"Command": ["sluice.handlers.drift_fanout.lambda_handler"]}},
+    )
+    # And the scheduled job knows the state machine and may start it
+    service.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "ImageConfig": {"Command": ["sluice.handlers.monitor.lambda_handler"]},
+            "Environment": {
+                "Variables": Match.object_like({"SLUICE_DRIFT_STATE_MACHINE_ARN": Match.any_value()})
+            },
+        },
+    )
+    service.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Action": "states:StartExecution", "Resource": Match.any_value()})]
+                )
+            }
+        },
+    )

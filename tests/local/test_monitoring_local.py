@@ -1,7 +1,9 @@
 """Monitoring end to end on the embedded local AWS (the synthesized dev stage).
 
 capture (Firehose) -> drift job (the stage's image function, in a warm worker) -> CloudWatch
-metrics -> the dataset-drift alarm in ALARM -> its SNS topic and the EventBridge event.
+metrics -> the dataset-drift alarm in ALARM -> its SNS topic and the EventBridge event; labels
+-> the concept check -> the F1 interval alarm; a large window through the drift state machine's
+Distributed Map, publishing what the single-process job does.
 """
 
 from __future__ import annotations
@@ -63,9 +65,7 @@ def deployed(local_aws):
     registry = ModelRegistry(
         table_name=env["SLUICE_REGISTRY_TABLE"], bucket_name=env["SLUICE_REGISTRY_BUCKET"]
     )
-    version = registry.register(
-        MODEL, bundle_from_training(trained, onnx=False), lineage=Lineage()
-    ).version
+    version = registry.register(MODEL, bundle_from_training(trained, onnx=False), lineage=Lineage()).version
     registry.record_event(MODEL, "deployed", actor="test", version=version)
     return SimpleNamespace(job=job, env=env, version=version, trained=trained, registry=registry)
 
@@ -135,17 +135,21 @@ def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_a
     import urllib.request
 
     aws = local_aws
-    # Given predictions captured for 400 rows, 30% of them wrong
+    # Given predictions captured for 400 rows, half of them wrong (the alarm is on the F1 delta's
+    # confidence interval: with 400 labels, a drop of a few points would be noise)
     frame = datasets.credit(400, seed=4, missing_rate=0.0)
     truth = frame[datasets.TARGET].to_numpy()
     predictions = truth.copy()
-    predictions[:120] = 1 - predictions[:120]
+    predictions[:200] = 1 - predictions[:200]
     ids = _capture(deployed, frame, predictions=predictions, prefix="q")
     # When their labels are posted to POST /labels on the stage's API
     labels = [
         {"request_id": ids[i // 100], "row": i % 100, "label": int(truth[i])} for i in range(len(frame))
     ]
-    url, body = aws.gateway_url("RegistryApi") + "/labels", json.dumps({"model": MODEL, "labels": labels}).encode()
+    url, body = (
+        aws.gateway_url("RegistryApi") + "/labels",
+        json.dumps({"model": MODEL, "labels": labels}).encode(),
+    )
     headers = sign("POST", url, body=body, headers={"Content-Type": "application/json"})
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -155,8 +159,9 @@ def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_a
     result = aws.invoke(deployed.job, {"model": MODEL, "drift": False, "versions": [deployed.version]})
     assert result.function_error is None, result.payload
     (quality,) = result.json()["quality"]
-    assert quality["labelled_rows"] == 400 and quality["metrics"]["accuracy"] == pytest.approx(0.7)
-    assert quality["deltas"]["f1"] < -0.05
+    assert quality["labelled_rows"] == 400 and quality["metrics"]["accuracy"] == pytest.approx(0.5)
+    # And its verdict is the alarm's rule: the whole interval below -min_effect
+    assert quality["intervals"]["f1"]["delta_high"] < -0.01 and quality["worse"]["f1"] is True
     # Then the F1-drop alarm goes to ALARM
     cloudwatch = aws.client("cloudwatch")
     alarm_name = f"sluice-dev-{MODEL}-f1-drop"
@@ -165,3 +170,80 @@ def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_a
             cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"][0]["StateValue"] == "ALARM"
         )
     )
+
+
+def _wait_execution(sfn, arn: str, timeout: float = 300.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.5)
+    raise AssertionError(f"{arn} still running after {timeout} s")
+
+
+def test_a_large_window_fans_out_and_publishes_what_the_single_process_job_does(local_aws, deployed):
+    aws = local_aws
+    # Given a second version whose window is 1,200 rows captured as 12 objects (one per request)
+    version = deployed.registry.register(
+        MODEL, bundle_from_training(deployed.trained, onnx=False), lineage=Lineage()
+    ).version
+    bucket = deployed.env["SLUICE_CAPTURE_BUCKET"]
+    writer = CaptureWriter(bucket_name=bucket)
+    frame = datasets.credit(1200, seed=7, shift={"income": 1.5}, missing_rate=0.0)
+    rows = frame[FEATURES].to_dict("records")
+    for i in range(0, len(rows), 100):
+        writer.put(
+            capture_records(
+                request_id=f"f{i}",
+                model=MODEL,
+                version=version,
+                rows=rows[i : i + 100],
+                predictions=[0] * 100,
+            )
+        )
+    listed = aws.client("s3").list_objects_v2(
+        Bucket=bucket, Prefix=f"capture/model={MODEL}/version={version}/"
+    )
+    total = sum(o["Size"] for o in listed["Contents"])
+    started = time.time()
+    # When the scheduled job runs with a quarter of the window per child
+    event = {"model": MODEL, "versions": [version], "concept": False}
+    fanned = aws.invoke(deployed.job, {**event, "bytes_per_child": total // 4 + 1})
+    assert fanned.function_error is None, fanned.payload
+    handed = fanned.json()
+    assert handed["drift"] == [] and handed["fanout"]["children"] >= 3
+    # Then the drift state machine's Distributed Map sketches the groups and the merge publishes
+    sfn = aws.client("stepfunctions")
+    described = _wait_execution(sfn, handed["fanout"]["execution_arn"])
+    assert described["status"] == "SUCCEEDED", described
+    (merged,) = json.loads(described["output"])["drift"]
+    # And the single-process job (the whole window in one Lambda) finds the same
+    single = aws.invoke(deployed.job, {**event, "bytes_per_child": 10**12})
+    assert single.function_error is None, single.payload
+    assert "fanout" not in single.json()
+    (alone,) = single.json()["drift"]
+    for key in ("rows", "dataset_drift_share", "dataset_drift", "drifted_features", "metrics_published"):
+        assert merged[key] == alone[key], key
+    assert merged["rows"] == 1200 and "income" in merged["drifted_features"]
+    # And CloudWatch holds each of the version's metrics twice, with one value
+    cloudwatch = aws.client("cloudwatch")
+    version_dim = {"Name": "Version", "Value": str(version)}
+    metrics = {  # moto lists a metric once per datapoint
+        json.dumps(m, sort_keys=True): m
+        for m in cloudwatch.list_metrics(Namespace="Sluice/Drift")["Metrics"]
+        if version_dim in m["Dimensions"] and {"Name": "Model", "Value": MODEL} in m["Dimensions"]
+    }.values()
+    assert len(metrics) == alone["metrics_published"]
+    for metric in metrics:
+        (point,) = cloudwatch.get_metric_statistics(
+            Namespace="Sluice/Drift",
+            MetricName=metric["MetricName"],
+            Dimensions=metric["Dimensions"],
+            StartTime=started - 3600,
+            EndTime=time.time() + 3600,
+            Period=3 * 3600,
+            Statistics=["Minimum", "Maximum", "SampleCount"],
+        )["Datapoints"]
+        assert point["SampleCount"] == 2, metric
+        assert point["Maximum"] - point["Minimum"] <= 1e-9 * max(1.0, abs(point["Maximum"])), metric

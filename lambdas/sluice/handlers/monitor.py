@@ -2,17 +2,24 @@
 
 Optional input keys: ``versions`` (default: the served ones), ``drift`` and ``concept`` (both
 default true: run the data-drift check, the concept-drift check), ``quality_window_minutes``
-(default 1440: labels arrive late). The stage schedules drift often and concept drift hourly.
+(default 1440: labels arrive late), ``min_effect`` (the concept check's smallest worsening worth
+an alarm, default ``SLUICE_QUALITY_MIN_EFFECT`` or 0.01: the stage passes each model's) and
+``bytes_per_child`` (capture bytes per drift fan-out child, default
+``SLUICE_DRIFT_BYTES_PER_CHILD``). The stage schedules drift often and concept drift hourly.
 
-Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET, SLUICE_REPORTS_BUCKET.
+Env: SLUICE_REGISTRY_TABLE, SLUICE_REGISTRY_BUCKET, SLUICE_CAPTURE_BUCKET, SLUICE_REPORTS_BUCKET,
+SLUICE_DRIFT_STATE_MACHINE_ARN (optional: the drift fan-out; unset, every window runs here).
 Publishes ``Sluice/Drift`` and ``Sluice/Quality`` metrics and writes the drift reports (see
-``sluice.monitoring.drift_job`` and ``sluice.monitoring.quality``). An input error or a model
+``sluice.monitoring.drift_job`` and ``sluice.monitoring.quality``). A window larger than one
+child's share is handed to the drift state machine (``sluice.monitoring.fanout``) and the result
+names its execution under ``fanout``. An input error or a model
 without served versions is logged and returned as ``{"error": ...}``, not raised: the scheduler
 would retry it in vain.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +28,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sluice.errors import SluiceError
-from sluice.monitoring.drift_job import drift_runs
+from sluice.monitoring.fanout import STATE_MACHINE_ENV, bytes_per_child_from_env, run_drift
 from sluice.monitoring.quality import run_concept_check
+from sluice.monitoring.quality_stats import QualityPolicy
 from sluice.settings import Settings
 
 logger = Logger()
@@ -39,6 +47,8 @@ class MonitorEvent:
     drift: bool = True
     concept: bool = True
     quality_window_minutes: float = 1440.0
+    min_effect: float | None = None
+    bytes_per_child: int | None = None
 
     @classmethod
     def parse(cls, event: Any) -> MonitorEvent:
@@ -64,6 +74,7 @@ class MonitorEvent:
             if not isinstance(flags[key], bool):
                 raise SluiceError(f"monitor event: '{key}' must be true or false")
         return cls(
+            **_optional_numbers(event),
             model=model,
             versions=tuple(versions),
             drift=flags["drift"],
@@ -73,21 +84,39 @@ class MonitorEvent:
         )
 
 
+def _optional_numbers(event: dict[str, Any]) -> dict[str, Any]:
+    """``min_effect`` in [0, 1) and ``bytes_per_child`` of at least 1, when given."""
+    found: dict[str, Any] = {}
+    effect = event.get("min_effect")
+    if effect is not None:
+        if isinstance(effect, bool) or not isinstance(effect, int | float) or not 0 <= effect < 1:
+            raise SluiceError("monitor event: 'min_effect' must be a number in [0, 1)")
+        found["min_effect"] = float(effect)
+    size = event.get("bytes_per_child")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise SluiceError("monitor event: 'bytes_per_child' must be a whole number of bytes, at least 1")
+        found["bytes_per_child"] = size
+    return found
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         request = MonitorEvent.parse(event)
         settings = Settings.from_env()
-        runs = (
-            drift_runs(
+        drift = (
+            run_drift(
                 settings,
                 model=request.model,
                 versions=request.versions or None,
                 window_minutes=request.window_minutes,
+                state_machine_arn=os.environ.get(STATE_MACHINE_ENV, ""),
+                bytes_per_child=request.bytes_per_child or bytes_per_child_from_env(),
             )
             if request.drift
-            else []
+            else None
         )
         quality = (
             run_concept_check(
@@ -95,6 +124,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 model=request.model,
                 versions=request.versions or None,
                 window_minutes=request.quality_window_minutes,
+                policy=None if request.min_effect is None else QualityPolicy(min_effect=request.min_effect),
             )
             if request.concept
             else []
@@ -104,10 +134,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="MonitorErrors", unit=MetricUnit.Count, value=1)
         return {"error": str(error), "status": error.status}
     metrics.add_metric(name="MonitorRuns", unit=MetricUnit.Count, value=1)
-    result = {
+    result: dict[str, Any] = {
         "model": request.model,
-        "drift": [run.summary() for run in runs],
+        "drift": [run.summary() for run in drift.runs] if drift else [],
         "quality": [q.to_dict() for q in quality],
     }
+    if drift and drift.fanout:
+        result["fanout"] = drift.fanout.to_dict()
     logger.info("monitor run", extra={"drift": result["drift"]})
     return result

@@ -19,7 +19,10 @@ Drift statistics (no registry or serving imports; the registry fits profiles wit
 The monitoring job:
 
 - :mod:`~sluice.monitoring.served`: the window, the registry and the versions served in it;
-- :mod:`~sluice.monitoring.drift_job`: the data-drift check of the captured window;
+- :mod:`~sluice.monitoring.window`: a window's capture objects, split into groups, read as frames;
+- :mod:`~sluice.monitoring.drift_job`: the data-drift check of the captured window (plan, sketch, finish);
+- :mod:`~sluice.monitoring.fanout`: a large window sketched by a Distributed Map's children, then merged;
+- :mod:`~sluice.monitoring.estimation`: performance estimated from served probabilities, before labels;
 - :mod:`~sluice.monitoring.cloudwatch`: the ``Sluice/Drift`` and ``Sluice/Quality`` metrics;
 - :mod:`~sluice.monitoring.report_store`: the stored JSON and HTML drift reports;
 - :mod:`~sluice.monitoring.report_html`: the self-contained HTML drift report;

@@ -5,13 +5,16 @@ The namespaces are in :mod:`sluice.names`, which the CDK app's alarms and dashbo
 ``Sluice/Drift``, dimensions ``Model, Version, Feature``: ``PSI``, ``JSDistance``, ``PValue``,
 ``Drifted`` (0/1), and with ``detailed_metrics`` ``Wasserstein`` and ``MissingRate`` (each one
 is a billed custom metric; every statistic is in the JSON report); ``Model, Version``: ``DatasetDriftShare``,
-``DatasetDrift``, ``DriftedFeatures``, ``Rows``. Roll-ups over the served versions (the worst
-one), which the alarms watch because versions change at deploy time: ``Model, Feature``:
-``PSI``, ``Drifted``; ``Model``: ``DatasetDriftShare``, ``Rows``.
+``DatasetDrift``, ``DriftedFeatures``, ``Rows``, and for binary classifiers with a calibration
+the label-free ``EstimatedF1``, ``EstimatedAccuracy``, ``EstimatedAUC`` and ``EstimatedF1Delta``
+(estimate minus registered F1). Roll-ups over the served versions (the worst one), which the
+alarms watch because versions change at deploy time: ``Model, Feature``: ``PSI``, ``Drifted``;
+``Model``: ``DatasetDriftShare``, ``Rows`` and the ``Estimated*`` values.
 
 ``Sluice/Quality``, dimensions ``Model, Version`` and the roll-up ``Model`` (worst version):
 ``F1``, ``Accuracy``, ``AUC``, ``MAE``, ``RMSE``, ``R2``, each with ``<name>Delta`` (live minus
-registered), and ``LabelledRows``.
+registered), ``<name>DeltaBound`` (the end of the delta's confidence interval nearest to no
+change, negative when worse: the concept-drift alarm's metric) and ``LabelledRows``.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> li
         data.append(datum("DriftedFeatures", report.n_drifted, version_dims, when, "Count"))
         share[run.model] = max(share.get(run.model, 0.0), report.dataset_drift_share)
         if run.estimate is not None:
-            for name, value in _estimated(run.estimate).items():
+            for name, value in _estimated(run.estimate, run.registered).items():
                 data.append(datum(name, value, version_dims, when))
                 key = (run.model, name)
                 estimated[key] = min(estimated.get(key, value), value)
@@ -117,11 +120,14 @@ def drift_metric_data(runs: Sequence[DriftRun], *, detailed: bool = False) -> li
     return data
 
 
-def _estimated(estimate: Any) -> dict[str, float]:
-    """``EstimatedF1``, ``EstimatedAccuracy`` and ``EstimatedAUC`` of a label-free estimate."""
+def _estimated(estimate: Any, registered: Mapping[str, float]) -> dict[str, float]:
+    """``EstimatedF1``, ``EstimatedAccuracy``, ``EstimatedAUC`` of a label-free estimate, and
+    ``EstimatedF1Delta`` (estimate minus the registered F1) when the version registered an F1."""
     values = {"EstimatedF1": estimate.f1, "EstimatedAccuracy": estimate.accuracy}
     if estimate.roc_auc is not None:
         values["EstimatedAUC"] = estimate.roc_auc
+    if "f1" in registered:
+        values["EstimatedF1Delta"] = estimate.f1 - float(registered["f1"])
     return values
 
 

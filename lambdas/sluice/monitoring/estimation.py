@@ -195,6 +195,32 @@ class PerformanceSketch:
         out.self_pairs = self.self_pairs + other.self_pairs
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready sums (a fan-out child's result); floats round-trip exactly through ``json``."""
+        return {
+            "bins": self.bins,
+            "rows": self.rows,
+            "counts": self.counts.tolist(),
+            "positives": self.positives.tolist(),
+            "negatives": self.negatives.tolist(),
+            "self_pairs": self.self_pairs,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerformanceSketch:
+        try:
+            out = cls(int(data["bins"]))
+            out.rows = int(data["rows"])
+            out.counts = np.asarray(data["counts"], dtype=float)
+            out.positives = np.asarray(data["positives"], dtype=float)
+            out.negatives = np.asarray(data["negatives"], dtype=float)
+            out.self_pairs = float(data["self_pairs"])
+        except (KeyError, TypeError, ValueError):
+            raise SluiceError("a performance sketch needs bins, rows, counts, positives, negatives, self_pairs") from None
+        if out.counts.shape != (4,) or {out.positives.shape, out.negatives.shape} != {(out.bins,)}:
+            raise SluiceError(f"a performance sketch needs 4 counts and {out.bins} positives and negatives")
+        return out
+
     def estimate(self) -> Estimate:
         if self.rows == 0:
             raise SluiceError("no probabilities to estimate performance from")
