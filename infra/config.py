@@ -62,8 +62,9 @@ _MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,42}$")
 #: The entry points anyone with access can drive (endpoint, labels, registry API) are capped, so a
 #: flood of calls can neither exhaust the account's concurrency nor run up an unbounded bill;
 #: ``batch`` applies to each step function of each batch pipeline (the Distributed Map runs at
-#: most 10 children at a time). Each model's functions (endpoint, retrain, retrain_trigger, batch)
-#: get theirs once per model: 134 per model with these defaults, plus 12 for the stage (13 in prod),
+#: most 10 children at a time), ``drift_fanout`` to the drift fan-out's steps (its Map runs as many
+#: children at once). Each model's functions (endpoint, retrain, retrain_trigger, batch)
+#: get theirs once per model: 134 per model with these defaults, plus 22 for the stage (23 in prod),
 #: and Lambda keeps 100 of an account's concurrency (1,000 by default) unreserved.
 DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(
     {
@@ -71,6 +72,7 @@ DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(
         "labels": 5,
         "registry_api": 5,
         "drift": 2,
+        "drift_fanout": 10,
         "retrain": 2,
         "retrain_trigger": 2,
         "batch": 10,
@@ -100,7 +102,7 @@ class ModelConfig:
     batch_schedule_days
         Days between scheduled batch runs of the in-pipeline batch pipeline; ``None``: no schedule.
     drift_rate_minutes, drift_window_minutes, psi_tolerance, feature_psi_tolerance,
-    share_tolerance, f1_drop, quality_rate_minutes, quality_window_minutes
+    share_tolerance, quality_rate_minutes, quality_window_minutes
         The monitoring's (:class:`infra.constructs.monitoring.MonitoredModel` ``rate_minutes``,
         ``window_minutes``, ...).
     """
@@ -120,7 +122,6 @@ class ModelConfig:
     psi_tolerance: float = 0.2
     feature_psi_tolerance: tuple[tuple[str, float], ...] = ()
     share_tolerance: float = 0.0
-    f1_drop: float = 0.05
     quality_rate_minutes: int = 60
     quality_window_minutes: int = 1440
     quality_min_effect: float = 0.01

@@ -179,6 +179,7 @@ class ServiceStack(cdk.Stack):
             stream_name=f"sluice-{config.name}-capture",
             encryption_key=stateful.data_key.key,
             retain_logs=config.retain_data,
+            history_days=config.capture_retention_days,  # Athena projects only days still kept
         )
         self.monitoring = self._build_monitoring()
         # The default model's constructs keep the ids they had when a stage served one model
@@ -231,6 +232,7 @@ class ServiceStack(cdk.Stack):
             api=self.registry_api.rest.api,
             alarm_email=config.alarm_email,
             retain_logs=config.retain_data,
+            log_execution_data=config.log_execution_data,
         )
 
     def _build_model(self, model: ModelConfig, scope: Construct) -> ModelServices:
@@ -270,6 +272,7 @@ class ServiceStack(cdk.Stack):
             alarms=[self.monitoring.drift_alarms[model.name], self.monitoring.quality_alarms[model.name]],
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
+            training_compute=model.training_compute,
         )
 
     def _build_endpoint(self, model: ModelConfig, scope: Construct, image: ModelImage | None) -> Endpoint:
@@ -366,6 +369,7 @@ class ServiceStack(cdk.Stack):
             "labels": [self.monitoring.labels],
             "registry_api": [self.registry_api.handler.function],
             "drift": [self.monitoring.job],
+            "drift_fanout": [self.monitoring.fanout.function],
             "retrain": [m.retraining.steps for m in models],
             "retrain_trigger": [m.retraining.trigger.function for m in models],
             "batch": [
@@ -389,7 +393,8 @@ def _monitored(model: ModelConfig) -> MonitoredModel:
         psi_tolerance=model.psi_tolerance,
         feature_psi_tolerance=model.feature_psi_tolerance,
         share_tolerance=model.share_tolerance,
-        f1_drop=model.f1_drop,
+        feature_alarm_datapoints=model.feature_alarm_datapoints,
+        quality_min_effect=model.quality_min_effect,
         quality_rate_minutes=model.quality_rate_minutes,
         quality_window_minutes=model.quality_window_minutes,
     )

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from botocore.config import Config
 
-from localaws import accounts, credentials, dynamodb, firehose, gateway, services
+from localaws import accounts, credentials, dynamodb, ecs, firehose, gateway, services
 from localaws.assembly import StackArtifact, read_assembly
 from localaws.bootstrap import bootstrap, publish_assets
 from localaws.cloudformation import deploy, support
@@ -66,12 +66,13 @@ MOTO_PATCHES: tuple[Callable[[], None], ...] = (
     dynamodb.apply,  # isolated DynamoDB transactions under the threaded server
     cloudformation_models.install,  # the resource types moto's CloudFormation skips, its model fixes
     firehose.install,  # dynamic partitioning prefixes
+    ecs.install,  # task definitions with their roles and Fargate settings
     accounts.install,  # assumed-role credentials act in their role's account
     install_journal,  # write-ahead journal and stable names (inert unless ``persist``)
 )
 #: Services started in this order once the stacks exist; each returns what ``stop`` stops
 #: (in reverse order).
-SERVICES: tuple[Callable[[LocalAws], Stoppable], ...] = (services.start_event_services,)
+SERVICES: tuple[Callable[[LocalAws], Stoppable], ...] = (services.start_event_services, ecs.start)
 
 _ENV_KEYS = (
     "AWS_ENDPOINT_URL",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -23,6 +26,7 @@ from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logic
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import ModelImage, SluiceFunction
 from infra.constructs.storage import bucket_in
+from infra.constructs.training_compute import FargateTraining, SageMakerTraining, TrainingNetwork, amd64_image
 from infra.constructs.workflow import (
     TRANSIENT_ERRORS,
     encrypted_topic,
@@ -32,9 +36,13 @@ from infra.constructs.workflow import (
 )
 from sluice.names import RETRAINING_STEPS
 
-__all__ = ["DEFAULT_DEBOUNCE", "TRANSIENT_ERRORS", "RetrainingPipeline"]
+__all__ = ["DEFAULT_DEBOUNCE", "TRAINING_COMPUTE", "TRANSIENT_ERRORS", "RetrainingPipeline"]
 
 DEFAULT_DEBOUNCE = cdk.Duration.minutes(15)
+#: Where the train step can run (a model's ``trainingCompute``).
+TRAINING_COMPUTE = ("lambda", "fargate", "sagemaker")
+#: How long a train step outside Lambda may run (the state machine allows 2 hours in all).
+TRAIN_TIMEOUT = cdk.Duration.minutes(90)
 
 
 class RetrainingPipeline(Construct):
@@ -79,12 +87,21 @@ class RetrainingPipeline(Construct):
     log_execution_data
         Include states' inputs and outputs in the state machine's log. Default ``False``; the
         stage sets it from ``cdk.json`` (dev only).
+    training_compute
+        Where the train step runs: ``"lambda"`` (default, the steps function), ``"fargate"``
+        (an ECS task, :class:`~infra.constructs.training_compute.FargateTraining`) or
+        ``"sagemaker"`` (a training job); the last two run the steps' image and are followed by
+        a ``collect`` Lambda step that takes the task's result from the work bucket.
+    network
+        The Fargate task's network. Default: the stack's shared
+        :class:`~infra.constructs.training_compute.TrainingNetwork`.
 
     Attributes
     ----------
-    topic_key, notify_topic, steps, log_group, state_machine, trigger_role, trigger, rule
-        Everything created; ``steps`` is the function running every step. ``topic_key`` is
-        ``None`` when ``notify_topic`` is given, ``rule`` without ``alarms``.
+    topic_key, notify_topic, steps, training, log_group, state_machine, trigger_role, trigger, rule
+        Everything created; ``steps`` is the function running every step (but a train step
+        outside Lambda), ``training`` the Fargate or SageMaker training (``None`` for Lambda).
+        ``topic_key`` is ``None`` when ``notify_topic`` is given, ``rule`` without ``alarms``.
     """
 
     def __init__(
@@ -104,8 +121,12 @@ class RetrainingPipeline(Construct):
         notify_topic: sns.ITopic | None = None,
         retain_logs: bool = False,
         log_execution_data: bool = False,
+        training_compute: str = "lambda",
+        network: TrainingNetwork | None = None,
     ) -> None:
         super().__init__(scope, id)
+        if training_compute not in TRAINING_COMPUTE:
+            raise ValueError(f"training_compute must be one of {TRAINING_COMPUTE}, not {training_compute!r}")
         self.topic_key: kms.Key | None = None
         if notify_topic is None:
             self.topic_key, notify_topic = encrypted_topic(
@@ -113,6 +134,9 @@ class RetrainingPipeline(Construct):
             )
         self.notify_topic = notify_topic
         self.steps = self._build_steps(registry, work_bucket, role, image=image, retain_logs=retain_logs)
+        self.training = self._build_training(
+            training_compute, registry, work_bucket, image=image, network=network, retain_logs=retain_logs
+        )
         self.log_group, self.state_machine = logged_state_machine(
             self,
             self._build_definition(),
@@ -120,6 +144,18 @@ class RetrainingPipeline(Construct):
             retain_logs=retain_logs,
             include_execution_data=log_execution_data,
         )
+        if isinstance(self.training, SageMakerTraining):
+            self.training.grant_run(self.state_machine.role)
+        self._acknowledge_state_machine()
+        self.trigger_role, self.trigger = self._build_trigger(lock_table, retain_logs=retain_logs)
+        self.rule: events.Rule | None = None
+        if alarms:
+            self.rule = self._build_alarm_rule(
+                alarms, model_name=model_name, data_uri=data_uri, debounce=debounce
+            )
+
+    def _acknowledge_state_machine(self) -> None:
+        """The wildcards of the state machine's role that CDK's task grants produce."""
         acknowledge(
             self.state_machine,
             {
@@ -127,15 +163,15 @@ class RetrainingPipeline(Construct):
                 "invokes the steps function by version or alias; CDK's LambdaInvoke grant adds the ':*' "
                 "qualifier for that.",
                 "AwsSolutions-IAM5[Resource::*]": "X-Ray tracing and CloudWatch Logs delivery of the "
-                "state machine support only resource '*' (AWS documents no narrower resource).",
+                "state machine support only resource '*' (AWS documents no narrower resource)"
+                + (
+                    "; so do ecs:DescribeTasks and ecs:StopTask of the .sync train task (task ARNs "
+                    "are known only at run time)."
+                    if isinstance(self.training, FargateTraining)
+                    else "."
+                ),
             },
         )
-        self.trigger_role, self.trigger = self._build_trigger(lock_table, retain_logs=retain_logs)
-        self.rule: events.Rule | None = None
-        if alarms:
-            self.rule = self._build_alarm_rule(
-                alarms, model_name=model_name, data_uri=data_uri, debounce=debounce
-            )
 
     def _build_steps(
         self,
@@ -174,29 +210,95 @@ class RetrainingPipeline(Construct):
         )
         return steps
 
+    def _build_training(
+        self,
+        compute: str,
+        registry: Registry,
+        work_bucket: s3.IBucket,
+        *,
+        image: ModelImage | None,
+        network: TrainingNetwork | None,
+        retain_logs: bool,
+    ) -> FargateTraining | SageMakerTraining | None:
+        """The train step's task or job outside Lambda, in the steps' image, and its role's grants."""
+        if compute == "lambda":
+            return None
+        work = bucket_in(self, work_bucket)
+        environment = {**registry.environment, "SLUICE_WORK_BUCKET": work.bucket_name}
+        training: FargateTraining | SageMakerTraining
+        if compute == "fargate":
+            # The Lambda image's own asset: one build, one hash, whichever compute runs it.
+            asset = self.steps.node.find_child("AssetImage")
+            assert isinstance(asset, ecr_assets.DockerImageAsset)
+            training = FargateTraining(
+                self,
+                "TrainTask",
+                network=network or TrainingNetwork.of(self),
+                image=ecs.ContainerImage.from_docker_image_asset(asset),
+                environment=environment,
+                retain_logs=retain_logs,
+            )
+            role: iam.IRole = training.task_role
+        else:
+            training = SageMakerTraining(
+                self,
+                "TrainJob",
+                asset=amd64_image(self, "TrainImage", image=image),
+                environment=environment,
+                output_uri=f"s3://{work.bucket_name}/retraining/sagemaker-output/",
+            )
+            role = training.role
+        # The train step reads the champion and the staged data and stages the candidate; only
+        # the register step (a Lambda step) writes the registry.
+        registry.grant_read(role)
+        work.grant_read_write(role, "retraining/*")
+        acknowledge_grant_wildcards(role, buckets=[work_bucket, registry.bucket], object_prefixes=("retraining/",))
+        return training
+
     def _build_definition(self) -> sfn.IChainable:
         """The steps in order; any final failure names its step, notifies and fails the run."""
         # The run fails with the cause the notification carries (the missing data URI, ...).
         failed = sfn.Fail(self, "Failed", error="RetrainingFailed", cause_path="$.cause")
         notify_failure = self._step("NotifyFailure", "notify_failure").next(failed)
-        chain = [self._build_task(step, on_failure=notify_failure) for step in RETRAINING_STEPS]
+        chain: list[sfn.INextable] = []
+        for step in RETRAINING_STEPS:
+            if step == "train" and self.training is not None:
+                chain.extend(self._build_remote_train(on_failure=notify_failure))
+            else:
+                chain.append(self._build_task(step, on_failure=notify_failure))
         for task, following in itertools.pairwise(chain):
-            task.next(following)
+            task.next(cast(sfn.IChainable, following))
         chain[-1].next(sfn.Succeed(self, "RegisteredPendingApproval"))
-        return chain[0]
+        return cast(sfn.IChainable, chain[0])
+
+    def _build_remote_train(self, *, on_failure: sfn.IChainable) -> list[sfn.INextable]:
+        """The train task or job (``.sync``), then ``collect``; a failure of either names ``train``."""
+        assert self.training is not None
+        if isinstance(self.training, FargateTraining):
+            train: tasks.EcsRunTask | sfn.CustomState = self.training.step(self, "Train", timeout=TRAIN_TIMEOUT)
+        else:
+            train = self.training.step(self, "Train")
+        collect = self._step("Collect", "collect")
+        retry_transient(collect)
+        failed_step = self._failed_step("train", on_failure)
+        for state in (train, collect):
+            state.add_catch(failed_step, errors=["States.ALL"], result_path="$.error")
+        return [train, collect]
 
     def _build_task(self, step: str, *, on_failure: sfn.IChainable) -> tasks.LambdaInvoke:
         task = self._step(step.capitalize(), step)
         retry_transient(task)
-        # Name the failed step for the notification, then notify and fail.
-        failed_step = sfn.Pass(
+        task.add_catch(self._failed_step(step, on_failure), errors=["States.ALL"], result_path="$.error")
+        return task
+
+    def _failed_step(self, step: str, on_failure: sfn.IChainable) -> sfn.IChainable:
+        """Name the failed step for the notification, then notify and fail."""
+        return sfn.Pass(
             self,
             f"{step.capitalize()}Failed",
             result=sfn.Result.from_string(step),
             result_path="$.failed_step",
         ).next(on_failure)
-        task.add_catch(failed_step, errors=["States.ALL"], result_path="$.error")
-        return task
 
     def _step(self, id: str, step: str) -> tasks.LambdaInvoke:
         payload = sfn.TaskInput.from_object({"step": step, "state": sfn.JsonPath.object_at("$")})

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 
 from localaws.events.router import emit_service_event
 from localaws.patches import Needs, Patch, moto_symbol
-from localaws.stepfunctions import definitions, result_writer
+from localaws.stepfunctions import definitions, ecs_sync, result_writer
 from localaws.stepfunctions.cloudformation import cfn_create, cfn_delete, cfn_update, wrap_start
 
 #: What moto 5.2.5's ASL interpreter lacks or gets wrong, and what this module does about it.
@@ -69,6 +69,12 @@ GAPS: dict[str, str] = {
         "hanging in RUNNING"
     ),
     "Lambda Task": "works: invokes go through the moto server's Lambda invoke path",
+    "ecs:runTask and ecs:runTask.sync": (
+        "filled: moto passes PascalCase parameters to boto3, misreads the response and returns a "
+        "stopped task whatever its exit code; parameters are recased, the result is the task's "
+        "description and a non-zero exit code fails the state with States.TaskFailed (tasks run "
+        "as local processes: localaws.ecs)"
+    ),
     "Map (inline and DISTRIBUTED), Parallel, Retry, Catch, Wait, Choice, Pass, Fail": "works",
     "Express workflows StartSyncExecution": "not checked",
     "Execution Status Change events": (
@@ -84,6 +90,10 @@ _CONFIG = "moto.core.config.default_user_config"
 _MODELS = "moto.stepfunctions.models"
 _PARSER = "moto.stepfunctions.parser"
 _STATE_MAP = "moto.stepfunctions.parser.asl.component.state.exec.state_map"
+_ECS_TASK = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs"
+    ".StateTaskServiceEcs"
+)
 #: moto names read here, besides the patch targets.
 MOTO_NEEDS = Needs(
     owner=__name__,
@@ -146,6 +156,16 @@ PATCHES: tuple[Patch, ...] = (
         definitions.wrap_json_items,
     ),
     RESULT_WRITER,
+    _patch(
+        f"{_ECS_TASK}._eval_service_task",
+        "ECS task states pass PascalCase parameters to boto3 and misread its response",
+        lambda _: ecs_sync.eval_service_task,
+    ),
+    _patch(
+        f"{_ECS_TASK}._build_sync_resolver",
+        "ecs:runTask.sync misreads DescribeTasks and succeeds whatever the container's exit code",
+        lambda _: ecs_sync.build_sync_resolver,
+    ),
 )
 
 

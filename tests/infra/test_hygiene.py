@@ -90,9 +90,10 @@ def test_image_function_reserved_concurrency_comes_from_cdk_json(template, stack
 
 @pytest.mark.parametrize(("stack", "included"), [("Dev-Service", True), ("Prod-Service", False)])
 def test_state_machine_logs_carry_execution_data_only_in_dev(templates, template, stack, included):
-    # Given every state machine of the stage (per model: retraining and both batch pipelines)
+    # Given every state machine of the stage (per model: retraining and both batch pipelines; the
+    # stage's drift fan-out)
     machines = resources_of(templates[stack], "AWS::StepFunctions::StateMachine")
-    assert len(machines) == 3 * len(SESSION_MODELS)
+    assert len(machines) == 3 * len(SESSION_MODELS) + 1
     # Then all log every event, with states' inputs and outputs only where cdk.json says so (dev)
     for machine in machines.values():
         logging = machine["Properties"]["LoggingConfiguration"]

@@ -27,6 +27,11 @@ STAR_RESOURCE_ACTIONS = {
     "logs:ListLogDeliveries",
     "logs:PutResourcePolicy",
     "logs:UpdateLogDelivery",
+    # Pulling an image from ECR (the Fargate train task's execution role).
+    "ecr:GetAuthorizationToken",
+    # ecs:runTask.sync follows and stops a task whose ARN exists only at run time (CDK's grant).
+    "ecs:DescribeTasks",
+    "ecs:StopTask",
 }
 # batch/: the batch pipelines' runs (shards, scored shards, outputs) in the work bucket;
 # capture/: batch-scored rows captured for monitoring; reports/ and labels/: the drift job's

@@ -74,7 +74,8 @@ def test_the_demo_models_functions_are_unchanged(stacks, templates, stack):
     functions = image_functions(templates, stack, "credit-risk")
     assets = image_assets(stacks, stack)
     # Then its batch and retraining steps run the training image, with no project
-    assert set(functions) == MODEL_HANDLERS - {"score"} | {"monitor"}  # + the stage's drift job
+    # + the stage's drift job and its fan-out steps
+    assert set(functions) == MODEL_HANDLERS - {"score"} | {"monitor", "drift_fanout"}
     for tag, logical_id in functions.values():
         assert assets[tag]["dockerFile"] == "containers/training/Dockerfile", logical_id
         assert "dockerBuildArgs" not in assets[tag]

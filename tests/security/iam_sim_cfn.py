@@ -45,6 +45,7 @@ NAME_PROPERTY = {
     "AWS::SQS::Queue": "QueueName",
     "AWS::ApiGateway::Stage": "StageName",
     "AWS::KMS::Alias": "AliasName",
+    "AWS::ECS::TaskDefinition": "Family",
 }
 ARN_FORMAT = {
     "AWS::IAM::Role": "arn:aws:iam::{account}:role/{name}",
@@ -59,8 +60,15 @@ ARN_FORMAT = {
     "AWS::Events::Rule": "arn:aws:events:{region}:{account}:rule/{name}",
     "AWS::KinesisFirehose::DeliveryStream": "arn:aws:firehose:{region}:{account}:deliverystream/{name}",
     "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+    # Ref is the ARN of the revision the stack deployed; the first deployment's is 1.
+    "AWS::ECS::TaskDefinition": "arn:aws:ecs:{region}:{account}:task-definition/{name}:1",
 }
-REF_IS_ARN = {"AWS::SNS::Topic", "AWS::StepFunctions::StateMachine", "AWS::IAM::ManagedPolicy"}
+REF_IS_ARN = {
+    "AWS::SNS::Topic",
+    "AWS::StepFunctions::StateMachine",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::ECS::TaskDefinition",
+}
 ARN_ATTRIBUTES = {"Arn", "TopicArn"}
 
 

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 #: for a built-in model's first version its training spec. Never which code runs.
 REQUEST_FIELDS = ("model", "data_uri", "run_id", "trigger", "spec")
 
+#: The state preprocess returns, staged for a train step outside Lambda (:mod:`~sluice.pipelines.train_task`).
+TRAIN_INPUT = "train-input.json"
+
 # A step after preprocess: (settings, state, registry=) → the next state.
 StateStep = Callable[..., State]
 
@@ -136,7 +139,7 @@ def preprocess(
     settings: Settings, request: RetrainRequest, *, registry: ModelRegistry | None = None
 ) -> dict[str, Any]:
     """Read the latest data, split it as the trainer does, stage train and holdout in S3."""
-    from sluice.pipelines.datasource import load_table, write_table
+    from sluice.pipelines.datasource import load_table, write_table, write_text
 
     settings.require("work_bucket")
     registry = load_registry(settings, registry)
@@ -152,11 +155,10 @@ def preprocess(
     train_part, holdout = trainer.split(registry, state, frame)
     write_table(train_part, _work_uri(settings, request, "train.parquet"))
     write_table(holdout, _work_uri(settings, request, "holdout.parquet"))
-    return {
-        **state,
-        "data": lineage.to_dict(),
-        "rows": {"train": len(train_part), "holdout": len(holdout)},
-    }
+    out = {**state, "data": lineage.to_dict(), "rows": {"train": len(train_part), "holdout": len(holdout)}}
+    # A train step outside Lambda (ECS task, SageMaker job) reads the state from here.
+    write_text(_work_uri(settings, request, TRAIN_INPUT), json.dumps(out))
+    return out
 
 
 def train_candidate(
