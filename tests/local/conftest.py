@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -65,3 +66,14 @@ def create_two_versions(aws) -> str:
     client.update_function_configuration(FunctionName=name, Environment={"Variables": {"COLOUR": "green"}})
     client.publish_version(FunctionName=name)
     return name
+
+
+def wait_execution(sfn, arn: str, timeout: float = 300.0) -> dict:
+    """``describe_execution`` of ``arn`` once it is no longer RUNNING (fails after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.3)
+    raise AssertionError(f"{arn} still running after {timeout} s")

@@ -22,6 +22,7 @@ from sluice.pipelines.datasource import write_table
 from sluice.registry.lineage import Lineage
 from sluice.registry.store import ModelRegistry
 from sluice_demo import datasets
+from tests.local.conftest import wait_execution
 
 MODEL = "credit-risk"
 
@@ -56,16 +57,6 @@ def _start(stage, machine: str, name: str, **event) -> str:
     )["executionArn"]
 
 
-def _wait(sfn, arn: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.5)
-    raise AssertionError(f"{arn} still running after {timeout} s")
-
-
 def _read(s3, uri: str) -> bytes:
     bucket, key = uri[5:].split("/", 1)
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -87,7 +78,7 @@ def test_100k_rows_in_shards_score_like_predict_with_matching_manifest(stage):
     write_table(frame, uri)
     # When the model variant scores it in shards of 10,000
     arn = _start(stage, "machine", "big", input_uri=uri, shard_rows=10_000)
-    done = _wait(stage["sfn"], arn)
+    done = wait_execution(stage["sfn"], arn)
     # Then the run succeeds and its predictions equal model.predict on the same rows, in order
     assert done["status"] == "SUCCEEDED", done.get("cause")
     manifest = _manifest(stage, "big")
@@ -124,7 +115,7 @@ def test_endpoint_variant_scores_through_the_gateway_like_predict(local_aws, sta
     # When the endpoint-calling variant scores it (locally, the run names the gateway's URL)
     url = local_aws.gateway_url("EndpointRest") + "/predict"
     arn = _start(stage, "via_endpoint", "via", input_uri=uri, shard_rows=10_000, endpoint_url=url)
-    done = _wait(stage["sfn"], arn)
+    done = wait_execution(stage["sfn"], arn)
     assert done["status"] == "SUCCEEDED", done.get("cause")
     manifest = _manifest(stage, "via")
     out = pd.read_csv(io.BytesIO(_read(stage["s3"], manifest["predictions_uri"])))
@@ -140,7 +131,7 @@ def test_bad_rows_go_to_rejects_and_too_many_fail_the_run(stage):
     frame.loc[[5, 50], "region"] = "atlantis"
     uri = f"s3://{stage['work']}/data/dirty.csv"
     write_table(frame, uri)
-    ok = _wait(stage["sfn"], _start(stage, "machine", "dirty", input_uri=uri, shard_rows=1_000))
+    ok = wait_execution(stage["sfn"], _start(stage, "machine", "dirty", input_uri=uri, shard_rows=1_000))
     assert ok["status"] == "SUCCEEDED", ok.get("cause")
     manifest = _manifest(stage, "dirty")
     assert (manifest["rows_in"], manifest["rows_out"], manifest["rejects"]) == (500, 498, 2)
@@ -148,7 +139,7 @@ def test_bad_rows_go_to_rejects_and_too_many_fail_the_run(stage):
     assert rejects["input_row"].tolist() == [5, 50]
     assert set(rejects["reason"]) == {"region: unknown_category"}
     # and the same file with a zero reject allowance fails, saying why
-    strict = _wait(
+    strict = wait_execution(
         stage["sfn"], _start(stage, "machine", "strict", input_uri=uri, shard_rows=1_000, max_reject_share=0.0)
     )
     assert strict["status"] == "FAILED"
@@ -173,7 +164,7 @@ def test_a_shard_failing_once_is_retried_and_one_always_failing_fails_with_a_not
     uri = f"s3://{stage['work']}/data/faults.parquet"
     write_table(datasets.credit(3_000, seed=10), uri)
     # A shard whose first attempt fails is retried and the run succeeds
-    once = _wait(
+    once = wait_execution(
         stage["sfn"],
         _start(stage, "machine", "once", input_uri=uri, shard_rows=1_000, faults={"shard-00001": 1}),
     )
@@ -182,7 +173,7 @@ def test_a_shard_failing_once_is_retried_and_one_always_failing_fails_with_a_not
     markers = stage["s3"].list_objects_v2(Bucket=stage["work"], Prefix="batch/once/faults/shard-00001/")
     assert markers["KeyCount"] == 1
     # A shard that always fails ends the run failed, with a manifest and a notification naming it
-    always = _wait(
+    always = wait_execution(
         stage["sfn"],
         _start(stage, "machine", "always", input_uri=uri, shard_rows=1_000, faults={"shard-00002": 99}),
     )
@@ -218,7 +209,7 @@ def test_s3_drop_and_schedule_start_runs(local_aws, stage):
     assert json.loads(sfn.describe_execution(executionArn=started)["input"])["input_uri"].endswith(
         f"/batch/input/{MODEL}/drop.csv"
     )
-    assert _wait(sfn, started)["status"] == "SUCCEEDED"
+    assert wait_execution(sfn, started)["status"] == "SUCCEEDED"
     # The schedule, fired now, starts a run on the scheduled input
     write_table(datasets.credit(200, seed=13), f"s3://{stage['work']}/batch/scheduled/{MODEL}/latest.parquet")
     events = next(c for c in local_aws._components if getattr(c, "schedules", None) is not None)
@@ -230,7 +221,7 @@ def test_s3_drop_and_schedule_start_runs(local_aws, stage):
         time.sleep(0.5)
     (scheduled,) = executions() - before
     assert json.loads(sfn.describe_execution(executionArn=scheduled)["input"])["trigger"] == "schedule"
-    assert _wait(sfn, scheduled)["status"] == "SUCCEEDED"
+    assert wait_execution(sfn, scheduled)["status"] == "SUCCEEDED"
 
 
 def test_cli_starts_the_stage_pipeline_by_name_and_follows_it(stage, capsys):

@@ -24,6 +24,7 @@ from sluice.registry.lineage import Lineage
 from sluice.registry.store import ModelRegistry
 from sluice.serving.capture import CaptureWriter, capture_records
 from sluice_demo import datasets
+from tests.local.conftest import wait_execution
 
 pytestmark = pytest.mark.local
 
@@ -172,16 +173,6 @@ def test_labels_posted_through_the_gateway_drive_the_concept_drift_alarm(local_a
     )
 
 
-def _wait_execution(sfn, arn: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.5)
-    raise AssertionError(f"{arn} still running after {timeout} s")
-
-
 def test_a_large_window_fans_out_and_publishes_what_the_single_process_job_does(local_aws, deployed):
     aws = local_aws
     # Given a second version whose window is 1,200 rows captured as 12 objects (one per request)
@@ -215,7 +206,7 @@ def test_a_large_window_fans_out_and_publishes_what_the_single_process_job_does(
     assert handed["drift"] == [] and handed["fanout"]["children"] >= 3
     # Then the drift state machine's Distributed Map sketches the groups and the merge publishes
     sfn = aws.client("stepfunctions")
-    described = _wait_execution(sfn, handed["fanout"]["execution_arn"])
+    described = wait_execution(sfn, handed["fanout"]["execution_arn"])
     assert described["status"] == "SUCCEEDED", described
     (merged,) = json.loads(described["output"])["drift"]
     # And the single-process job (the whole window in one Lambda) finds the same

@@ -29,6 +29,7 @@ from sluice.pipelines.datasource import write_table
 from sluice.registry.store import ModelRegistry
 from sluice.serving.traffic import EndpointTraffic
 from sluice_demo import datasets
+from tests.local.conftest import wait_execution
 from tests.local.test_onnx_local import post
 
 pytestmark = pytest.mark.local
@@ -146,16 +147,6 @@ def test_one_stage_serves_both_models_and_each_alarms_on_its_own_features(local_
         assert named == set(frame.columns) - {datasets.TARGET}, (model, named)
 
 
-def _wait(sfn, arn: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.3)
-    raise AssertionError(f"{arn} still running after {timeout} s")
-
-
 def test_the_batch_pipeline_runs_the_examples_own_preprocess_and_postprocess(local_aws, stage, example):
     # Given applications as a user's system exports them: spelled loosely, some without income
     frame = datasets.credit_applications(400, seed=11).drop(columns=[datasets.TARGET])
@@ -169,7 +160,7 @@ def test_the_batch_pipeline_runs_the_examples_own_preprocess_and_postprocess(loc
     run = stage["sfn"].start_execution(
         stateMachineArn=arn, name="applications", input=json.dumps({"model": MODEL, "input_uri": uri})
     )["executionArn"]
-    done = _wait(stage["sfn"], run)
+    done = wait_execution(stage["sfn"], run)
     assert done["status"] == "SUCCEEDED", done.get("cause")
     # Then the project's preprocess ran (rows without income dropped, spellings normalised) and its
     # postprocess's decisions are in the predictions, equal to the project's own steps in-process

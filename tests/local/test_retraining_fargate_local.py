@@ -22,6 +22,7 @@ from sluice.names import registry_table_name, stage_bucket_name
 from sluice.pipelines.datasource import write_table
 from sluice.registry.store import ModelRegistry
 from sluice_demo import datasets
+from tests.local.conftest import wait_execution
 
 pytestmark = pytest.mark.local
 
@@ -93,16 +94,6 @@ def stage(local_fargate, tmp_path_factory):
     }
 
 
-def _wait(sfn, arn: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.3)
-    raise AssertionError(f"{arn} still running after {timeout} s")
-
-
 def _cluster(aws) -> str:
     return aws.physical_id("TrainingNetworkCluster", resource_type="AWS::ECS::Cluster")
 
@@ -118,7 +109,7 @@ def test_a_fargate_retraining_registers_a_pending_child_and_its_task_stopped_wit
         name="fargate-1",
         input=json.dumps({"model": MODEL, "data_uri": stage["data"], "run_id": "fargate-1"}),
     )["executionArn"]
-    described = _wait(sfn, arn)
+    described = wait_execution(sfn, arn)
     # Then it succeeds and registers a child of the champion, pending approval
     assert described["status"] == "SUCCEEDED", described.get("cause")
     output = json.loads(described["output"])

@@ -16,6 +16,7 @@ from sluice.names import registry_table_name, stage_bucket_name
 from sluice.pipelines.datasource import write_table
 from sluice.registry.store import ModelRegistry
 from sluice_demo.datasets import CATEGORICAL, NUMERIC, TARGET, credit
+from tests.local.conftest import wait_execution
 
 MODEL = "credit-risk"
 
@@ -38,20 +39,10 @@ def stage(local_aws):
         name="v1",
         input=json.dumps({"model": MODEL, "data_uri": data, "run_id": "v1", "spec": spec.to_dict()}),
     )["executionArn"]
-    assert _wait(sfn, arn)["status"] == "SUCCEEDED"
+    assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
     registry.approve(MODEL, 1, actor="tester")
     registry.set_alias(MODEL, "champion", 1, actor="tester")
     return {"machine": machine, "registry": registry, "data": data, "sfn": sfn}
-
-
-def _wait(sfn, arn: str, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = sfn.describe_execution(executionArn=arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.3)
-    raise AssertionError(f"{arn} still running after {timeout} s")
 
 
 def _run(stage, run_id: str, data_uri: str) -> dict:
@@ -61,7 +52,7 @@ def _run(stage, run_id: str, data_uri: str) -> dict:
         name=run_id,
         input=json.dumps({"model": MODEL, "data_uri": data_uri, "run_id": run_id}),
     )["executionArn"]
-    return _wait(stage["sfn"], arn)
+    return wait_execution(stage["sfn"], arn)
 
 
 def _subscribe(local_aws, topic_arn: str) -> str:
