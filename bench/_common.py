@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def emit(
@@ -71,3 +73,22 @@ def median(values: list[float]) -> float:
 
 def log(message: str) -> None:
     print(f"# {message}", file=sys.stderr, flush=True)
+
+
+def on_moto(run: Callable[[], None], *, region: str = "eu-west-1") -> None:
+    """Call ``run`` inside moto's in-process AWS, with test credentials and ``lambdas/`` importable."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+    }.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    lambdas = str(Path(__file__).resolve().parents[1] / "lambdas")
+    if lambdas not in sys.path:
+        sys.path.insert(0, lambdas)
+    from moto import mock_aws
+
+    with mock_aws():
+        run()

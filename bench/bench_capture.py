@@ -24,14 +24,11 @@ Run: ``python -m bench bench_capture`` (``SLUICE_BENCH_REPEAT`` repeats, default
 from __future__ import annotations
 
 import os
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from bench._common import emit, log, median, timings
+from bench._common import emit, log, median, on_moto, timings
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH = "capture"
 ROWS = int(os.environ.get("SLUICE_BENCH_CAPTURE_ROWS", "100000"))
 SHARD_ROWS = 10_000
@@ -41,20 +38,7 @@ TABLE, ARTIFACTS, WORK, CAPTURE = "bench-registry", "bench-artifacts", "bench-wo
 
 
 def main() -> None:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        os.environ.setdefault(key, value)
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    if str(ROOT / "lambdas") not in sys.path:
-        sys.path.insert(0, str(ROOT / "lambdas"))
-    from moto import mock_aws
-
-    with mock_aws():
-        _run()
+    on_moto(_run, region=REGION)
 
 
 def _median_s(fn: Any) -> float:
