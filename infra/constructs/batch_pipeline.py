@@ -16,7 +16,12 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.constructs.endpoint import Endpoint
-from infra.constructs.nag import acknowledge, acknowledge_grant_wildcards, logical_id
+from infra.constructs.nag import (
+    acknowledge,
+    acknowledge_grant_wildcards,
+    distributed_map_child_rules,
+    logical_id,
+)
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import ModelImage, SluiceFunction
 from infra.constructs.storage import bucket_in, physical_bucket_name
@@ -339,16 +344,7 @@ class BatchPipeline(Construct):
             "X-Ray tracing and CloudWatch Logs delivery of the state machine support only resource '*' "
             "(AWS documents no narrower resource)."
         )
-        # The Distributed Map describes and stops its own child executions, whose ARNs end in
-        # ids Step Functions generates: CDK scopes the grant to this state machine's executions.
-        stack = cdk.Stack.of(self)
-        name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical_id(self.state_machine) + '"}]}]}'
-        executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
-        for suffix in (":*", "/*:*"):
-            rules[f"AwsSolutions-IAM5[Resource::{executions}{suffix}]"] = (
-                "Distributed Map child executions of this state machine only (DescribeExecution, "
-                "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
-            )
+        rules.update(distributed_map_child_rules(self.state_machine))
         work = physical_bucket_name(self._work_bucket_source)
         rules[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{work}/*]"] = (
             "The Distributed Map's ItemReader lists the run's shard prefix and its ResultWriter writes "

@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.constructs.nag import acknowledge, logical_id
+from infra.constructs.nag import acknowledge, distributed_map_child_rules, logical_id
 from infra.constructs.registry import Registry
 from infra.constructs.runtime import SluiceFunction
 from infra.constructs.storage import bucket_in, physical_bucket_name
@@ -151,14 +151,7 @@ class DriftFanout(Construct):
             "AwsSolutions-IAM5[Resource::*]": "X-Ray tracing and CloudWatch Logs delivery of the state "
             "machine support only resource '*' (AWS documents no narrower resource).",
         }
-        stack = cdk.Stack.of(self)
-        name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical_id(self.state_machine) + '"}]}]}'
-        executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
-        for suffix in (":*", "/*:*"):
-            rules[f"AwsSolutions-IAM5[Resource::{executions}{suffix}]"] = (
-                "Distributed Map child executions of this state machine only (DescribeExecution, "
-                "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
-            )
+        rules.update(distributed_map_child_rules(self.state_machine))
         bucket = physical_bucket_name(self._capture_source)
         rules[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{bucket}/*]"] = (
             "The Distributed Map's ItemReader reads the run's items file under reports/drift-work/: "

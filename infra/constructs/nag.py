@@ -138,3 +138,21 @@ def logical_id(construct: IConstruct) -> str:
     """The logical id of ``construct``'s CloudFormation resource, as finding ids name it (``<id>.Arn``)."""
     stack = cdk.Stack.of(construct)
     return str(stack.resolve(stack.get_logical_id(cast(cdk.CfnElement, construct.node.default_child))))
+
+
+def distributed_map_child_rules(state_machine: IConstruct) -> dict[str, str]:
+    """Acknowledgements of the grant a Distributed Map gets on its own child executions.
+
+    The Map describes and stops child executions whose ARNs end in ids Step Functions
+    generates, so CDK scopes the grant to this state machine's executions with a wildcard.
+    """
+    stack = cdk.Stack.of(state_machine)
+    name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical_id(state_machine) + '"}]}]}'
+    executions = f"arn:aws:states:{stack.region}:{stack.account}:execution:{name}"
+    return {
+        f"AwsSolutions-IAM5[Resource::{executions}{suffix}]": (
+            "Distributed Map child executions of this state machine only (DescribeExecution, "
+            "StopExecution); their names are generated per run, so the ARN ends in a wildcard."
+        )
+        for suffix in (":*", "/*:*")
+    }
