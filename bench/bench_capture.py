@@ -45,28 +45,33 @@ def _median_s(fn: Any) -> float:
     return median(timings(fn, repeat=REPEAT, warmup=1))
 
 
-class PerRowCapture:
+def _per_row_writer(bucket: str) -> Any:
     """The capture path before the columnar one: one record dict per row, then ``put``."""
+    from sluice.pipelines.batch_scorers import json_records
+    from sluice.serving.capture import CaptureWriter, capture_records
 
-    def __init__(self, bucket: str) -> None:
-        from sluice.serving.capture import CaptureWriter
+    class PerRowFrame:
+        def __init__(self, writer: CaptureWriter, features: Any, fields: dict[str, Any]) -> None:
+            self.writer, self.features, self.fields = writer, features, fields
 
-        self.writer = CaptureWriter(bucket_name=bucket)
-        self.enabled = True
+        def scored(self, predictions: Any, probabilities: Any = None) -> None:
+            self.answers = {"predictions": predictions, "probabilities": probabilities}
 
-    def put_frame(self, *, features: Any, predictions: Any, probabilities: Any = None, **kwargs: Any) -> int:
-        from sluice.pipelines.batch_scorers import json_records
-        from sluice.serving.capture import capture_records
+        def send(self) -> int:
+            rows = json_records(self.features)
+            return self.writer.put(capture_records(rows=rows, plain_rows=True, **self.fields, **self.answers))
 
-        return self.writer.put(
-            capture_records(
-                rows=json_records(features),
-                predictions=predictions,
-                probabilities=probabilities,
-                plain_rows=True,
-                **kwargs,
-            )
-        )
+        def __enter__(self) -> PerRowFrame:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    class PerRowCapture(CaptureWriter):
+        def begin_frame(self, *, features: Any, ts: Any = None, **fields: Any) -> Any:  # type: ignore[override]
+            return PerRowFrame(self, features, fields)
+
+    return PerRowCapture(bucket_name=bucket)
 
 
 def _setup() -> tuple[Any, Any, list[str], Any]:
@@ -133,7 +138,7 @@ def _run() -> None:
     variants = {
         "off": lambda: step(CaptureWriter()),
         "on": lambda: step(CaptureWriter(bucket_name=CAPTURE)),
-        "per_row": lambda: step(PerRowCapture(CAPTURE)),
+        "per_row": lambda: step(_per_row_writer(CAPTURE)),
     }
     # Interleaved, one call of each per round, so a change in machine load hits all alike.
     seconds: dict[str, list[float]] = {name: [] for name in variants}

@@ -83,7 +83,9 @@ def test_reject_reasons_name_every_problem_of_a_row():
         def __init__(self, feature, code, rows):
             self.feature, self.code, self.rows = feature, code, rows
 
-    reasons = batch_preprocess.reject_reasons([E("age", "type", (3, 5)), E("region", "unknown_category", (3,))], 10)
+    reasons = batch_preprocess.reject_reasons(
+        [E("age", "type", (3, 5)), E("region", "unknown_category", (3,))], 10
+    )
     assert reasons == {3: "age: type; region: unknown_category", 5: "age: type"}
 
 
@@ -245,9 +247,13 @@ def test_unknown_model_and_missing_input_are_user_errors(stage):
     from sluice.errors import NotFound
 
     with pytest.raises(SluiceError, match="nope"):
-        batch_preprocess.preprocess(SETTINGS, BatchRequest(model="nope", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
+        batch_preprocess.preprocess(
+            SETTINGS, BatchRequest(model="nope", input_uri=f"s3://{WORK}/x.csv", run_id="r")
+        )
     with pytest.raises(NotFound, match="does not exist"):
-        batch_preprocess.preprocess(SETTINGS, BatchRequest(model="credit", input_uri=f"s3://{WORK}/x.csv", run_id="r"))
+        batch_preprocess.preprocess(
+            SETTINGS, BatchRequest(model="credit", input_uri=f"s3://{WORK}/x.csv", run_id="r")
+        )
 
 
 def test_notify_failure_publishes_failed_shards_and_writes_a_manifest_when_none_exists(stage):
@@ -386,3 +392,31 @@ def test_cli_output_takes_a_folder_name_under_the_models_prefix_or_the_uri():
     assert _output_uri("today", model="m", work_bucket="w") == "s3://w/batch/output/m/today/"
     assert _output_uri("s3://w/batch/output/m/x/", model="m", work_bucket="w") == "s3://w/batch/output/m/x/"
     assert _output_uri("", model="m", work_bucket="w") == ""
+
+
+def test_a_shard_whose_output_is_not_stored_is_not_captured(stage, monkeypatch):
+    # Given a shard whose scored output fails to store (the Map retries the shard)
+    from sluice.pipelines.batch_shards import shard_name
+    from sluice.pipelines.datasource import write_table
+
+    write_table(datasets.credit(50, seed=3), f"s3://{WORK}/in/f.parquet")
+    request = BatchRequest(
+        model="credit", input_uri=f"s3://{WORK}/in/f.parquet", run_id="nostore", shard_rows=50
+    )
+    state = batch_preprocess.preprocess(SETTINGS, request, registry=stage["registry"])
+    key = f"{state['shard_prefix']}{shard_name(0)}.parquet"
+
+    def fail(frame):
+        raise OSError("the work bucket refused the scored shard")
+
+    monkeypatch.setattr(batch_score, "parquet_bytes", fail)
+    # When the shard is scored, the step fails
+    with pytest.raises(OSError):
+        batch_score.score_shard(SETTINGS, {"key": key, "run": state["run"]})
+    # Then its rows were not captured, so the retry captures them once
+    listed = stage["s3"].list_objects_v2(Bucket=CAPTURE, Prefix="capture/")
+    assert listed.get("KeyCount", 0) == 0
+    monkeypatch.undo()
+    batch_score.score_shard(SETTINGS, {"key": key, "run": state["run"]})
+    listed = stage["s3"].list_objects_v2(Bucket=CAPTURE, Prefix="capture/")
+    assert listed["KeyCount"] == 1

@@ -183,3 +183,49 @@ def test_features_json_escapes_control_characters_through_the_json_encoder():
         {"note": "line\nbreak", "x": 2.0},
     ]
     assert all("\n" not in t for t in texts)
+
+
+def test_features_json_keeps_whole_floats_floats_whatever_their_size():
+    import pandas as pd
+
+    from sluice.serving.capture_parquet import features_json
+
+    # Whole values Arrow writes bare ("3") or with an exponent ("1e+15") depending on size
+    values = [3.0, -2.0, 0.0, 999_999_999.0, 1e9, 1e10, 12_345_678_901_234.0, 1e15, -1e16, 1e300]
+    texts = features_json(pd.DataFrame({"x": values})).to_pylist()
+    back = [json.loads(t)["x"] for t in texts]
+    assert back == values and all(type(v) is float for v in back)
+
+
+def test_a_frame_capture_that_fails_to_encode_is_counted_and_never_raises(s3):
+    import pandas as pd
+
+    # Given a frame whose answers do not line up with its rows (a scorer's bug)
+    writer = CaptureWriter(bucket_name=BUCKET)
+    with writer.begin_frame(
+        request_id="r", model="m", version=1, features=pd.DataFrame({"x": [1.0, 2.0]})
+    ) as pending:
+        pending.scored([0, 1, 1])
+        # When it is sent, nothing is stored and nothing raises; the rows are counted as lost
+        assert pending.send() == 0
+    assert writer.failed == 2 and all_keys(s3) == []
+
+
+def test_a_frame_capture_left_unsent_stores_nothing_and_stops_its_worker(s3):
+    import threading
+
+    import pandas as pd
+
+    # Given a capture begun and scored, when the step fails before sending it
+    writer = CaptureWriter(bucket_name=BUCKET)
+    with (
+        pytest.raises(RuntimeError),
+        writer.begin_frame(
+            request_id="r", model="m", version=1, features=pd.DataFrame({"x": [1.0, 2.0]})
+        ) as pending,
+    ):
+        pending.scored([0, 1])
+        raise RuntimeError("the scored shard could not be stored")
+    # Then no capture object exists and no capture worker is left running
+    assert all_keys(s3) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("capture")]

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sluice.pipelines.batch_scorers import Array
+    from sluice.serving.capture import CaptureWriter, FrameCapture
 
 
 def score_shard(
@@ -45,7 +46,7 @@ def score_shard(
     item: Mapping[str, Any],
     *,
     scorer: ShardScorer | None = None,
-    capture: Any = None,
+    capture: CaptureWriter | None = None,
 ) -> dict[str, Any]:
     """Score one shard ``{"key": <shard key>, "run": <preprocess state's run>}``.
 
@@ -67,26 +68,20 @@ def score_shard(
     if scorer is None:
         scorer = scorer_for(settings, run)
     features = frame.drop(columns=[ROW])
-    labels, probabilities = _predict(scorer, features, name)
-    scored = frame.assign(**{PREDICTION: labels})
-    if probabilities is not None:
-        scored[PROBABILITY] = probabilities
-    scored = _project_postprocess(scored, features, labels if probabilities is None else probabilities, name)
-    scored_key = f"{run['prefix']}scored/{name}.parquet"
-    s3.put_object(Bucket=run["bucket"], Key=scored_key, Body=parquet_bytes(scored))
     version = int(scorer.version or run["version"])
-    if scorer.via == "model":
-        _capture(
-            settings,
-            scorer,
-            capture,
-            request_id=f"{run['run_id']}/{name}",
-            model=run["model"],
-            version=version,
-            features=features,
-            labels=labels,
-            probabilities=probabilities,
-        )
+    request_id = f"{run['run_id']}/{name}"
+    # The capture encodes on a worker while the shard is scored and stored; it is sent after.
+    with _begin_capture(settings, scorer, capture, request_id, run["model"], version, features) as pending:
+        labels, probabilities = _predict(scorer, features, name)
+        pending.scored(labels, probabilities)
+        scored = frame.assign(**{PREDICTION: labels})
+        if probabilities is not None:
+            scored[PROBABILITY] = probabilities
+        scores = labels if probabilities is None else probabilities
+        scored = _project_postprocess(scored, features, scores, name)
+        scored_key = f"{run['prefix']}scored/{name}.parquet"
+        s3.put_object(Bucket=run["bucket"], Key=scored_key, Body=parquet_bytes(scored))
+        pending.send()
     return {
         "shard": name,
         "key": key,
@@ -131,37 +126,33 @@ def _project_postprocess(
     return out
 
 
-def _capture(
+def _begin_capture(
     settings: Settings,
     scorer: ShardScorer,
-    capture: Any,
-    *,
+    capture: CaptureWriter | None,
     request_id: str,
     model: str,
     version: int,
     features: pd.DataFrame,
-    labels: Array,
-    probabilities: Array | None,
-) -> None:
-    """Capture the rows the model scored for monitoring, as ``source="batch"``.
+) -> FrameCapture:
+    """The capture of the rows the model scores, as ``source="batch"`` (endpoint rows are not).
 
-    Column by column (:meth:`~sluice.serving.capture.CaptureWriter.put_frame`): one Parquet
-    object per shard, no dict per row.
+    Column by column (:meth:`~sluice.serving.capture.CaptureWriter.begin_frame`): one Parquet
+    object per shard, no dict per row. Disabled for the endpoint scorer or without a bucket.
     """
     from sluice.serving.capture import CaptureWriter
 
-    capture = capture if capture is not None else CaptureWriter(bucket_name=settings.capture_bucket)
-    if not capture.enabled:
-        return
+    if capture is None:
+        capture = CaptureWriter(bucket_name=settings.capture_bucket)
+    if scorer.via != "model":
+        capture = CaptureWriter()
     inner = getattr(scorer, "scorer", None)
     schema_names = list(inner.schema.names) if inner is not None else list(features.columns)
-    capture.put_frame(
+    return capture.begin_frame(
         request_id=request_id,
         model=model,
         version=version,
         features=features[[c for c in schema_names if c in features.columns]],
-        predictions=labels,
-        probabilities=probabilities,
         source="batch",
     )
 

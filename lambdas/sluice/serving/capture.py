@@ -34,6 +34,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -308,34 +309,39 @@ class CaptureWriter:
     ) -> int:
         """Capture a scored frame column by column: one Parquet object, no dict per row.
 
-        The batch step's path (pandas and pyarrow present). ``features`` holds the schema's
-        columns only. Same result as :meth:`put` of :func:`capture_records`; never raises.
+        :meth:`begin_frame`, :meth:`FrameCapture.scored` and :meth:`FrameCapture.send` in one
+        call. Same result as :meth:`put` of :func:`capture_records`; never raises.
         """
-        if not self.enabled or not len(features):
-            return 0
-        try:
-            from sluice.serving.capture_parquet import frame_table, parquet_bytes
+        with self.begin_frame(
+            request_id=request_id, model=model, version=version, features=features, source=source, ts=ts
+        ) as pending:
+            pending.scored(predictions, probabilities)
+            return pending.send()
 
-            moment = ts or datetime.now(UTC)
-            table = frame_table(
-                request_id=str(request_id),
-                ts=format_ts(moment),
-                source=source,
-                features=features,
-                predictions=predictions,
-                probabilities=probabilities,
-            )
-            if self.stream_name:
-                rows = [{**row, "model": model, "version": int(version)} for row in table.to_pylist()]
-                accepted = self._put_lines([_line(row) for row in rows])
-            else:
-                prefix = partition_prefix(model, version, moment)
-                self._put_object(prefix, str(request_id), (parquet_bytes(table), PARQUET_SUFFIX))
-                accepted = table.num_rows
-        except Exception:  # capture must never fail a scoring run
-            logger.exception("capture of %d row(s) to %s failed", len(features), self.mode)
-            accepted = 0
-        return self._count(str(model), len(features), accepted)
+    def begin_frame(
+        self,
+        *,
+        request_id: str,
+        model: str,
+        version: int,
+        features: pd.DataFrame,
+        source: str = "batch",
+        ts: datetime | None = None,
+    ) -> FrameCapture:
+        """Start capturing a frame before it is scored (the batch step's path).
+
+        ``features`` holds the schema's columns only (pandas and pyarrow present). The features'
+        JSON text is built on a worker thread while the caller scores; see :class:`FrameCapture`.
+        """
+        return FrameCapture(
+            self,
+            request_id=str(request_id),
+            model=str(model),
+            version=int(version),
+            features=features,
+            source=source,
+            moment=ts or datetime.now(UTC),
+        )
 
     @staticmethod
     def _emit_failures(model: str, count: int) -> None:
@@ -354,6 +360,92 @@ class CaptureWriter:
             "CaptureFailures": count,
         }
         print(json.dumps(document), flush=True)
+
+
+class FrameCapture:
+    """One scored frame's capture, encoded on a worker thread while the step goes on.
+
+    Arrow's kernels and the Parquet writer release the GIL, so the encoding overlaps the
+    caller's scoring and its own output write (the batch score function has 2 vCPUs at
+    2,048 MB). The order of effects is kept: :meth:`send` puts the object, so a step that
+    writes its output first and sends after never captures a shard it failed to store.
+    Use it as a context manager (the worker stops on exit); nothing here raises.
+    """
+
+    def __init__(
+        self,
+        writer: CaptureWriter,
+        *,
+        request_id: str,
+        model: str,
+        version: int,
+        features: pd.DataFrame,
+        source: str,
+        moment: datetime,
+    ) -> None:
+        self.writer, self.request_id, self.model, self.version = writer, request_id, model, version
+        self.source, self.moment, self.rows = source, moment, len(features)
+        self._pool: ThreadPoolExecutor | None = None
+        self._text: Future[Any] | None = None
+        self._body: Future[Any] | None = None
+        if writer.enabled and self.rows:
+            from sluice.serving.capture_parquet import features_json
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+            self._text = self._pool.submit(features_json, features)
+
+    def scored(
+        self,
+        predictions: Sequence[Any] | np.ndarray,
+        probabilities: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        """Add the model's answers, one per row; the object's bytes are built on the worker."""
+        if self._pool is not None and self._text is not None:
+            self._body = self._pool.submit(self._encode, self._text, predictions, probabilities)
+
+    def _encode(self, text: Future[Any], predictions: Any, probabilities: Any) -> Any:
+        from sluice.serving.capture_parquet import frame_table, parquet_bytes
+
+        table = frame_table(
+            request_id=self.request_id,
+            ts=format_ts(self.moment),
+            source=self.source,
+            features=text.result(),
+            predictions=predictions,
+            probabilities=probabilities,
+        )
+        if self.writer.stream_name:
+            wire = {"model": self.model, "version": self.version}
+            return [_line({**row, **wire}) for row in table.to_pylist()]
+        return parquet_bytes(table)
+
+    def send(self) -> int:
+        """Put the encoded rows (Firehose or one S3 object); return how many were accepted."""
+        if self._body is None:
+            return 0
+        writer = self.writer
+        try:
+            body = self._body.result()
+            if writer.stream_name:
+                accepted = writer._put_lines(body)
+            else:
+                prefix = partition_prefix(self.model, self.version, self.moment)
+                writer._put_object(prefix, self.request_id, (body, PARQUET_SUFFIX))
+                accepted = self.rows
+        except Exception:  # capture must never fail a scoring run
+            logger.exception("capture of %d row(s) to %s failed", self.rows, writer.mode)
+            accepted = 0
+        finally:
+            self._body = None
+        return writer._count(self.model, self.rows, accepted)
+
+    def __enter__(self) -> FrameCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def _line(row: Mapping[str, Any]) -> bytes:
