@@ -61,9 +61,8 @@ _MODEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,42}$")
 #: Reserved concurrency of each function unless ``<stage>:reservedConcurrency`` says otherwise.
 #: The entry points anyone with access can drive (endpoint, labels, registry API) are capped, so a
 #: flood of calls can neither exhaust the account's concurrency nor run up an unbounded bill;
-#: ``batch`` applies to each step function of each batch pipeline (the Distributed Map runs at
-#: most 10 children at a time), ``drift_fanout`` to the drift fan-out's steps (its Map runs as many
-#: children at once). Each model's functions (endpoint, retrain, retrain_trigger, batch)
+#: ``batch`` applies to each step function of each batch pipeline, ``drift_fanout`` to the drift
+#: fan-out's steps; each one's Distributed Map runs as many children at once (10 where unreserved). Each model's functions (endpoint, retrain, retrain_trigger, batch)
 #: get theirs once per model: 134 per model with these defaults, plus 22 for the stage (23 in prod),
 #: and Lambda keeps 100 of an account's concurrency (1,000 by default) unreserved.
 DEFAULT_RESERVED_CONCURRENCY: Mapping[str, int | None] = MappingProxyType(

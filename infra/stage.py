@@ -21,7 +21,7 @@ from infra.constructs.monitoring import MonitoredModel, Monitoring
 from infra.constructs.promotion import PromotionPull
 from infra.constructs.registry import Registry
 from infra.constructs.registry_api import RegistryApi
-from infra.constructs.retraining import RetrainingPipeline
+from infra.constructs.retraining import RetrainingPipeline, staged_candidate_guard
 from infra.constructs.roles import ServiceRoles
 from infra.constructs.runtime import ModelImage
 from infra.constructs.storage import secure_bucket, stage_bucket_name
@@ -34,6 +34,8 @@ from sluice.names import (
     registry_api_role_name,
     registry_table_name,
     role_arn,
+    train_task_role_name,
+    training_role_name,
 )
 
 
@@ -85,6 +87,12 @@ class StatefulStack(cdk.Stack):
         self.work_bucket.add_lifecycle_rule(
             id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30)
         )
+        for model in config.models:
+            self.work_bucket.add_to_resource_policy(
+                staged_candidate_guard(
+                    self.work_bucket, model=model.name, writer_arn=role_arn(config.account, train_role(config, model))
+                )
+            )
         # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
         _send_events_to_eventbridge(self.work_bucket)
         self.retrain_locks = self._build_retrain_locks(retain=retain)
@@ -112,6 +120,13 @@ class StatefulStack(cdk.Stack):
             ),
             removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
         )
+
+
+def train_role(config: StageConfig, model: ModelConfig) -> str:
+    """The name of the role ``model``'s train step runs as: the steps' role, or its task's or job's."""
+    if model.training_compute == "lambda":
+        return training_role_name(config.name)
+    return train_task_role_name(config.name, model.name)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,7 @@ class ServiceStack(cdk.Stack):
             capture_bucket=stateful.capture_bucket,
             deployer_role_name=config.deployer_role_name,
             approver_role_name=config.approver_role_name,
+            training_role_name=training_role_name(config.name),
         )
         # Each REST API's stage is the Sluice stage's name: URLs read /dev/... on the dev stage.
         self.registry_api = RegistryApi(
@@ -233,6 +249,7 @@ class ServiceStack(cdk.Stack):
             alarm_email=config.alarm_email,
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
+            fanout_concurrency=self._map_concurrency("drift_fanout"),
         )
 
     def _build_model(self, model: ModelConfig, scope: Construct) -> ModelServices:
@@ -273,6 +290,7 @@ class ServiceStack(cdk.Stack):
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
             training_compute=model.training_compute,
+            train_role_name=None if model.training_compute == "lambda" else train_role(config, model),
         )
 
     def _build_endpoint(self, model: ModelConfig, scope: Construct, image: ModelImage | None) -> Endpoint:
@@ -320,6 +338,7 @@ class ServiceStack(cdk.Stack):
             fault_drill=config.batch_fault_drill,
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
+            max_concurrency=self._map_concurrency("batch"),
         )
         via_endpoint = BatchPipeline(
             scope,
@@ -335,6 +354,7 @@ class ServiceStack(cdk.Stack):
             fault_drill=config.batch_fault_drill,
             retain_logs=config.retain_data,
             log_execution_data=config.log_execution_data,
+            max_concurrency=self._map_concurrency("batch"),
         )
         return in_pipeline, via_endpoint
 
@@ -356,6 +376,11 @@ class ServiceStack(cdk.Stack):
         )
         pull.grant_invoke(self.roles.deployer)
         return pull
+
+    def _map_concurrency(self, function: str) -> int:
+        """Children a Distributed Map over ``function`` runs at once: its reserved concurrency
+        (so none is throttled), or 10 where it is unreserved."""
+        return self.config.reserved_concurrency.get(function) or 10
 
     def _reserve_concurrency(self) -> None:
         """Each function's reserved concurrency from ``<stage>:reservedConcurrency`` (``infra.config``).

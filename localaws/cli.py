@@ -30,6 +30,7 @@ from sluice.cli.stage import (
     choose_local,
     export_lines,
     local_environment,
+    process_alive,
     register_stack,
     running_stacks,
     unregister_stack,
@@ -208,9 +209,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     pid, state_dir = target
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         time.sleep(0.2)
-    if _alive(pid):
+    if process_alive(pid):
         raise SluiceError(f"local stage (pid {pid}) did not stop within 30 s")
     (state_dir / PID_FILE).unlink(missing_ok=True)
     unregister_stack(pid)
@@ -244,7 +245,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     if args.state_dir:
         state = read_state(Path(args.state_dir))
-        if state is None or not _alive(int(state.get("pid") or 0)):
+        if state is None or not process_alive(int(state.get("pid") or 0)):
             raise SluiceError(f"no local stack runs from {args.state_dir} (run `sluice local up`)")
     else:
         chosen = choose_local(args.stage)
@@ -349,19 +350,4 @@ def _running_pid(state_dir: Path) -> int | None:
         pid = int(pid_file.read_text().strip())
     except ValueError:
         return None
-    return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
+    return pid if process_alive(pid) else None

@@ -151,6 +151,9 @@ class Monitoring(Construct):
         Keep the functions' log groups when the stack is deleted.
     log_execution_data
         Log the drift state machine's inputs and outputs (dev only).
+    fanout_concurrency
+        Children the drift fan-out's Map runs at once: the fan-out function's reserved
+        concurrency, so no child is throttled. Default 10.
 
     Attributes
     ----------
@@ -175,6 +178,7 @@ class Monitoring(Construct):
         alarm_email: str | None = None,
         retain_logs: bool = False,
         log_execution_data: bool = False,
+        fanout_concurrency: int = 10,
     ) -> None:
         super().__init__(scope, id)
         capture = bucket_in(self, capture_bucket)
@@ -187,6 +191,7 @@ class Monitoring(Construct):
             capture_bucket=capture_bucket,
             role=role,
             state_machine_name=f"sluice-{stage_name}-drift",
+            max_concurrency=fanout_concurrency,
             retain_logs=retain_logs,
             log_execution_data=log_execution_data,
         )

@@ -34,15 +34,42 @@ from infra.constructs.workflow import (
     logged_state_machine,
     retry_transient,
 )
-from sluice.names import RETRAINING_STEPS
+from sluice.names import RETRAINING_STEPS, staged_train_keys
 
-__all__ = ["DEFAULT_DEBOUNCE", "TRAINING_COMPUTE", "TRANSIENT_ERRORS", "RetrainingPipeline"]
+__all__ = [
+    "DEFAULT_DEBOUNCE",
+    "TRAINING_COMPUTE",
+    "TRANSIENT_ERRORS",
+    "RetrainingPipeline",
+    "staged_candidate_guard",
+]
 
 DEFAULT_DEBOUNCE = cdk.Duration.minutes(15)
 #: Where the train step can run (a model's ``trainingCompute``).
 TRAINING_COMPUTE = ("lambda", "fargate", "sagemaker")
 #: How long a train step outside Lambda may run (the state machine allows 2 hours in all).
 TRAIN_TIMEOUT = cdk.Duration.minutes(90)
+
+
+def staged_candidate_guard(bucket: s3.IBucket, *, model: str, writer_arn: str) -> iam.PolicyStatement:
+    """A work-bucket policy statement: only ``writer_arn`` writes ``model``'s staged candidate.
+
+    The evaluate and register steps load the staged candidate, a pickle (code runs as it
+    loads). On the Lambda path they check its bytes against the digest the train step put in
+    the execution's state; a train step outside Lambda hands its digest back through
+    ``train-output.json`` beside the candidate, so whoever could write both could choose the code
+    those steps run. This denies every other principal (an administrator's, the steps' own
+    role, another model's task) writing or deleting either file, so the digest read back is
+    the train role's word.
+    """
+    return iam.PolicyStatement(
+        sid="OnlyTheTrainRoleStages" + "".join(part.capitalize() for part in model.split("-")),
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+        resources=[bucket.arn_for_objects(key) for key in staged_train_keys(model)],
+        conditions={"ArnNotEquals": {"aws:PrincipalArn": writer_arn}},
+    )
 
 
 class RetrainingPipeline(Construct):
@@ -95,6 +122,9 @@ class RetrainingPipeline(Construct):
     network
         The Fargate task's network. Default: the stack's shared
         :class:`~infra.constructs.training_compute.TrainingNetwork`.
+    train_role_name
+        Physical name of the Fargate task's or SageMaker job's role, which the work bucket's
+        :func:`staged_candidate_guard` names. Default generated (no guard can name it).
 
     Attributes
     ----------
@@ -123,6 +153,7 @@ class RetrainingPipeline(Construct):
         log_execution_data: bool = False,
         training_compute: str = "lambda",
         network: TrainingNetwork | None = None,
+        train_role_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         if training_compute not in TRAINING_COMPUTE:
@@ -135,7 +166,13 @@ class RetrainingPipeline(Construct):
         self.notify_topic = notify_topic
         self.steps = self._build_steps(registry, work_bucket, role, image=image, retain_logs=retain_logs)
         self.training = self._build_training(
-            training_compute, registry, work_bucket, image=image, network=network, retain_logs=retain_logs
+            training_compute,
+            registry,
+            work_bucket,
+            image=image,
+            network=network,
+            role_name=train_role_name,
+            retain_logs=retain_logs,
         )
         self.log_group, self.state_machine = logged_state_machine(
             self,
@@ -218,6 +255,7 @@ class RetrainingPipeline(Construct):
         *,
         image: ModelImage | None,
         network: TrainingNetwork | None,
+        role_name: str | None,
         retain_logs: bool,
     ) -> FargateTraining | SageMakerTraining | None:
         """The train step's task or job outside Lambda, in the steps' image, and its role's grants."""
@@ -236,6 +274,7 @@ class RetrainingPipeline(Construct):
                 network=network or TrainingNetwork.of(self),
                 image=ecs.ContainerImage.from_docker_image_asset(asset),
                 environment=environment,
+                role_name=role_name,
                 retain_logs=retain_logs,
             )
             role: iam.IRole = training.task_role
@@ -246,6 +285,7 @@ class RetrainingPipeline(Construct):
                 asset=amd64_image(self, "TrainImage", image=image),
                 environment=environment,
                 output_uri=f"s3://{work.bucket_name}/retraining/sagemaker-output/",
+                role_name=role_name,
             )
             role = training.role
         # The train step reads the champion and the staged data and stages the candidate; only

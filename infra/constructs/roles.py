@@ -33,8 +33,9 @@ class ServiceRoles(Construct):
         The stage's model registry.
     capture_bucket
         Bucket of captured requests: monitoring and training read it.
-    deployer_role_name, approver_role_name
-        Physical names of the deployer and approver roles.
+    deployer_role_name, approver_role_name, training_role_name
+        Physical names of the deployer, approver and training roles (policies in other stacks
+        and accounts name them).
     """
 
     def __init__(
@@ -46,9 +47,16 @@ class ServiceRoles(Construct):
         capture_bucket: s3.IBucket,
         deployer_role_name: str,
         approver_role_name: str,
+        training_role_name: str,
     ) -> None:
         super().__init__(scope, id)
-        self.training = iam.Role(self, "Training", assumed_by=LAMBDA, description="Sluice training jobs")
+        self.training = iam.Role(
+            self,
+            "Training",
+            role_name=training_role_name,
+            assumed_by=LAMBDA,
+            description="Sluice training jobs",
+        )
         self.monitor = iam.Role(self, "Monitor", assumed_by=LAMBDA, description="Sluice drift monitoring")
         self.deployer = iam.Role(
             self,

@@ -43,15 +43,19 @@ def image_code(
     overrides the image's CMD (the handler), so one image serves several functions. ``project``
     (a folder relative to the repo root) also enters the context, passed as build arg ``PROJECT``.
     """
-    included = ["lambdas", "containers", *([project] if project else [])]
     return lambda_.DockerImageCode.from_image_asset(
-        str(REPO_ROOT),
-        file=f"containers/{container}/Dockerfile",
-        platform=ecr_assets.Platform.LINUX_ARM64,
-        exclude=["*", *(f"!{path}" for path in included), "**/__pycache__", "**/*.pyc", "**/*.egg-info"],
-        build_args={"PROJECT": project} if project else None,
-        cmd=cmd,
+        str(REPO_ROOT), platform=ecr_assets.Platform.LINUX_ARM64, cmd=cmd, **image_build(container, project)
     )
+
+
+def image_build(container: str, project: str | None = None) -> dict[str, Any]:
+    """The Dockerfile, build context filter and build args of an image (:func:`image_code`)."""
+    included = ["lambdas", "containers", *([project] if project else [])]
+    return {
+        "file": f"containers/{container}/Dockerfile",
+        "exclude": ["*", *(f"!{path}" for path in included), "**/__pycache__", "**/*.pyc", "**/*.egg-info"],
+        "build_args": {"PROJECT": project} if project else None,
+    }
 
 
 #: The libraries whose version decides whether a pickled or skops-saved model loads the same.

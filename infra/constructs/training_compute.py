@@ -29,7 +29,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.constructs.nag import acknowledge
-from infra.constructs.runtime import REPO_ROOT, ModelImage
+from infra.constructs.runtime import REPO_ROOT, ModelImage, image_build
 
 __all__ = ["TRAIN_ENTRY_POINT", "FargateTraining", "SageMakerTraining", "TrainingNetwork", "amd64_image"]
 
@@ -200,6 +200,8 @@ class FargateTraining(Construct):
         Resource names the task needs (registry, work bucket); no secrets.
     cpu, memory_mib
         The task's size. Default 2 vCPU and 8 GiB.
+    role_name
+        The task role's physical name (the work bucket's policy names it); default generated.
     retain_logs
         Keep the task's log group when the stack is deleted.
 
@@ -219,6 +221,7 @@ class FargateTraining(Construct):
         environment: Mapping[str, str],
         cpu: int = 2048,
         memory_mib: int = 8192,
+        role_name: str | None = None,
         retain_logs: bool = False,
     ) -> None:
         super().__init__(scope, id)
@@ -226,6 +229,7 @@ class FargateTraining(Construct):
         self.task_role = iam.Role(
             self,
             "TaskRole",
+            role_name=role_name,
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description="Sluice retraining: the train step's ECS task",
         )
@@ -299,15 +303,12 @@ def amd64_image(scope: Construct, id: str, *, image: ModelImage | None) -> ecr_a
     Same Dockerfile, build context and build args as :func:`infra.constructs.runtime.image_code`.
     """
     container, project = ("model", image.declaration.path) if image is not None else ("training", None)
-    included = ["lambdas", "containers", *([project] if project else [])]
     return ecr_assets.DockerImageAsset(
         scope,
         id,
         directory=str(REPO_ROOT),
-        file=f"containers/{container}/Dockerfile",
         platform=ecr_assets.Platform.LINUX_AMD64,
-        exclude=["*", *(f"!{path}" for path in included), "**/__pycache__", "**/*.pyc", "**/*.egg-info"],
-        build_args={"PROJECT": project} if project else None,
+        **image_build(container, project),
     )
 
 
@@ -328,6 +329,8 @@ class SageMakerTraining(Construct):
         ``s3://`` prefix SageMaker writes the job's (empty) model output to.
     instance_type, volume_gb, max_runtime
         The job's instance, its storage and how long it may run. Default ``ml.m5.xlarge``, 30 GB, 1 hour.
+    role_name
+        The job role's physical name (the work bucket's policy names it); default generated.
 
     Attributes
     ----------
@@ -346,6 +349,7 @@ class SageMakerTraining(Construct):
         instance_type: str = "ml.m5.xlarge",
         volume_gb: int = 30,
         max_runtime: cdk.Duration | None = None,
+        role_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.asset, self.environment, self.output_uri = asset, dict(environment), output_uri
@@ -354,6 +358,7 @@ class SageMakerTraining(Construct):
         self.role = iam.Role(
             self,
             "JobRole",
+            role_name=role_name,
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="Sluice retraining: the train step's SageMaker training job",
         )

@@ -13,6 +13,12 @@ from __future__ import annotations
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
 # The retraining state machine's steps, in order (one function each).
 RETRAINING_STEPS = ("preprocess", "train", "evaluate", "register")
+#: What the retraining's train step stages under ``retraining/<model>/<run_id>/``: the candidate
+#: (a pickle or a skops file, which the evaluate and register steps load) and, for a train step
+#: outside Lambda, the state it hands back. Only the model's train role may write them (the work
+#: bucket's policy, :func:`staged_train_keys`).
+CANDIDATE_FILES = ("candidate.joblib", "candidate.skops")
+TRAIN_OUTPUT_FILE = "train-output.json"
 # Attempts per batch shard (the first + retries), in the scoring code and the state machine's Retry.
 BATCH_RETRY_ATTEMPTS = 3
 
@@ -41,6 +47,21 @@ def registry_table_name(stage: str) -> str:
 def batch_state_machine_name(stage: str, model: str, *, via_endpoint: bool = False) -> str:
     """The batch scoring pipeline of a model (``sluice batch run`` starts it by name)."""
     return f"sluice-{stage}-{model}-batch" + ("-via-endpoint" if via_endpoint else "")
+
+
+def staged_train_keys(model: str) -> tuple[str, ...]:
+    """Key patterns (``*`` for the run id) of what only ``model``'s train step may write."""
+    return tuple(f"retraining/{model}/*/{name}" for name in (*CANDIDATE_FILES, TRAIN_OUTPUT_FILE))
+
+
+def training_role_name(stage: str) -> str:
+    """The retraining steps' Lambda role (the train step's, when it runs in Lambda)."""
+    return f"sluice-{stage}-training"
+
+
+def train_task_role_name(stage: str, model: str) -> str:
+    """The role a model's train step runs as on Fargate or SageMaker (fits 64 characters)."""
+    return f"sluice-{stage}-{model}-train"
 
 
 def deployer_role_name(stage: str) -> str:

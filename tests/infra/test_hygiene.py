@@ -4,6 +4,7 @@ Functions logs without execution data outside dev (settings from ``cdk.json``)."
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk.assertions import Match
@@ -140,3 +141,27 @@ def test_retrain_lock_table_is_a_small_table_of_its_own(template):
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         },
     )
+
+
+def test_each_distributed_map_runs_as_many_children_as_its_function_may(tmp_path):
+    # Given a dev stage whose batch steps and drift fan-out reserve less than the default 10
+    from app import build_app
+    from localaws.assembly import read_assembly
+
+    context = {
+        "stage": "dev",
+        "sluice:models": [{"name": "credit-risk"}],
+        "dev:reservedConcurrency": {"batch": 4, "drift_fanout": 3},
+    }
+    build_app(context=context, outdir=str(tmp_path)).synth()
+    service = next(s.template for s in read_assembly(tmp_path) if s.stack_name == "Dev-Service")
+    # Then each Map runs at most as many children at once as its function's reserved concurrency,
+    # so no child is throttled: both batch pipelines' maps 4, the drift fan-out's 3
+    found: dict[str, list[int]] = {}
+    for logical_id, machine in resources_of(service, "AWS::StepFunctions::StateMachine").items():
+        definition = json.dumps(machine["Properties"]["DefinitionString"])
+        name = machine["Properties"].get("StateMachineName", logical_id)
+        found[name] = [int(v) for v in re.findall(r'\\"MaxConcurrency\\":(\d+)', definition)]
+    assert found["sluice-dev-drift"] == [3]
+    assert found["sluice-dev-credit-risk-batch"] == [4]
+    assert found["sluice-dev-credit-risk-batch-via-endpoint"] == [4]

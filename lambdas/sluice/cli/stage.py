@@ -118,7 +118,7 @@ def _read_entry(path: Path) -> RunningStack | None:
         state_file = Path(entry["state_file"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid):
+    if not process_alive(pid):
         return None
     try:
         state = json.loads(state_file.read_text())
@@ -137,14 +137,19 @@ def _read_entry(path: Path) -> RunningStack | None:
     )
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie child of this process is reaped and counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:  # not our child: kill(0) answered, so it runs
+        return True
 
 
 # -- the environment of a stage -----------------------------------------------------------------

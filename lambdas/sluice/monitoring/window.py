@@ -61,7 +61,7 @@ def list_objects(
     bucket: str, *, model: str, version: int, start: datetime, end: datetime
 ) -> list[CaptureObject]:
     """The version's capture objects whose partition overlaps ``[start, end)``, with their sizes."""
-    return list(capture_reader._capture_objects(bucket, model=model, version=version, start=start, end=end))
+    return list(capture_reader.capture_objects(bucket, model=model, version=version, start=start, end=end))
 
 
 def split_objects(

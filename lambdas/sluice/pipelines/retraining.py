@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sluice import aws
 from sluice.errors import IntegrityError, SluiceError
 from sluice.models.project import refuse_unknown_fields
-from sluice.names import RETRAINING_STEPS
+from sluice.names import CANDIDATE_FILES, RETRAINING_STEPS
 from sluice.pipelines.retraining_report import compare, render_comparison_html
 from sluice.pipelines.skeleton import (
     State,
@@ -39,7 +39,6 @@ from sluice.pipelines.skeleton import (
     timestamped_run_id,
 )
 from sluice.pipelines.trainers import (
-    CANDIDATE_FILES,
     JOBLIB_CANDIDATE,
     BuiltinTrainer,
     Candidate,

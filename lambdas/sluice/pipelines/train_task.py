@@ -12,6 +12,11 @@ prefix ``retraining/<model>/<run_id>/``: preprocess stages its output state as
 :func:`~sluice.pipelines.retraining.train_candidate` as the Lambda step and writes the state it
 returns as :data:`OUTPUT_FILE`, and the state machine's next Lambda step (``collect``,
 :func:`collect`) takes from it only what the train step adds to the execution's state.
+
+The output carries the candidate's sha256, which the evaluate and register steps check before
+they load it; only the model's train role (``sluice-<stage>-<model>-train``) may write or delete
+the output and the candidate, by the work bucket's policy
+(:func:`infra.constructs.retraining.staged_candidate_guard`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.errors import IntegrityError, SluiceError
+from sluice.names import TRAIN_OUTPUT_FILE
 from sluice.pipelines.retraining import TRAIN_INPUT, train_candidate
 from sluice.pipelines.skeleton import check_run_id
 from sluice.settings import Settings
@@ -38,7 +44,7 @@ RUN_ID_ENV = "SLUICE_RETRAIN_RUN_ID"
 #: The state preprocess returned, staged for a train step outside Lambda.
 INPUT_FILE = TRAIN_INPUT
 #: The state the train task returned, read by the ``collect`` step.
-OUTPUT_FILE = "train-output.json"
+OUTPUT_FILE = TRAIN_OUTPUT_FILE
 #: What the train step must add to the state (the candidate and its digest).
 REQUIRED_OUTPUT = ("candidate_file", "candidate_sha256")
 #: SageMaker's container contract: a failed job shows this file's text as its FailureReason.

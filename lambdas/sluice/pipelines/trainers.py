@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.errors import Conflict, NotFound, SluiceError
+from sluice.names import CANDIDATE_FILES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,8 +33,7 @@ State = dict[str, Any]
 CHAMPION_ALIAS = "champion"
 #: The staged candidate's file in the run's work prefix: joblib (the built-in's, or a project model
 #: skops cannot hold) or skops.
-JOBLIB_CANDIDATE, SKOPS_CANDIDATE = "candidate.joblib", "candidate.skops"
-CANDIDATE_FILES = (JOBLIB_CANDIDATE, SKOPS_CANDIDATE)
+JOBLIB_CANDIDATE, SKOPS_CANDIDATE = CANDIDATE_FILES
 
 
 def parent_version(registry: ModelRegistry, model: str) -> int:

@@ -57,9 +57,14 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _capture_objects(
+def capture_objects(
     bucket: str, *, model: str, version: int, start: datetime, end: datetime
 ) -> Iterator[tuple[str, int]]:
+    """``(key, size in bytes)`` of each capture object whose hour overlaps ``[start, end)``.
+
+    The hour after ``end`` is listed too: Firehose partitions by arrival time, which can fall
+    just after the scoring timestamp the rows carry.
+    """
     client = aws.client("s3")
     paginator = client.get_paginator("list_objects_v2")
     for hour in _hours(_utc(start), _utc(end) + timedelta(hours=1)):
@@ -70,12 +75,8 @@ def _capture_objects(
 
 
 def capture_keys(bucket: str, *, model: str, version: int, start: datetime, end: datetime) -> Iterator[str]:
-    """Keys of the capture objects whose hour partition overlaps ``[start, end)``.
-
-    The hour after ``end`` is listed too: Firehose partitions by arrival time, which can fall
-    just after the scoring timestamp the rows carry.
-    """
-    for key, _ in _capture_objects(bucket, model=model, version=version, start=start, end=end):
+    """Keys of the capture objects whose hour partition overlaps ``[start, end)`` (see :func:`capture_objects`)."""
+    for key, _ in capture_objects(bucket, model=model, version=version, start=start, end=end):
         yield key
 
 
@@ -292,7 +293,7 @@ def iter_capture(
     (features as a DataFrame), use :func:`iter_capture_frames`.
     """
     start, end = _window(start, end, chunk_rows)
-    objects = _capture_objects(bucket, model=model, version=version, start=start, end=end)
+    objects = capture_objects(bucket, model=model, version=version, start=start, end=end)
     yield from iter_objects(bucket, objects, start=start, end=end, chunk_rows=chunk_rows)
 
 
@@ -307,7 +308,7 @@ def iter_capture_tables(
 ) -> Iterator[pa.Table]:
     """The rows of :func:`iter_capture` as Arrow tables (see :func:`iter_object_tables`)."""
     start, end = _window(start, end, chunk_rows)
-    objects = _capture_objects(bucket, model=model, version=version, start=start, end=end)
+    objects = capture_objects(bucket, model=model, version=version, start=start, end=end)
     yield from iter_object_tables(bucket, objects, start=start, end=end, chunk_rows=chunk_rows)
 
 
