@@ -15,18 +15,20 @@ CDK := npx --no-install cdk --no-notices
 
 install: $(STAMP)
 
-# The zip scoring flavour's layer: linux arm64 wheels for the Lambda runtime (see infra/constructs/runtime.py).
+# The zip scoring flavour's layer: linux arm64 wheels for the Lambda runtime (see infra/constructs/runtime.py),
+# hash-locked like the images (requirements-zip-hashed.txt: `uv pip compile` of requirements-zip.txt).
 # --no-compile: pip would byte-compile with this machine's Python, .pyc files the 3.14 runtime ignores (20 MB).
 SCORING_LAYER := build/layers/scoring
 
-$(STAMP): requirements.txt pyproject.toml package.json package-lock.json containers/scoring/requirements-zip.txt
+$(STAMP): requirements.txt pyproject.toml package.json package-lock.json containers/scoring/requirements-zip-hashed.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -rf $(SCORING_LAYER) && $(BIN)/python -m pip install --quiet --only-binary=:all: \
 		--platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --implementation cp \
-		--python-version 3.14 --no-compile --target $(SCORING_LAYER)/python -r containers/scoring/requirements-zip.txt
+		--python-version 3.14 --no-compile --target $(SCORING_LAYER)/python \
+		--require-hashes -r containers/scoring/requirements-zip-hashed.txt
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

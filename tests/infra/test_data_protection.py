@@ -240,10 +240,15 @@ def test_dockerfile_installs_hashed_wheels_only(container):
     assert "FROM ${BASE_IMAGE}" in dockerfile
 
 
-@pytest.mark.parametrize("container", CONTAINERS)
-def test_every_locked_requirement_is_pinned_with_hashes(container):
-    folder = ROOT / "containers" / container
-    entries = _requirement_entries(folder / "requirements-hashed.txt")
+#: Each lock and the requirements it was compiled from: the images', and the zip scoring layer's.
+LOCKS = [(f"{c}/requirements-hashed.txt", f"{c}/requirements.txt") for c in CONTAINERS] + [
+    ("scoring/requirements-zip-hashed.txt", "scoring/requirements-zip.txt")
+]
+
+
+@pytest.mark.parametrize(("lock", "source"), LOCKS)
+def test_every_locked_requirement_is_pinned_with_hashes(lock, source):
+    entries = _requirement_entries(ROOT / "containers" / lock)
     assert entries
     for entry in entries:
         name, _, rest = entry.partition("==")
@@ -253,9 +258,16 @@ def test_every_locked_requirement_is_pinned_with_hashes(container):
     locked = {_norm(e.partition("==")[0]): e.partition("==")[2].split()[0] for e in entries}
     pinned = {
         _norm(e.partition("==")[0]): e.partition("==")[2].split()[0]
-        for e in _requirement_entries(folder / "requirements.txt")
+        for e in _requirement_entries(ROOT / "containers" / source)
     }
     assert {name: locked.get(name) for name in pinned} == pinned
+
+
+def test_the_zip_scoring_layer_is_installed_from_its_lock_with_hashes_required():
+    makefile = re.sub(r"\\\n\s*", " ", (ROOT / "Makefile").read_text())
+    (install,) = [line for line in makefile.splitlines() if "$(SCORING_LAYER)/python" in line]
+    assert "--require-hashes -r containers/scoring/requirements-zip-hashed.txt" in install
+    assert "--only-binary=:all:" in install
 
 
 def _norm(name: str) -> str:
