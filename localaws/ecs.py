@@ -15,10 +15,16 @@ container, the way Lambda workers run functions (:mod:`localaws.lambdas`):
 * ``DescribeTasks`` shows ``RUNNING`` until the process exits, then ``STOPPED`` with
   ``stopCode`` ``EssentialContainerExited`` and the container's ``exitCode``. The output goes to
   the container's ``awslogs`` group (stream ``<prefix>/<container>/<task id>``) and to
-  ``<state dir>/ecs/<task id>.log``.
+  ``<state dir>/ecs/<task id>.log``;
+* ``StopTask`` stops the process as ECS stops a container: ``SIGTERM``, then ``SIGKILL`` after
+  the container's ``stopTimeout`` (default 30 s). The task reads ``desiredStatus`` ``STOPPED`` at
+  once and ``lastStatus`` ``STOPPED`` when the process has exited, with ``stopCode``
+  ``UserInitiated``, the call's reason and exit code 128 + the signal (143, or 137), as Docker
+  reports it. (moto marks the task stopped and leaves whatever it runs running.)
 
 Step Functions' ``ecs:runTask.sync`` polls ``DescribeTasks`` (moto's interpreter), and
-:mod:`localaws.stepfunctions.ecs_sync` fails the state when the container exits non-zero.
+:mod:`localaws.stepfunctions.ecs_sync` fails the state when the container exits non-zero, and
+stops the task when the state times out.
 """
 
 from __future__ import annotations
@@ -49,8 +55,12 @@ GAPS: dict[str, str] = {
     "AWS::ECS::TaskDefinition": "filled: moto's CloudFormation drops TaskRoleArn and sizes; they are "
     "registered (TASK_DEFINITION_CFN), and the process gets a session of the task role",
     "awslogs": "filled: the process's output goes to the container's log group after it exits",
+    "StopTask": "filled: moto marks the task stopped and leaves it running; the process gets "
+    "SIGTERM, then SIGKILL after the container's stopTimeout",
     "cpu, memory, network configuration": "ignored: the process runs on the host's network",
 }
+#: ECS's wait between SIGTERM and SIGKILL when a container definition sets no ``stopTimeout``.
+DEFAULT_STOP_TIMEOUT_S = 30
 _PYTHONS = ("python", "python3")
 _RUNNER: TaskRunner | None = None
 _LOCK = threading.Lock()
@@ -74,6 +84,24 @@ RUN_TASK = Patch(
     replace=_wrap_run_task,
     owner=__name__,
     name="ecs_run_task",
+)
+
+
+def _wrap_stop_task(original: Any) -> Any:
+    def stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+        runner = _RUNNER
+        task = runner.stopping(task_str, reason) if runner is not None else None
+        return task if task is not None else original(self, cluster_str, task_str, reason)
+
+    return stop_task
+
+
+STOP_TASK = Patch(
+    target="moto.ecs.models.EC2ContainerServiceBackend.stop_task",
+    gap="StopTask marks the task STOPPED and leaves what it runs running",
+    replace=_wrap_stop_task,
+    owner=__name__,
+    name="ecs_stop_task",
 )
 
 
@@ -134,6 +162,7 @@ class TaskRunner:
     def __init__(self, local: LocalAws) -> None:
         self.local = local
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._tasks: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._threads: list[threading.Thread] = []
         self._assets: dict[str, tuple[Path, dict[str, Any]]] | None = None
 
@@ -151,11 +180,29 @@ class TaskRunner:
                 argv, cwd=str(LAMBDAS_ROOT), env=environment, stdout=out, stderr=subprocess.STDOUT
             )
         self._processes[task.task_arn] = process
+        self._tasks[task.task_arn] = (task, container)
         thread = threading.Thread(
             target=self._wait, args=(task, container, process, log_file), name=f"ecs-{task.id}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
+
+    def stopping(self, task_ref: str, reason: str) -> Any:
+        """``StopTask`` of a task this runner runs: signal its process; ``None`` for any other task."""
+        arn = next((a for a in self._tasks if a == task_ref or a.endswith("/" + task_ref)), None)
+        process = self._processes.get(arn or "")
+        if arn is None or process is None:
+            return None
+        task, container = self._tasks[arn]
+        task.desired_status = "STOPPED"
+        task.stop_code = "UserInitiated"
+        task.stopped_reason = reason or "Task stopped by user"
+        grace = int(container.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_S)
+        process.terminate()
+        killer = threading.Timer(grace, _kill_if_running, args=(process,))
+        killer.daemon = True
+        killer.start()
+        return task
 
     def stop(self) -> None:
         """Stop the tasks still running (their tasks read STOPPED with the signal's exit code)."""
@@ -169,12 +216,15 @@ class TaskRunner:
         self, task: Any, container: dict[str, Any], process: subprocess.Popen[bytes], log_file: Path
     ) -> None:
         code = process.wait()
+        if code < 0:  # killed by a signal: Docker reports 128 + the signal (143 for SIGTERM)
+            code = 128 - code
         for each in task.containers:
             each.last_status = "STOPPED"
             each.exitCode = each.exit_code = code
             each.reason = "" if code == 0 else f"exit code {code}"
-        task.stop_code = "EssentialContainerExited"
-        task.stopped_reason = "Essential container in task exited"
+        if getattr(task, "stop_code", None) != "UserInitiated":
+            task.stop_code = "EssentialContainerExited"
+            task.stopped_reason = "Essential container in task exited"
         task.desired_status = "STOPPED"
         task.status = "STOPPED"
         self._processes.pop(task.task_arn, None)
@@ -255,6 +305,11 @@ class TaskRunner:
         logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
 
+def _kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+
+
 class EcsService:
     """What :func:`start` started: the runner and the patch (``stop`` undoes both)."""
 
@@ -267,6 +322,7 @@ class EcsService:
             if _RUNNER is self.runner:
                 _RUNNER = None
                 RUN_TASK.undo()
+                STOP_TASK.undo()
         self.runner.stop()
 
 
@@ -276,5 +332,6 @@ def start(local: LocalAws) -> EcsService:
     runner = TaskRunner(local)
     with _LOCK:
         RUN_TASK.apply()
+        STOP_TASK.apply()
         _RUNNER = runner
     return EcsService(runner)

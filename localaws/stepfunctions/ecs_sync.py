@@ -7,7 +7,9 @@ reads boto3's camelCase response as if it were PascalCase, so every ECS task sta
 (the two methods moto's ``StateTaskServiceEcs`` defines) call ECS with boto3's names, give the
 state the task description in Step Functions' PascalCase, and, as in AWS, fail the state with
 ``States.TaskFailed`` (the task's description as the cause) when an essential container exits
-non-zero, so a Catch can route it. The tasks themselves run in local processes (:mod:`localaws.ecs`).
+non-zero, so a Catch can route it. And where moto lets a timed-out ``.sync`` state's task run
+on, :func:`stop_on_timeout` stops it, as Step Functions does (hence ``ecs:StopTask`` in the
+role). The tasks themselves run in local processes (:mod:`localaws.ecs`).
 """
 
 from __future__ import annotations
@@ -98,3 +100,35 @@ def build_sync_resolver(
         return described
 
     return resolve
+
+
+#: The reason a timed-out ``.sync`` state gives ``StopTask``.
+TIMEOUT_REASON = "Step Functions: the ecs:runTask.sync state timed out"
+
+
+def stop_on_timeout(original: Callable[..., Any], ecs_service: type) -> Callable[..., Any]:
+    """moto's ``_eval_integration_pattern``, which stops an ECS ``.sync`` state's task on timeout.
+
+    moto raises the state's ``States.Timeout`` (a ``TimeoutError``) and leaves the task running;
+    this stops it first. Other services' states pass through unchanged.
+    """
+
+    def eval_integration_pattern(
+        self: Any,
+        env: Any,
+        resource_runtime_part: Any,
+        normalised_parameters: dict[str, Any],
+        state_credentials: Any,
+    ) -> None:
+        submitted = env.stack[-1] if isinstance(self, ecs_service) and env.stack else None
+        try:
+            original(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+        except TimeoutError:
+            tasks = submitted.get("Tasks") if isinstance(submitted, dict) else None
+            if tasks:
+                _client(resource_runtime_part, state_credentials).stop_task(
+                    cluster=tasks[0]["ClusterArn"], task=tasks[0]["TaskArn"], reason=TIMEOUT_REASON
+                )
+            raise
+
+    return eval_integration_pattern

@@ -94,6 +94,10 @@ _ECS_TASK = (
     "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs"
     ".StateTaskServiceEcs"
 )
+_CALLBACK_TASK = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback"
+    ".StateTaskServiceCallback"
+)
 #: moto names read here, besides the patch targets.
 MOTO_NEEDS = Needs(
     owner=__name__,
@@ -165,6 +169,14 @@ PATCHES: tuple[Patch, ...] = (
         f"{_ECS_TASK}._build_sync_resolver",
         "ecs:runTask.sync misreads DescribeTasks and succeeds whatever the container's exit code",
         lambda _: ecs_sync.build_sync_resolver,
+    ),
+    Patch(
+        target=f"{_CALLBACK_TASK}._eval_integration_pattern",
+        gap="a .sync state that times out leaves its ECS task running",
+        replace=lambda original: ecs_sync.stop_on_timeout(original, moto_symbol(_ECS_TASK, owner=__name__)),
+        owner=__name__,
+        name="stepfunctions",
+        requires=(_ECS_TASK,),
     ),
 )
 

@@ -192,3 +192,87 @@ def test_a_stopped_task_with_a_non_zero_exit_code_fails_the_sync_state(monkeypat
     outcome = failed.value.callback_outcome_failure
     assert outcome.error == "States.TaskFailed"
     assert json.loads(outcome.cause)["Containers"][0]["ExitCode"] == 1
+
+
+def _sleeper(aws, *, stop_timeout: int) -> str:
+    """A task definition whose container sleeps for ten minutes (it ignores nothing: SIGTERM ends it)."""
+    return aws.client("ecs").register_task_definition(
+        family=f"sleeper-{stop_timeout}",
+        containerDefinitions=[
+            {
+                "name": "Sleep",
+                "image": "sleeper:latest",
+                "entryPoint": ["python3", "-c", "import time; time.sleep(600)"],
+                "memory": 128,
+                "stopTimeout": stop_timeout,
+            }
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+
+
+def _until_stopped(ecs, cluster: str, arn: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (task,) = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"]
+        if task["lastStatus"] == "STOPPED":
+            return task
+        time.sleep(0.3)
+    raise AssertionError(f"{arn} still {task['lastStatus']} after {timeout} s")
+
+
+def test_stop_task_ends_the_tasks_process_as_ecs_stops_a_container(local_fargate):
+    # Given a running local task
+    aws = local_fargate
+    ecs, cluster = aws.client("ecs"), _cluster(aws)
+    (task,) = ecs.run_task(
+        cluster=cluster, taskDefinition=_sleeper(aws, stop_timeout=5), launchType="FARGATE"
+    )["tasks"]
+    # When it is stopped
+    stopped = ecs.stop_task(cluster=cluster, task=task["taskArn"], reason="drill")["task"]
+    assert stopped["desiredStatus"] == "STOPPED"
+    # Then its process ends on SIGTERM: STOPPED, UserInitiated, with the reason and exit code 143
+    task = _until_stopped(ecs, cluster, task["taskArn"])
+    assert (task["stopCode"], task["stoppedReason"]) == ("UserInitiated", "drill")
+    assert [c["exitCode"] for c in task["containers"]] == [143]
+
+
+def test_a_sync_state_that_times_out_stops_its_task(local_fargate):
+    from localaws.stepfunctions.ecs_sync import TIMEOUT_REASON
+
+    # Given a state machine whose ecs:runTask.sync state may wait 3 seconds for a sleeping task
+    aws = local_fargate
+    ecs, sfn, cluster = aws.client("ecs"), aws.client("stepfunctions"), _cluster(aws)
+    definition = {
+        "StartAt": "Run",
+        "States": {
+            "Run": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::ecs:runTask.sync",
+                "TimeoutSeconds": 3,
+                "Parameters": {
+                    "Cluster": cluster,
+                    "TaskDefinition": _sleeper(aws, stop_timeout=2),
+                    "LaunchType": "FARGATE",
+                },
+                "End": True,
+            }
+        },
+    }
+    machine = sfn.create_state_machine(
+        name="sleeper-timeout",
+        definition=json.dumps(definition),
+        roleArn=f"arn:aws:iam::{aws.account}:role/sleeper",
+    )["stateMachineArn"]
+    # When it runs
+    described = wait_execution(sfn, sfn.start_execution(stateMachineArn=machine)["executionArn"], timeout=120)
+    # Then the state fails with States.Timeout and its task is stopped, not left running
+    assert (described["status"], described.get("error")) == ("FAILED", "States.Timeout")
+    (arn,) = [a for a in ecs.list_tasks(cluster=cluster)["taskArns"] if _is_sleeper(ecs, cluster, a, 2)]
+    task = _until_stopped(ecs, cluster, arn)
+    assert (task["stopCode"], task["stoppedReason"]) == ("UserInitiated", TIMEOUT_REASON)
+    assert [c["exitCode"] for c in task["containers"]] == [143]
+
+
+def _is_sleeper(ecs, cluster: str, arn: str, stop_timeout: int) -> bool:
+    (task,) = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"]
+    return f"task-definition/sleeper-{stop_timeout}:" in task["taskDefinitionArn"]
