@@ -209,6 +209,9 @@ def test_a_large_window_fans_out_and_publishes_what_the_single_process_job_does(
     described = wait_execution(sfn, handed["fanout"]["execution_arn"])
     assert described["status"] == "SUCCEEDED", described
     (merged,) = json.loads(described["output"])["drift"]
+    # And the run's work files are gone once the merge has published
+    work = handed["fanout"]["plan_key"].removesuffix("plan.json")
+    assert aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=work)["KeyCount"] == 0
     # And the single-process job (the whole window in one Lambda) finds the same
     single = aws.invoke(deployed.job, {**event, "bytes_per_child": 10**12})
     assert single.function_error is None, single.payload

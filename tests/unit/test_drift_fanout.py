@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from sluice.errors import SluiceError
 from sluice.monitoring import cloudwatch, drift_job, fanout
 from sluice.monitoring.estimation import Calibrator, PerformanceSketch
 from sluice.monitoring.profile import DriftProfile
@@ -149,11 +150,22 @@ def test_sketches_of_groups_merge_to_the_single_process_report(profile):
             _approx_equal(one.report.to_dict(), many.report.to_dict())
             _approx_equal(one.estimate.to_dict(), many.estimate.to_dict())
         assert "income" in fanned[1].report.drifted_features
+        # And the run's work files are gone once it has published
+        work = written.plan_key.removesuffix("plan.json")
+        assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=work)["KeyCount"] == 0
         # And both publish the same metrics, EstimatedF1Delta among them
         published = [cloudwatch.drift_metric_data(runs) for runs in (single, fanned)]
         _approx_equal(*[[(d["MetricName"], d["Dimensions"], d["Value"]) for d in data] for data in published])
         names = {d["MetricName"] for d in published[0]}
         assert {"EstimatedF1", "EstimatedF1Delta"} <= names
+
+
+@pytest.mark.parametrize(
+    "plan_key", ["reports/drift/x/plan.json", "labels/plan.json", "reports/drift-work/m/r/x"]
+)
+def test_a_merge_of_a_key_outside_the_work_prefix_is_refused(plan_key):
+    with pytest.raises(SluiceError, match="plan_key"):
+        fanout.merge_groups(SETTINGS, plan_key, registry=object())
 
 
 def test_estimated_f1_delta_is_the_estimate_minus_the_registered_f1(profile):

@@ -12,7 +12,8 @@ in the reports bucket and handed to the stage's drift state machine:
   ``PerformanceSketch``, written as JSON to ``sketches/<n>.json``;
 * ``merge`` (:func:`merge_groups`): the sketches of each version merged, then
   :func:`~sluice.monitoring.drift_job.finish_runs`, the single-process job's last step: the
-  same comparison, metrics and reports.
+  same comparison, metrics and reports. Once they are published, the run's work files are
+  deleted; a run that fails keeps them for a look (the bucket's retention rule ends them).
 """
 
 from __future__ import annotations
@@ -227,6 +228,10 @@ def merge_groups(
 
     ``options`` are :func:`~sluice.monitoring.drift_job.finish_runs`'s.
     """
+    if not plan_key.startswith(WORK_PREFIX) or not plan_key.endswith("/plan.json"):
+        raise SluiceError(
+            f"a drift merge step's plan_key must be a plan under {WORK_PREFIX}, got {plan_key!r}"
+        )
     registry = open_registry(settings, registry)
     bucket, client = reports_bucket(settings), aws.client("s3")
     document = _get_json(client, bucket, plan_key)
@@ -244,7 +249,17 @@ def merge_groups(
         end=parse_ts(document["end"]),
         versions=[VersionWindow(v) for v in sorted(merged)],
     )
-    return finish_runs(settings, plan, merged, registry=registry, **options)
+    runs = finish_runs(settings, plan, merged, registry=registry, **options)
+    _delete_prefix(client, bucket, plan_key.removesuffix("plan.json"))
+    return runs
+
+
+def _delete_prefix(client: Any, bucket: str, prefix: str) -> None:
+    """Delete every object under ``prefix`` (a fan-out run's work files)."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def _read_sketch(body: Mapping[str, Any], profile: Any) -> tuple[TargetSketch, PerformanceSketch | None]:
