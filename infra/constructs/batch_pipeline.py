@@ -185,7 +185,7 @@ class BatchPipeline(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Sluice batch scoring steps of {self.model_name}",
         )
-        registry.grant_read(role)
+        registry.grant_read(role, model=self.model_name)
         self.work_bucket.grant_read_write(role, f"{WORK_PREFIX}*")
         self.notify_topic.grant_publish(role)
         buckets = [registry.bucket, work_bucket]

@@ -188,7 +188,7 @@ class Endpoint(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Sluice endpoint of model {self.model_name}",
         )
-        registry.grant_read(role)
+        registry.grant_read(role, model=self.model_name)
         if capture is not None:
             capture.grant_put(role)
         acknowledge_grant_wildcards(role, buckets=[registry.bucket], xray=True)

@@ -20,11 +20,26 @@ from constructs import Construct
 
 from infra.constructs.nag import acknowledge_grant_wildcards
 from infra.constructs.storage import bucket_in, secure_bucket
-from sluice.names import APPROVAL_ATTRIBUTES, approval_key_alias, audit_bucket_name, manifest_key_alias
+from sluice.names import (
+    APPROVAL_ATTRIBUTES,
+    approval_key_alias,
+    audit_bucket_name,
+    audit_event_prefix,
+    manifest_key_alias,
+    registry_artifact_prefix,
+    registry_partition_key,
+)
 
 #: DynamoDB actions a registry writer needs (``sluice.registry`` uses TransactWriteItems, which
 #: IAM authorises per item action).
 RECORD_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
+#: Reads of one model's partition of the registry table: every one names its leading key.
+MODEL_READ_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
+)
 
 
 class Registry(Construct):
@@ -214,24 +229,50 @@ class Registry(Construct):
             "SLUICE_APPROVAL_KEY": self.approval_key.key_arn,
         }
 
-    def grant_read(self, grantee: iam.IRole) -> None:
-        """Read artifacts, records and the audit store; verify signatures (serving, monitoring, batch)."""
-        bucket_in(grantee, self.bucket).grant_read(grantee)
-        self.table.grant_read_data(grantee)
+    def grant_read(self, grantee: iam.IRole, *, model: str | None = None) -> None:
+        """Read artifacts, records and the audit store; verify signatures (serving, monitoring, batch).
+
+        With ``model``, only that model's: its partition of the table (``dynamodb:LeadingKeys``;
+        no ``Scan``, which has no leading key), its artifacts and its audit events. A model's
+        endpoint and batch steps get this, so a compromised one reads no other model.
+        """
         audit = bucket_in(grantee, self.audit_bucket)
+        if model is None:
+            artifacts, events = "artifacts/", "events/"
+            bucket_in(grantee, self.bucket).grant_read(grantee)
+            self.table.grant_read_data(grantee)
+            listing: dict[str, dict[str, list[str]]] | None = None
+        else:
+            artifacts, events = registry_artifact_prefix(model), audit_event_prefix(model)
+            bucket_in(grantee, self.bucket).grant_read(grantee, f"{artifacts}*")
+            grantee.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=list(MODEL_READ_ACTIONS),
+                    resources=[self.table.table_arn],
+                    conditions={
+                        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [registry_partition_key(model)]}
+                    },
+                )
+            )
+            listing = {"StringLike": {"s3:prefix": [f"{events}*"]}}
         grantee.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:ListBucket", "s3:ListBucketVersions"], resources=[audit.bucket_arn]
+                actions=["s3:ListBucket", "s3:ListBucketVersions"],
+                resources=[audit.bucket_arn],
+                conditions=listing,
             )
         )
         grantee.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[audit.arn_for_objects("events/*")]
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[audit.arn_for_objects(f"{events}*")],
             )
         )
         for key in (self.manifest_key, self.approval_key):
             key.grant(grantee, "kms:Verify")
-        acknowledge_grant_wildcards(grantee, buckets=[self.audit_bucket], object_prefixes=("events/",))
+        acknowledge_grant_wildcards(
+            grantee, buckets=[self.bucket, self.audit_bucket], object_prefixes=(artifacts, events)
+        )
 
     def grant_write(self, grantee: iam.IRole) -> None:
         """Register versions: write and sign artifacts, write records except approvals (training, promotion)."""

@@ -44,6 +44,22 @@ def registry_table_name(stage: str) -> str:
     return f"sluice-{stage}-registry"
 
 
+def registry_partition_key(model: str) -> str:
+    """The registry table's partition key of ``model``'s items (versions, aliases, events):
+    a model's serving and batch roles may read only this partition (``dynamodb:LeadingKeys``)."""
+    return f"MODEL#{model}"
+
+
+def registry_artifact_prefix(model: str) -> str:
+    """Where ``model``'s artifacts live in the registry bucket (content-addressed below it)."""
+    return f"artifacts/{model}/"
+
+
+def audit_event_prefix(model: str) -> str:
+    """Where ``model``'s audit events live in the stage's audit bucket."""
+    return f"events/{model}/"
+
+
 def batch_state_machine_name(stage: str, model: str, *, via_endpoint: bool = False) -> str:
     """The batch scoring pipeline of a model (``sluice batch run`` starts it by name)."""
     return f"sluice-{stage}-{model}-batch" + ("-via-endpoint" if via_endpoint else "")

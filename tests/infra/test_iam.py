@@ -39,7 +39,8 @@ STAR_RESOURCE_ACTIONS = {
 # Distributed Map ItemReader/ResultWriter grants name the work bucket as arn:${AWS::Partition}.
 OBJECT_KEY_WILDCARD = re.compile(
     r"^arn:(aws|<Ref>):s3:::sluice-(dev|prod)-[a-z-]+-\d{12}-[a-z0-9-]+/"
-    r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=|events/)?\*$"
+    r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=|events/"
+    r"|artifacts/[a-z0-9-]+/|events/[a-z0-9-]+/)?\*$"  # the last two: one model's (Registry.grant_read)
 )
 # Every route of the stage's own registry API (its resource policy keeps approve/reject to the approver).
 API_ROUTES = re.compile(r"^arn:aws:execute-api:[a-z0-9-]+:\d{12}:<Ref>/\*/\*/\*$")

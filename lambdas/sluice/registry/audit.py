@@ -43,6 +43,7 @@ from botocore.exceptions import ClientError
 
 from sluice import aws as sluice_aws
 from sluice.errors import IntegrityError, SluiceError
+from sluice.names import audit_event_prefix
 from sluice.registry.table import HEAD, RegistryTable, error_code, key, pk, s
 from sluice.registry.validation import check_actor, check_model_name
 
@@ -225,7 +226,7 @@ def event_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _prefix(model: str) -> str:
-    return f"events/{model}/"
+    return audit_event_prefix(model)
 
 
 def _originals(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sluice.names import registry_artifact_prefix
 from sluice.registry.bundle import DESCRIPTOR_ARTIFACT, ONNX_ARTIFACT
 
 #: A version's approval status (see :mod:`sluice.registry.approval`).
@@ -26,7 +27,7 @@ PYTHON_PREFIX = "model/"
 
 def artifact_key(model: str, digest: str, artifact: str) -> str:
     """Where an artifact lives in the registry bucket: content-addressed by its sha256."""
-    return f"artifacts/{model}/{digest}/{artifact}"
+    return f"{registry_artifact_prefix(model)}{digest}/{artifact}"
 
 
 @dataclass(frozen=True)

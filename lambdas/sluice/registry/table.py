@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from sluice import aws as sluice_aws
 from sluice.errors import NotFound
+from sluice.names import registry_partition_key
 from sluice.registry.records import VersionRecord
 from sluice.registry.validation import check_model_name, check_version
 
@@ -112,7 +113,7 @@ def is_conflict(err: ClientError) -> bool:
 
 
 def pk(model: str) -> str:
-    return f"MODEL#{model}"
+    return registry_partition_key(model)
 
 
 def vsk(version: int) -> str:
