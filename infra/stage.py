@@ -80,21 +80,7 @@ class StatefulStack(cdk.Stack):
         # Label files dropped under labels/incoming/ reach the monitoring's labels function as
         # EventBridge "Object Created" events (no notification custom resource needed).
         _send_events_to_eventbridge(self.capture_bucket)
-        # Scratch space of pipeline runs (staged splits, candidates, reports); runs are short-lived.
-        self.work_bucket = secure_bucket(
-            self, "Work", bucket_name=name("work"), retain=retain, access_logs=self.access_logs
-        )
-        self.work_bucket.add_lifecycle_rule(
-            id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30)
-        )
-        for model in config.models:
-            self.work_bucket.add_to_resource_policy(
-                staged_candidate_guard(
-                    self.work_bucket, model=model.name, writer_arn=role_arn(config.account, train_role(config, model))
-                )
-            )
-        # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
-        _send_events_to_eventbridge(self.work_bucket)
+        self.work_bucket = self._build_work_bucket(config, name("work"))
         self.retrain_locks = self._build_retrain_locks(retain=retain)
         # No AwsSolutions-S1 acknowledgement on the access-log bucket: cdk-nag recognises a
         # server-access-log destination and raises no finding there.
@@ -105,6 +91,19 @@ class StatefulStack(cdk.Stack):
             CaptureBucket=self.capture_bucket.bucket_name,
             WorkBucket=self.work_bucket.bucket_name,
         )
+
+    def _build_work_bucket(self, config: StageConfig, bucket_name: str) -> s3.Bucket:
+        """Scratch space of pipeline runs (staged splits, candidates, reports); runs are short-lived."""
+        bucket = secure_bucket(
+            self, "Work", bucket_name=bucket_name, retain=config.retain_data, access_logs=self.access_logs
+        )
+        bucket.add_lifecycle_rule(id="expire-runs", prefix="retraining/", expiration=cdk.Duration.days(30))
+        for model in config.models:  # only a model's train role stages its candidate
+            writer = role_arn(config.account, train_role(config, model))
+            bucket.add_to_resource_policy(staged_candidate_guard(bucket, model=model.name, writer_arn=writer))
+        # Batch inputs dropped under batch/input/ start batch runs through EventBridge rules.
+        _send_events_to_eventbridge(bucket)
+        return bucket
 
     def _build_retrain_locks(self, *, retain: bool) -> dynamodb.Table:
         # The retraining trigger's single-flight lock (one item per model): a table of its own,
