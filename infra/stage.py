@@ -33,9 +33,9 @@ from sluice.names import (
     promotion_role_name,
     registry_api_role_name,
     registry_table_name,
+    retrain_role_name,
     role_arn,
     train_task_role_name,
-    training_role_name,
 )
 
 
@@ -124,7 +124,7 @@ class StatefulStack(cdk.Stack):
 def train_role(config: StageConfig, model: ModelConfig) -> str:
     """The name of the role ``model``'s train step runs as: the steps' role, or its task's or job's."""
     if model.training_compute == "lambda":
-        return training_role_name(config.name)
+        return retrain_role_name(config.name, model.name)
     return train_task_role_name(config.name, model.name)
 
 
@@ -173,7 +173,6 @@ class ServiceStack(cdk.Stack):
             capture_bucket=stateful.capture_bucket,
             deployer_role_name=config.deployer_role_name,
             approver_role_name=config.approver_role_name,
-            training_role_name=training_role_name(config.name),
         )
         # Each REST API's stage is the Sluice stage's name: URLs read /dev/... on the dev stage.
         self.registry_api = RegistryApi(
@@ -281,7 +280,6 @@ class ServiceStack(cdk.Stack):
             registry=self.stateful.registry,
             work_bucket=work_bucket,
             lock_table=self.stateful.retrain_locks,
-            role=self.roles.training,
             model_name=model.name,
             data_uri=f"s3://{work_bucket.bucket_name}/datasets/{model.name}/latest.parquet",
             image=image,
@@ -290,6 +288,7 @@ class ServiceStack(cdk.Stack):
             log_execution_data=config.log_execution_data,
             training_compute=model.training_compute,
             train_role_name=None if model.training_compute == "lambda" else train_role(config, model),
+            steps_role_name=retrain_role_name(config.name, model.name),
         )
 
     def _build_endpoint(self, model: ModelConfig, scope: Construct, image: ModelImage | None) -> Endpoint:

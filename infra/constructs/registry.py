@@ -22,6 +22,7 @@ from infra.constructs.nag import acknowledge_grant_wildcards
 from infra.constructs.storage import bucket_in, secure_bucket
 from sluice.names import (
     APPROVAL_ATTRIBUTES,
+    REGISTRY_INDEX_PARTITION,
     approval_key_alias,
     audit_bucket_name,
     audit_event_prefix,
@@ -274,15 +275,20 @@ class Registry(Construct):
             grantee, buckets=[self.bucket, self.audit_bucket], object_prefixes=(artifacts, events)
         )
 
-    def grant_write(self, grantee: iam.IRole) -> None:
-        """Register versions: write and sign artifacts, write records except approvals (training, promotion)."""
-        self.grant_record_events(grantee)
-        bucket_in(grantee, self.bucket).grant_put(grantee, "artifacts/*")
+    def grant_write(self, grantee: iam.IRole, *, model: str | None = None) -> None:
+        """Register versions: write and sign artifacts, write records except approvals (training, promotion).
+
+        With ``model``, only that model's records (its partition and its entry in the models
+        index), artifacts and audit events (a model's retraining).
+        """
+        self.grant_record_events(grantee, model=model)
+        artifacts = "artifacts/" if model is None else registry_artifact_prefix(model)
+        bucket_in(grantee, self.bucket).grant_put(grantee, f"{artifacts}*")
         self.manifest_key.grant(grantee, "kms:Sign")
 
-    def grant_record_events(self, grantee: iam.IRole) -> None:
+    def grant_record_events(self, grantee: iam.IRole, *, model: str | None = None) -> None:
         """Move aliases and append audit events; never approve (deployments, traffic)."""
-        self._grant_record_writes(grantee)
+        self._grant_record_writes(grantee, model=model)
         # Only the approval path writes a version's status and approval: every other writer is
         # denied a PutItem or UpdateItem naming one of those attributes.
         grantee.add_to_principal_policy(
@@ -299,16 +305,28 @@ class Registry(Construct):
         self._grant_record_writes(grantee)
         self.approval_key.grant(grantee, "kms:Sign")
 
-    def _grant_record_writes(self, grantee: iam.IRole) -> None:
+    def _grant_record_writes(self, grantee: iam.IRole, *, model: str | None = None) -> None:
         # The runtime only puts, updates and condition-checks items (in transactions). No role
         # gets DeleteItem or BatchWriteItem, so nobody can erase versions or audit index items.
         # Audit events are put once each (If-None-Match); the bucket's compliance-mode lock
         # keeps every version, and no role gets a delete, retention or bypass action on it.
-        self.grant_read(grantee)
-        self.table.grant(grantee, *RECORD_WRITE_ACTIONS)
+        self.grant_read(grantee, model=model)
         audit = bucket_in(grantee, self.audit_bucket)
+        if model is None:
+            self.table.grant(grantee, *RECORD_WRITE_ACTIONS)
+            events = "events/"
+        else:  # its partition, and the models index (a first registration adds the model there)
+            partitions = [registry_partition_key(model), REGISTRY_INDEX_PARTITION]
+            grantee.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=list(RECORD_WRITE_ACTIONS),
+                    resources=[self.table.table_arn],
+                    conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": partitions}},
+                )
+            )
+            events = audit_event_prefix(model)
         grantee.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[audit.arn_for_objects("events/*")])
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[audit.arn_for_objects(f"{events}*")])
         )
 
 

@@ -93,8 +93,9 @@ class RetrainingPipeline(Construct):
     lock_table
         The single-flight lock table (partition key ``pk``): the trigger may put items there and
         touches no other table.
-    role
-        Execution role of the steps (the stage's training role).
+    steps_role_name
+        Physical name of the steps' role (``steps_role``), which the work bucket's
+        :func:`staged_candidate_guard` names when the train step runs in Lambda. Default generated.
     model_name
         Registered model this pipeline retrains.
     data_uri
@@ -128,7 +129,8 @@ class RetrainingPipeline(Construct):
 
     Attributes
     ----------
-    topic_key, notify_topic, steps, training, log_group, state_machine, trigger_role, trigger, rule
+    topic_key, notify_topic, steps_role, steps, training, log_group, state_machine, trigger_role,
+    trigger, rule
         Everything created; ``steps`` is the function running every step (but a train step
         outside Lambda), ``training`` the Fargate or SageMaker training (``None`` for Lambda).
         ``topic_key`` is ``None`` when ``notify_topic`` is given, ``rule`` without ``alarms``.
@@ -142,7 +144,6 @@ class RetrainingPipeline(Construct):
         registry: Registry,
         work_bucket: s3.IBucket,
         lock_table: dynamodb.ITable,
-        role: iam.IRole,
         model_name: str,
         data_uri: str,
         image: ModelImage | None = None,
@@ -154,8 +155,10 @@ class RetrainingPipeline(Construct):
         training_compute: str = "lambda",
         network: TrainingNetwork | None = None,
         train_role_name: str | None = None,
+        steps_role_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
+        self.model_name = model_name
         if training_compute not in TRAINING_COMPUTE:
             raise ValueError(f"training_compute must be one of {TRAINING_COMPUTE}, not {training_compute!r}")
         self.topic_key: kms.Key | None = None
@@ -164,7 +167,9 @@ class RetrainingPipeline(Construct):
                 self, "Notifications", description="Sluice retraining topic"
             )
         self.notify_topic = notify_topic
-        self.steps = self._build_steps(registry, work_bucket, role, image=image, retain_logs=retain_logs)
+        self.steps_role, self.steps = self._build_steps(
+            registry, work_bucket, role_name=steps_role_name, image=image, retain_logs=retain_logs
+        )
         self.training = self._build_training(
             training_compute,
             registry,
@@ -214,13 +219,23 @@ class RetrainingPipeline(Construct):
         self,
         registry: Registry,
         work_bucket: s3.IBucket,
-        role: iam.IRole,
         *,
+        role_name: str | None,
         image: ModelImage | None,
         retain_logs: bool,
-    ) -> lambda_.IFunction:
-        """The one function running every step (``{"step": ..., "state": ...}``), and its grants."""
-        work = bucket_in(self, work_bucket)
+    ) -> tuple[iam.Role, lambda_.IFunction]:
+        """The one function running every step (``{"step": ..., "state": ...}``), its role and grants.
+
+        The role is the model's own: it reads and registers only this model (``Registry.grant_write``).
+        """
+        work, runs = bucket_in(self, work_bucket), f"retraining/{self.model_name}/"
+        role = iam.Role(
+            self,
+            "StepsRole",
+            role_name=role_name,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Sluice retraining steps of {self.model_name}",
+        )
         steps = SluiceFunction(
             self,
             "Steps",
@@ -238,14 +253,14 @@ class RetrainingPipeline(Construct):
                 "SLUICE_NOTIFY_TOPIC_ARN": self.notify_topic.topic_arn,
             },
         ).function
-        registry.grant_write(role)
-        work.grant_read_write(role, "retraining/*")
+        registry.grant_write(role, model=self.model_name)
+        work.grant_read_write(role, f"{runs}*")
         work.grant_read(role, "datasets/*")
         self.notify_topic.grant_publish(role)
         acknowledge_grant_wildcards(
-            role, buckets=[work_bucket], object_prefixes=("retraining/", "datasets/"), xray=True
+            role, buckets=[work_bucket], object_prefixes=(runs, "datasets/"), xray=True
         )
-        return steps
+        return role, steps
 
     def _build_training(
         self,
@@ -261,7 +276,7 @@ class RetrainingPipeline(Construct):
         """The train step's task or job outside Lambda, in the steps' image, and its role's grants."""
         if compute == "lambda":
             return None
-        work = bucket_in(self, work_bucket)
+        work, runs = bucket_in(self, work_bucket), f"retraining/{self.model_name}/"
         environment = {**registry.environment, "SLUICE_WORK_BUCKET": work.bucket_name}
         training: FargateTraining | SageMakerTraining
         if compute == "fargate":
@@ -284,15 +299,15 @@ class RetrainingPipeline(Construct):
                 "TrainJob",
                 asset=amd64_image(self, "TrainImage", image=image),
                 environment=environment,
-                output_uri=f"s3://{work.bucket_name}/retraining/sagemaker-output/",
+                output_uri=f"s3://{work.bucket_name}/{runs}sagemaker-output/",  # within its grant
                 role_name=role_name,
             )
             role = training.role
         # The train step reads the champion and the staged data and stages the candidate; only
         # the register step (a Lambda step) writes the registry.
-        registry.grant_read(role)
-        work.grant_read_write(role, "retraining/*")
-        acknowledge_grant_wildcards(role, buckets=[work_bucket, registry.bucket], object_prefixes=("retraining/",))
+        registry.grant_read(role, model=self.model_name)
+        work.grant_read_write(role, f"{runs}*")
+        acknowledge_grant_wildcards(role, buckets=[work_bucket, registry.bucket], object_prefixes=(runs,))
         return training
 
     def _build_definition(self) -> sfn.IChainable:

@@ -16,14 +16,14 @@ LAMBDA = iam.ServicePrincipal("lambda.amazonaws.com")
 class ServiceRoles(Construct):
     """The execution and operator roles of one stage.
 
-    ``training`` (retraining steps) and ``monitor`` (drift job) are Lambda execution roles; the
-    endpoint, batch, capture, labels, registry API and promotion constructs build their own roles.
+    ``monitor`` (drift job) is a Lambda execution role; the endpoint, batch, retraining, capture,
+    labels, registry API and promotion constructs build their own roles (a model's, per model).
     ``deployer`` and ``approver`` are assumed by people or CI of the same account; their trust
     policies require the caller to carry the principal tag ``sluice-duty`` naming the duty, and
     the approver's a source identity (``sts:SourceIdentity``: the person, which follows them
     through role chaining into the audit trail).
 
-    Grants follow the duty: only ``training`` writes registry artifacts; ``deployer`` may move
+    Grants follow the duty: only a model's retraining writes its registry artifacts; ``deployer`` may move
     aliases, shift traffic and record events, but neither approve nor write artifacts;
     ``approver`` may only call the registry API, whose resource policy lets no one else approve.
 
@@ -32,10 +32,9 @@ class ServiceRoles(Construct):
     registry
         The stage's model registry.
     capture_bucket
-        Bucket of captured requests: monitoring and training read it.
-    deployer_role_name, approver_role_name, training_role_name
-        Physical names of the deployer, approver and training roles (policies in other stacks
-        and accounts name them).
+        Bucket of captured requests: monitoring reads it.
+    deployer_role_name, approver_role_name
+        Physical names of the deployer and approver roles.
     """
 
     def __init__(
@@ -47,16 +46,8 @@ class ServiceRoles(Construct):
         capture_bucket: s3.IBucket,
         deployer_role_name: str,
         approver_role_name: str,
-        training_role_name: str,
     ) -> None:
         super().__init__(scope, id)
-        self.training = iam.Role(
-            self,
-            "Training",
-            role_name=training_role_name,
-            assumed_by=LAMBDA,
-            description="Sluice training jobs",
-        )
         self.monitor = iam.Role(self, "Monitor", assumed_by=LAMBDA, description="Sluice drift monitoring")
         self.deployer = iam.Role(
             self,
@@ -81,19 +72,17 @@ class ServiceRoles(Construct):
             )
         )
 
-        registry.grant_write(self.training)
         registry.grant_read(self.monitor)
         registry.grant_record_events(self.deployer)
         registry.grant_read(self.approver)
         capture = bucket_in(self, capture_bucket)
-        for role in (self.monitor, self.training):
-            capture.grant_read(role)
+        capture.grant_read(self.monitor)
         for role in self.all_roles:
             acknowledge_grant_wildcards(role, buckets=[registry.bucket, capture_bucket])
 
     @property
     def all_roles(self) -> list[iam.Role]:
-        return [self.training, self.monitor, self.deployer, self.approver]
+        return [self.monitor, self.deployer, self.approver]
 
 
 def duty_principal(duty: str, *, source_identity: bool = False) -> iam.IPrincipal:

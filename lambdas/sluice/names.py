@@ -44,6 +44,10 @@ def registry_table_name(stage: str) -> str:
     return f"sluice-{stage}-registry"
 
 
+#: The registry table's partition listing every model (one item per model, sort key its partition).
+REGISTRY_INDEX_PARTITION = "MODELS"
+
+
 def registry_partition_key(model: str) -> str:
     """The registry table's partition key of ``model``'s items (versions, aliases, events):
     a model's serving and batch roles may read only this partition (``dynamodb:LeadingKeys``)."""
@@ -70,9 +74,9 @@ def staged_train_keys(model: str) -> tuple[str, ...]:
     return tuple(f"retraining/{model}/*/{name}" for name in (*CANDIDATE_FILES, TRAIN_OUTPUT_FILE))
 
 
-def training_role_name(stage: str) -> str:
-    """The retraining steps' Lambda role (the train step's, when it runs in Lambda)."""
-    return f"sluice-{stage}-training"
+def retrain_role_name(stage: str, model: str) -> str:
+    """The role a model's retraining steps run as (its train step too, when that runs in Lambda)."""
+    return f"sluice-{stage}-{model}-retrain"
 
 
 def train_task_role_name(stage: str, model: str) -> str:

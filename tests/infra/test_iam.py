@@ -40,7 +40,7 @@ STAR_RESOURCE_ACTIONS = {
 OBJECT_KEY_WILDCARD = re.compile(
     r"^arn:(aws|<Ref>):s3:::sluice-(dev|prod)-[a-z-]+-\d{12}-[a-z0-9-]+/"
     r"(artifacts/|retraining/|datasets/|batch/|capture/|reports/|labels/|labels/incoming/|labels/model=|events/"
-    r"|artifacts/[a-z0-9-]+/|events/[a-z0-9-]+/)?\*$"  # the last two: one model's (Registry.grant_read)
+    r"|artifacts/[a-z0-9-]+/|events/[a-z0-9-]+/|retraining/[a-z0-9-]+/)?\*$"  # the last three: one model's
 )
 # Every route of the stage's own registry API (its resource policy keeps approve/reject to the approver).
 API_ROUTES = re.compile(r"^arn:aws:execute-api:[a-z0-9-]+:\d{12}:<Ref>/\*/\*/\*$")
@@ -131,7 +131,7 @@ def _can_put_artifacts(template: dict, role_fragment: str) -> bool:
 
 def test_only_the_training_role_writes_artifacts(templates):
     dev = templates["Dev-Service"]
-    assert _can_put_artifacts(dev, "RolesTraining")
+    assert _can_put_artifacts(dev, "RetrainingStepsRole")
     for reader in ("EndpointRole", "RolesMonitor", "RolesDeployer", "RegistryApiRole"):
         assert not _can_put_artifacts(dev, reader), reader
 
@@ -164,8 +164,8 @@ def test_no_role_assumes_another(templates):
 def test_people_roles_need_their_duty_tag_and_lambda_roles_lambda(templates):
     roles = resources_of(templates["Dev-Service"], "AWS::IAM::Role")
     trust = {k: roles[k]["Properties"]["AssumeRolePolicyDocument"]["Statement"] for k in roles}
-    for duty in ("Training", "Monitor"):
-        (found,) = [t for k, t in trust.items() if k.startswith(f"Roles{duty}")]
+    for duty in ("RetrainingStepsRole", "RolesMonitor"):  # the default model's retraining steps
+        (found,) = [t for k, t in trust.items() if k.startswith(duty)]
         assert found[0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     for duty in ("Deployer", "Approver"):
         (found,) = [t for k, t in trust.items() if k.startswith(f"Roles{duty}")]

@@ -173,7 +173,7 @@ def test_registry_api_function_runs_the_handler_with_the_registry_names(template
     assert callable(module.lambda_handler)
 
 
-@pytest.mark.parametrize("role", ["RegistryApiRole", "RolesTraining", "RolesDeployer"])
+@pytest.mark.parametrize("role", ["RegistryApiRole", "RetrainingStepsRole", "RolesDeployer"])
 def test_registry_writers_cannot_delete_records(templates, role):
     # Given a role that writes registry records
     policies = _role_policies(templates["Dev-Service"], role)

@@ -8,7 +8,6 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
 from infra.constructs.registry import Registry
@@ -33,7 +32,6 @@ def standalone() -> Template:
         stack, "Registry", bucket_name="reg", table_name="reg", retain=False, access_logs=None
     )
     work = secure_bucket(stack, "Work", bucket_name="work", retain=False, access_logs=None)
-    role = iam.Role(stack, "Training", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
     alarm = cloudwatch.Alarm(
         stack,
         "Drift",
@@ -49,7 +47,6 @@ def standalone() -> Template:
         lock_table=dynamodb.Table(
             stack, "Locks", partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING)
         ),
-        role=role,
         model_name="credit-risk",
         data_uri="s3://work/datasets/credit-risk/latest.parquet",
         alarms=[alarm],

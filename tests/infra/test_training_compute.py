@@ -150,6 +150,17 @@ def test_the_sagemaker_variant_synthesizes_a_training_job_sync_clean_of_cfn_lint
     assert train["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
     assert train["Parameters"]["AlgorithmSpecification"]["ContainerEntrypoint"] == TRAIN_ENTRY_POINT
     assert train["Next"] == "Collect"
+    # SageMaker uploads the job's output where the job role may write: under the model's runs
+    output = train["Parameters"]["OutputDataConfig"]["S3OutputPath"]
+    assert f"/retraining/{MODEL}/sagemaker-output/" in json.dumps(output)
+    job_policies = [p for k, p in resources_of(service, "AWS::IAM::Policy").items() if "TrainJobJobRole" in k]
+    written = [
+        json.dumps(s["Resource"])
+        for policy in job_policies
+        for s in _statements(policy)
+        if "s3:PutObject" in _actions(s)
+    ]
+    assert written and all(f"/retraining/{MODEL}/*" in r for r in written)
     assert resources_of(service, "AWS::ECS::TaskDefinition") == {}
     (statement,) = _pass_role_statements(service)
     assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}

@@ -20,9 +20,9 @@ from sluice.names import (
     audit_bucket_name,
     promotion_role_name,
     registry_table_name,
+    retrain_role_name,
     stage_bucket_name,
     stage_stack_names,
-    training_role_name,
 )
 from tests.infra.conftest import stacks  # noqa: F401  (the session's synthesized stacks)
 from tests.security.iam_sim import Simulator
@@ -230,7 +230,7 @@ def test_registry_writers_cannot_write_approval_attributes(app, stage):
     ordinary = {"dynamodb:Attributes": ["pk", "sk", "metrics", "artifacts"]}
     # Writers: every role allowed an ordinary UpdateItem on the registry table
     writers = [r for r in app.roles(stage) if app.sim.allowed(r, "dynamodb:UpdateItem", table, ordinary)]
-    assert any(w.endswith(f":role/{training_role_name(stage)}") for w in writers)
+    assert any(w.endswith(f":role/{retrain_role_name(stage, 'credit-risk')}") for w in writers)
     found = []
     for writer in set(writers) - app.approval_path(stage):
         for action, attribute in itertools.product(

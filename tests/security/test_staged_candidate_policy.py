@@ -18,10 +18,10 @@ import pytest
 from sluice.names import (
     CANDIDATE_FILES,
     TRAIN_OUTPUT_FILE,
+    retrain_role_name,
     role_arn,
     stage_bucket_name,
     train_task_role_name,
-    training_role_name,
 )
 from tests.infra.conftest import stacks  # noqa: F401  (the session's synthesized stacks)
 from tests.security.test_iam_policies import EVERYTHING, STAGES, App, app  # noqa: F401
@@ -33,7 +33,7 @@ WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
 
 def _train_role(stage: str, account: str, model: dict) -> str:
     compute = model.get("trainingCompute", "lambda")
-    name = training_role_name(stage) if compute == "lambda" else train_task_role_name(stage, model["name"])
+    name = (retrain_role_name if compute == "lambda" else train_task_role_name)(stage, model["name"])
     return role_arn(account, name)
 
 
@@ -86,5 +86,5 @@ def test_a_fargate_model_is_staged_by_its_task_alone():
     fargate = [m for m in MODELS if m.get("trainingCompute") == "fargate"]
     assert fargate, "infra/models.json trains no model on Fargate"
     assert _train_role("dev", "111111111111", fargate[0]) != role_arn(
-        "111111111111", training_role_name("dev")
+        "111111111111", retrain_role_name("dev", fargate[0]["name"])
     )

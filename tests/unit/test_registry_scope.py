@@ -19,12 +19,13 @@ import boto3
 from sluice import aws
 from sluice.handlers import score
 from sluice.names import (
+    REGISTRY_INDEX_PARTITION,
     audit_bucket_name,
     audit_event_prefix,
     registry_artifact_prefix,
     registry_partition_key,
 )
-from sluice.pipelines import batch
+from sluice.pipelines import batch, retraining
 from sluice.pipelines.batch_request import BatchRequest
 from sluice.pipelines.datasource import write_table
 from sluice_demo import datasets
@@ -32,9 +33,11 @@ from tests.handlers.test_score import BUCKET, TABLE, Context, endpoint, event  #
 
 # The endpoint fixture takes the batch module's trained model: both are the credit demo's.
 from tests.unit.test_batch import ARTIFACTS, SETTINGS, WORK, stage, trained  # noqa: F401  (fixtures)
+from tests.unit.test_retraining import DATA, env  # noqa: F401  (the fixture)
 
 #: Table reads that name their partition; a model's roles get no other table action.
 TABLE_READS = {"GetItem", "Query", "BatchGetItem", "TransactGetItems"}
+TABLE_WRITES = {"PutItem", "UpdateItem", "TransactWriteItems"}
 _KEY_CONDITION = re.compile(r"\bpk\s*=\s*(:\w+)")
 
 
@@ -47,14 +50,17 @@ class Requests:
     def __call__(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
         self.made.append((model.service_model.service_name, model.name, dict(params)))
 
-    def out_of_scope(self, model: str, *, table: str, artifacts: str) -> list[str]:
-        """Each request a role scoped to ``model`` would be refused."""
+    def out_of_scope(self, model: str, *, table: str, artifacts: str, writes: bool = False) -> list[str]:
+        """Each request a role scoped to ``model`` would be refused (a reader's, or with ``writes``
+        a registering role's: it also writes the model's partition and its models-index entry)."""
+        allowed_operations = TABLE_READS | (TABLE_WRITES if writes else set())
+        partitions = {registry_partition_key(model)} | ({REGISTRY_INDEX_PARTITION} if writes else set())
         wrong = []
         for service, operation, params in self.made:
             if service == "dynamodb":
-                if operation not in TABLE_READS or params.get("TableName", table) != table:
+                if operation not in allowed_operations or params.get("TableName", table) != table:
                     wrong.append(f"{operation} {params.get('TableName')}")
-                elif set(_partitions(operation, params)) != {registry_partition_key(model)}:
+                elif not set(_partitions(operation, params)) <= partitions:
                     wrong.append(f"{operation} {_partitions(operation, params)}")
             elif service == "s3" and params.get("Bucket") in (artifacts, audit_bucket_name(artifacts)):
                 scope = (
@@ -76,7 +82,15 @@ def _partitions(operation: str, params: dict[str, Any]) -> list[str]:
         return [params["ExpressionAttributeValues"][found.group(1)]["S"]] if found else ["<no pk>"]
     if operation == "BatchGetItem":
         return [k["pk"]["S"] for request in params["RequestItems"].values() for k in request["Keys"]]
-    return [item["Get"]["Key"]["pk"]["S"] for item in params["TransactItems"]]
+    if operation == "PutItem":
+        return [params["Item"]["pk"]["S"]]
+    if operation == "UpdateItem":
+        return [params["Key"]["pk"]["S"]]
+    return [  # TransactGetItems, TransactWriteItems
+        (action.get("Key") or action["Item"])["pk"]["S"]
+        for item in params["TransactItems"]
+        for action in item.values()
+    ]
 
 
 @contextmanager
@@ -121,6 +135,28 @@ def test_a_batch_run_reads_only_its_models_registry_entries(stage):  # noqa: F81
     assert summary["manifest"]["rows_out"] == 300
     assert {op for service, op, _ in requests.made if service == "dynamodb"} >= {"GetItem"}
     assert requests.out_of_scope("credit", table=SETTINGS.registry_table, artifacts=ARTIFACTS) == []
+
+
+def test_a_retraining_run_reads_and_registers_only_its_model(env):  # noqa: F811
+    settings, registry = env
+    with recording() as requests:
+        # When a run retrains credit-risk with a registry of its own clients, as the steps do
+        state = retraining.run_all(settings, retraining.RetrainRequest("credit-risk", DATA, "scope-1"))
+    assert registry.get("credit-risk", version=state["version"]).status == "PendingManualApproval"
+    # Then it read and wrote only credit-risk's partition (and its models-index entry)
+    operations = {op for service, op, _ in requests.made if service == "dynamodb"}
+    assert "TransactWriteItems" in operations
+    scope = requests.out_of_scope(
+        "credit-risk", table=settings.registry_table, artifacts=settings.registry_bucket, writes=True
+    )
+    assert scope == []
+    # And in the work bucket, only its own runs (and the dataset it was given)
+    work = [
+        str(p.get("Key", p.get("Prefix", "")))
+        for service, _, p in requests.made
+        if service == "s3" and p.get("Bucket") == settings.work_bucket
+    ]
+    assert work and all(k.startswith(("retraining/credit-risk/", "datasets/")) for k in work), work
 
 
 def test_a_request_for_another_model_is_reported(stage):  # noqa: F811

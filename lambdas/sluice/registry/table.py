@@ -27,13 +27,13 @@ from botocore.exceptions import ClientError
 
 from sluice import aws as sluice_aws
 from sluice.errors import NotFound
-from sluice.names import registry_partition_key
+from sluice.names import REGISTRY_INDEX_PARTITION, registry_partition_key
 from sluice.registry.records import VersionRecord
 from sluice.registry.validation import check_model_name, check_version
 
 HEAD = "HEAD"
 # One partition lists every model, so listing is a Query rather than a Scan of all records.
-INDEX_PK = "MODELS"
+INDEX_PK = REGISTRY_INDEX_PARTITION
 #: Attempts of a transaction that lost a race (version number, alias move) before giving up.
 MAX_ATTEMPTS = 200
 #: Cancellation codes of a transaction whose condition failed or that met a concurrent one.
