@@ -75,8 +75,8 @@ def staged_candidate_guard(bucket: s3.IBucket, *, model: str, writer_arn: str) -
 class RetrainingPipeline(Construct):
     """A Step Functions retraining run per model, started by hand or by drift alarms.
 
-    The steps run in the training image (or the model's own ``image``) with the stage's non-personal training role. The state
-    machine retries transient Lambda errors with exponential backoff and jitter; any final failure
+    The steps run in the training image (or the model's own ``image``) with a non-personal role of
+    the model's own, which reads and registers only this model. The state machine retries transient Lambda errors with exponential backoff and jitter; any final failure
     goes to a notification step and ends the run as failed, and because only the last step writes
     the registry (one transactional call), a failed run leaves no partial record.
 
@@ -93,9 +93,6 @@ class RetrainingPipeline(Construct):
     lock_table
         The single-flight lock table (partition key ``pk``): the trigger may put items there and
         touches no other table.
-    steps_role_name
-        Physical name of the steps' role (``steps_role``), which the work bucket's
-        :func:`staged_candidate_guard` names when the train step runs in Lambda. Default generated.
     model_name
         Registered model this pipeline retrains.
     data_uri
@@ -126,6 +123,10 @@ class RetrainingPipeline(Construct):
     train_role_name
         Physical name of the Fargate task's or SageMaker job's role, which the work bucket's
         :func:`staged_candidate_guard` names. Default generated (no guard can name it).
+    steps_role_name
+        Physical name of the steps' role (``steps_role``, this model's own), which the work
+        bucket's :func:`staged_candidate_guard` names when the train step runs in Lambda. Default
+        generated.
 
     Attributes
     ----------
